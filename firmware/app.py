@@ -1,0 +1,24 @@
+# The application: console plus whatever subsystems the board supports.
+# Returns when Ctrl-C arrives so that the REPL (and mpremote) take over.
+import asyncio
+
+from firmware import boards
+from firmware.console import Console
+from firmware.version import VERSION
+
+
+async def _run(con):
+    task = asyncio.create_task(con.run())
+    con.write("EVT", {"ready": True, "version": VERSION, "board": con.board.name})
+    await con.stopped.wait()
+    task.cancel()
+
+
+def main():
+    board = boards.get()
+    con = Console(board)
+    try:
+        asyncio.run(_run(con))
+    except KeyboardInterrupt:  # a real board's REPL interrupt
+        pass
+    asyncio.new_event_loop()

@@ -1,0 +1,38 @@
+# Board selection. boot.py calls select(); the application calls get().
+#
+# A board object offers what the application needs and nothing about pins:
+#   name                  "esp32s3", "rp2" or "vterm"
+#   stdin, stdout         byte streams of the console (USB CDC / UART / pty)
+#   ctrl_c_is_byte        True where Ctrl-C arrives as the byte 0x03 instead of
+#                         a KeyboardInterrupt (the vterm's raw pty)
+#   reset()               hard reset of the board
+#   display, keypad, reader, modem, wlan, scanner   drivers, or None if absent
+#   sim                   (vterm only) simulated-input hooks for `sim ...`
+import sys
+import time
+
+BOOT_MS = time.ticks_ms()  # boot.py imports us first: the uptime origin
+
+_module = None
+_board = None
+
+# sys.platform -> board module. One port, one board module.
+_BY_PLATFORM = {"linux": "vterm", "darwin": "vterm", "esp32": "esp32s3", "rp2": "rp2"}
+
+
+def select(name=None):
+    global _module
+    name = name or _BY_PLATFORM.get(sys.platform)
+    if name is None:
+        raise OSError("no board module for platform %s" % sys.platform)
+    _module = __import__("firmware.boards." + name, None, None, ("Board",))
+    return name
+
+
+def get():
+    global _board
+    if _board is None:
+        if _module is None:
+            select()
+        _board = _module.Board()
+    return _board

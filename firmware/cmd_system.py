@@ -1,0 +1,47 @@
+# System console commands: help, status, echo, reboot.
+import asyncio
+import gc
+import os
+import time
+
+from firmware import boards
+from firmware.commands import TABLE
+from firmware.version import VERSION
+
+# Other subsystems add callables returning dicts to merge into `status`.
+STATUS = []
+
+
+def cmd_help(args):
+    return {"commands": {name: entry[2] for name, entry in TABLE.items()}}
+
+
+def cmd_status(args):
+    gc.collect()
+    st = os.statvfs("/")
+    s = {
+        "version": VERSION,
+        "board": boards.get().name,
+        "uptime_ms": time.ticks_diff(time.ticks_ms(), boards.BOOT_MS),
+        "heap_free": gc.mem_free(),
+        "heap_used": gc.mem_alloc(),
+        "flash_free": st[0] * st[3],
+        "flash_size": st[0] * st[2],
+    }
+    for fn in STATUS:
+        s.update(fn())
+    return s
+
+
+def cmd_echo(args):
+    return {"echo": args}
+
+
+async def _reset_soon():
+    await asyncio.sleep_ms(50)  # let the OK reach the host first
+    boards.get().reset()
+
+
+def cmd_reboot(args):
+    asyncio.create_task(_reset_soon())
+    return {"rebooting": True}

@@ -1,0 +1,168 @@
+# The serial console: one command a line, one reply a line.
+#   request   <command> [args]\n
+#   replies   OK <json>  |  ERR <code> <message>
+#   events    EVT <json>  (unsolicited)
+# Bytes are assembled into a fixed buffer; a line that is too long, holds a
+# control byte or is not UTF-8 gets an ERR and the console keeps serving.
+# Ctrl-C (0x03) stops the application and leaves the REPL (mpremote needs it).
+import asyncio
+import json
+import select
+from micropython import const
+
+from firmware.commands import TABLE
+
+MAX_LINE = const(1024)
+_DRAIN = const(256)  # bytes taken per wake-up before yielding to other tasks
+_CR = const(13)
+_LF = const(10)
+_CTRL_C = const(3)
+_TOOLONG = const(-1)
+
+_active = None
+
+
+class CommandError(Exception):
+    # code: one lowercase word that a script can match; message: for people.
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def event(obj):
+    # Unsolicited event on the active console; dropped if there is none yet.
+    if _active is not None:
+        _active.write("EVT", obj)
+
+
+def words(args, n=None):
+    # Split a command's argument string; n = number of words expected (the
+    # last takes the rest of the line), raising a usage error otherwise.
+    if n is None:
+        return args.split()
+    parts = args.split(None, n - 1) if args else []
+    if len(parts) != n:
+        raise CommandError("usage", "expected %d argument%s" % (n, "" if n == 1 else "s"))
+    return parts
+
+
+class Console:
+    def __init__(self, board):
+        global _active
+        self.board = board
+        self.out = board.stdout
+        self._buf = bytearray(MAX_LINE)
+        self._mv = memoryview(self._buf)
+        self._n = 0
+        self._overflow = False
+        self._ctrl = -1  # first control byte seen in the line, -1 if none
+        self._one = bytearray(1)
+        self._poll = select.poll()
+        self._poll.register(board.stdin, select.POLLIN)
+        self._handlers = {}  # name -> function, filled on first use
+        self.stopped = asyncio.Event()
+        _active = self
+
+    def write(self, kind, obj):
+        out = self.out
+        out.write(kind)
+        out.write(b" ")
+        json.dump(obj, out)
+        out.write(b"\r\n")
+
+    def error(self, code, message):
+        out = self.out
+        out.write(b"ERR ")
+        out.write(code)
+        out.write(b" ")
+        out.write(message)
+        out.write(b"\r\n")
+
+    async def run(self):
+        stdin = self.board.stdin
+        reader = asyncio.StreamReader(stdin)
+        one = self._one
+        poll = self._poll.poll
+        while not self.stopped.is_set():
+            await reader.readinto(one)
+            budget = _DRAIN
+            while True:
+                line = self._feed(one[0])
+                if line is not None:
+                    await self._dispatch(line)
+                if self.stopped.is_set():
+                    return
+                budget -= 1
+                if budget == 0 or not poll(0):
+                    break
+                stdin.readinto(one)
+            await asyncio.sleep_ms(0)
+
+    def _feed(self, c):
+        # Returns a complete line (a memoryview of the shared buffer), an int
+        # for a bad line (_TOOLONG or the control byte), or None meanwhile.
+        if c == _CTRL_C and self.board.ctrl_c_is_byte:
+            self.stopped.set()
+            return None
+        if c == _CR or c == _LF:
+            n, over, ctrl = self._n, self._overflow, self._ctrl
+            self._n, self._overflow, self._ctrl = 0, False, -1
+            if over:
+                return _TOOLONG
+            if ctrl >= 0:
+                return ctrl
+            if n == 0:
+                return None
+            return self._mv[:n]
+        if (c < 32 and c != 9) or c == 127:
+            if self._ctrl < 0:
+                self._ctrl = c
+        if self._n < MAX_LINE:
+            self._buf[self._n] = c
+            self._n += 1
+        else:
+            self._overflow = True
+        return None
+
+    async def _dispatch(self, line):
+        if isinstance(line, int):
+            if line == _TOOLONG:
+                self.error("toolong", "line longer than %d bytes" % MAX_LINE)
+            else:
+                self.error("binary", "control byte 0x%02x in line" % line)
+            return
+        try:
+            text = str(line, "utf-8")
+        except UnicodeError:
+            self.error("encoding", "line is not UTF-8")
+            return
+        name, _, args = text.strip().partition(" ")
+        try:
+            fn = self._lookup(name)
+            result = fn(args.strip())
+            if hasattr(result, "send"):  # an async command
+                result = await result
+            self.write("OK", {} if result is None else result)
+        except CommandError as e:
+            self.error(e.code, e.message)
+        except MemoryError:
+            self.error("nomem", "out of memory running %s" % name)
+        except Exception as e:  # a bug must not take the console down
+            self.error("internal", "%s: %s" % (type(e).__name__, e))
+
+    def _lookup(self, name):
+        fn = self._handlers.get(name)
+        if fn is None:
+            entry = TABLE.get(name)
+            if entry is None:
+                raise CommandError("unknown", "no command %s; try help" % _shown(name))
+            mod = __import__(entry[0], None, None, (entry[1],))
+            fn = getattr(mod, entry[1])
+            self._handlers[name] = fn
+        return fn
+
+
+def _shown(text):
+    # Echo a bit of what the user typed, never a whole line of it.
+    return repr(text[:24] + ("..." if len(text) > 24 else ""))

@@ -1,0 +1,210 @@
+"""Ledger database: one schema for SQLite and PostgreSQL, URL parsing, reference-data seeding."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, Sequence
+from urllib.parse import parse_qs, urlparse, urlunparse
+
+__all__ = ["Database", "DatabaseError", "connect", "default_url", "DATA_DIR", "read_csv"]
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+
+# Unique constraints carry idempotency: a redelivered or replayed message cannot add a row.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS merchants (
+  merchant_id TEXT PRIMARY KEY, name TEXT NOT NULL, acquirer_code TEXT NOT NULL,
+  settlement_account TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS terminals (
+  terminal_id TEXT PRIMARY KEY, serial TEXT NOT NULL UNIQUE,
+  merchant_id TEXT NOT NULL REFERENCES merchants(merchant_id),
+  home_region TEXT NOT NULL, addresses TEXT NOT NULL, tmk TEXT NOT NULL,
+  tpk TEXT, tak TEXT, tdk TEXT, keys_at BIGINT,
+  blocked INTEGER NOT NULL DEFAULT 0, location_policy TEXT NOT NULL DEFAULT 'decline',
+  last_seen BIGINT, firmware TEXT, signal INTEGER, seen_region TEXT, online INTEGER,
+  params_version BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS grants (
+  terminal_id TEXT NOT NULL REFERENCES terminals(terminal_id), region TEXT NOT NULL,
+  valid_from TEXT NOT NULL, valid_to TEXT NOT NULL, PRIMARY KEY (terminal_id, region));
+CREATE TABLE IF NOT EXISTS regions (
+  code TEXT PRIMARY KEY, name TEXT NOT NULL, currency TEXT NOT NULL, utc_offset_min INTEGER NOT NULL,
+  mcc TEXT NOT NULL, pin_threshold BIGINT NOT NULL, txn_limit BIGINT NOT NULL,
+  daily_card_limit BIGINT NOT NULL, daily_terminal_limit BIGINT NOT NULL,
+  report_threshold BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS fees (
+  region TEXT NOT NULL, method TEXT NOT NULL, bps INTEGER NOT NULL, cap BIGINT NOT NULL,
+  PRIMARY KEY (region, method));
+CREATE TABLE IF NOT EXISTS cells (
+  mcc INTEGER NOT NULL, mnc TEXT NOT NULL, lac_from INTEGER NOT NULL, lac_to INTEGER NOT NULL,
+  region TEXT NOT NULL, PRIMARY KEY (mcc, mnc, lac_from));
+CREATE TABLE IF NOT EXISTS txns (
+  id {serial} PRIMARY KEY, terminal_id TEXT NOT NULL, batch_no TEXT NOT NULL, stan TEXT NOT NULL,
+  kind TEXT NOT NULL, mti TEXT NOT NULL, proc TEXT NOT NULL, tx_time TEXT NOT NULL,
+  amount BIGINT NOT NULL, currency TEXT NOT NULL, region TEXT NOT NULL, method TEXT NOT NULL,
+  merchant_id TEXT NOT NULL, masked_pan TEXT NOT NULL, card_hash TEXT NOT NULL,
+  rc TEXT NOT NULL, status TEXT NOT NULL, rrn TEXT NOT NULL, auth_code TEXT NOT NULL,
+  orig_rrn TEXT NOT NULL DEFAULT '', fee BIGINT NOT NULL DEFAULT 0, flags TEXT NOT NULL DEFAULT '',
+  location TEXT NOT NULL DEFAULT '', local_date TEXT NOT NULL, created BIGINT NOT NULL,
+  uploaded INTEGER NOT NULL DEFAULT 0, response BYTEA,
+  UNIQUE (terminal_id, batch_no, stan, kind));
+CREATE INDEX IF NOT EXISTS txns_card ON txns (card_hash, created);
+CREATE INDEX IF NOT EXISTS txns_rrn ON txns (rrn);
+CREATE TABLE IF NOT EXISTS batches (
+  terminal_id TEXT NOT NULL, batch_no TEXT NOT NULL, region TEXT NOT NULL, status TEXT NOT NULL,
+  settled_date TEXT, sales_count INTEGER, sales_amount BIGINT, refund_count INTEGER,
+  refund_amount BIGINT, PRIMARY KEY (terminal_id, batch_no));
+CREATE TABLE IF NOT EXISTS pin_tries (card_hash TEXT PRIMARY KEY, tries INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rrn_seq (id {serial} PRIMARY KEY, terminal_id TEXT NOT NULL);
+"""
+
+
+class DatabaseError(RuntimeError):
+    """The database is unreachable or failed; the message stays unacknowledged."""
+
+
+def default_url() -> str:
+    return os.environ.get("ROAMPOS_DB") or "sqlite:///" + os.path.abspath("roampos-host.db")
+
+
+def read_csv(name: str) -> List[dict]:
+    with open(DATA_DIR / name, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(line for line in fh if not line.startswith("#")))
+
+
+class Database:
+    """Thin wrapper: '?' placeholders everywhere, translated for psycopg."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.kind = "pg" if url.startswith(("postgresql://", "postgres://")) else "sqlite"
+        self._conn: Any = None
+        self.connect()
+
+    def connect(self) -> None:
+        try:
+            if self.kind == "sqlite":
+                path = self.url[len("sqlite:///"):] if self.url.startswith("sqlite:///") else self.url
+                conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")  # an acknowledged message survives power loss
+                conn.execute("PRAGMA busy_timeout=30000")
+                self._conn = conn
+            else:
+                import psycopg
+                parts = urlparse(self.url)
+                q = parse_qs(parts.query)
+                schema = q.pop("schema", [None])[0]
+                clean = urlunparse(parts._replace(query="&".join(f"{k}={v[0]}" for k, v in q.items())))
+                conn = psycopg.connect(clean, autocommit=True, connect_timeout=5)
+                if schema:
+                    if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema):
+                        raise DatabaseError(f"bad schema name {schema!r}")
+                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                    conn.execute(f"SET search_path TO {schema}")
+                self._conn = conn
+        except (sqlite3.Error, OSError) as exc:
+            raise DatabaseError(f"cannot open {self.kind} database: {exc}") from exc
+        except Exception as exc:  # psycopg.Error without importing psycopg for SQLite users
+            raise DatabaseError(f"cannot open {self.kind} database: {exc}") from exc
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.kind == "pg" else sql
+
+    def execute(self, sql: str, params: Sequence = ()) -> Any:
+        try:
+            return self._conn.execute(self._sql(sql), tuple(params))
+        except Exception as exc:
+            if _is_integrity(exc):
+                raise
+            raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
+
+    def one(self, sql: str, params: Sequence = ()) -> Optional[tuple]:
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence = ()) -> List[tuple]:
+        return list(self.execute(sql, params).fetchall())
+
+    @contextmanager
+    def transaction(self) -> Iterator["Database"]:
+        """One write transaction; SQLite takes the write lock up front (no upgrade deadlocks)."""
+        self.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" else "BEGIN")
+        try:
+            yield self
+        except BaseException:
+            try:
+                self._conn.execute("ROLLBACK")
+            except Exception:
+                pass
+            raise
+        self.execute("COMMIT")
+
+    def lock_terminal(self, terminal_id: str) -> None:
+        """Serialize one terminal's messages across workers (SQLite already serializes writers)."""
+        if self.kind == "pg":
+            self.execute("SELECT terminal_id FROM terminals WHERE terminal_id=? FOR UPDATE", (terminal_id,))
+
+    def reconnect(self) -> None:
+        try:
+            self._conn.close()
+        except Exception:
+            pass
+        self.connect()
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except Exception:
+            pass
+
+    def create_schema(self) -> None:
+        serial = "BIGSERIAL" if self.kind == "pg" else "INTEGER"
+        ddl = _SCHEMA.replace("{serial}", serial)
+        if self.kind == "sqlite":
+            ddl = ddl.replace("BYTEA", "BLOB")
+        for stmt in ddl.split(";"):
+            if stmt.strip():
+                self.execute(stmt)
+        if not self.one("SELECT code FROM regions LIMIT 1"):
+            self.seed()
+
+    def seed(self) -> None:
+        """Load regions, profiles, fees and the cell table from tools/data."""
+        profiles = {r["code"]: r for r in read_csv("region_profiles.csv")}
+        with self.transaction():
+            for r in read_csv("regions.csv"):
+                p = profiles.get(r["code"], profiles["*"])
+                self.execute(
+                    "INSERT INTO regions VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    (r["code"], r["name_en"], r["currency"], int(r["utc_offset_min"]), r["mcc"],
+                     int(p["pin_threshold"]), int(p["txn_limit"]), int(p["daily_card_limit"]),
+                     int(p["daily_terminal_limit"]), int(p["report_threshold"])))
+            for f in read_csv("fees.csv"):
+                self.execute("INSERT INTO fees VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                             (f["region"], f["method"], int(f["bps"]), int(f["cap"])))
+            for c in read_csv("cells.csv"):
+                self.execute("INSERT INTO cells VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+                             (int(c["mcc"]), c["mnc"], int(c["lac_from"]), int(c["lac_to"]), c["region"]))
+
+
+def _is_integrity(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.IntegrityError) or type(exc).__name__ in ("UniqueViolation", "IntegrityError")
+
+
+def connect(url: Optional[str] = None, create: bool = True) -> Database:
+    db = Database(url or default_url())
+    if create:
+        for attempt in range(5):
+            try:
+                db.create_schema()
+                break
+            except Exception:
+                # Several workers may race to create the schema; the loser retries.
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+    return db

@@ -1,0 +1,300 @@
+"""RoamPOS message contract: ISO 8583 spec, field-48 TLV, AES crypto; pure functions, no I/O.
+
+Everything here is what both the host and a terminal must agree on byte for byte;
+docs/messages.md describes the same rules for the MicroPython implementation.
+"""
+from __future__ import annotations
+
+import copy
+import hmac
+import hashlib
+import os
+import re
+from typing import Dict, Optional, Tuple
+
+import iso8583
+from iso8583.specs import default as _DEFAULT
+from cryptography.hazmat.primitives import cmac as _cmac
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from psec import pinblock as _pinblock
+
+__all__ = [
+    "SPEC", "MessageError", "MTI_RESPONSE", "PROC", "RC",
+    "encode_tlv", "decode_tlv", "encode", "decode", "mac_of", "verify_mac",
+    "aes_ecb_encrypt", "aes_ecb_decrypt", "cmac", "kcv", "wrap_key", "unwrap_key",
+    "derive_key", "encrypt_pan", "decrypt_pan", "pin_block", "pin_from_block",
+    "mask_pan", "card_hash", "sign_params", "verify_params", "parse_location",
+    "transmission_time",
+]
+
+# Stock pyiso8583 "default" spec; the one override: field 52 carries a 16-byte
+# ISO 9564 format 4 (AES) PIN block instead of the 8-byte DES block.
+SPEC: dict = copy.deepcopy(_DEFAULT)
+SPEC["52"] = dict(SPEC["52"], max_len=16, desc="PIN block, ISO 9564 format 4")
+
+MTI_RESPONSE = {"0200": "0210", "0220": "0230", "0320": "0330", "0400": "0410",
+                "0500": "0510", "0800": "0810"}
+
+# Field 3 processing codes (first two digits = transaction type).
+PROC = {
+    "sale": "000000", "void": "020000", "refund": "200000",
+    "signon": "910000", "echo": "920000",          # 0800
+    "settle": "920000", "settle_after_upload": "960000",  # 0500
+}
+
+# Response codes (field 39). ISO 8583:1987 meanings where one exists; R1-R3 are
+# RoamPOS private codes for cross-region controls; A0 = MAC failure (CUP usage).
+RC = {
+    "00": "approved", "03": "invalid merchant or unknown terminal", "12": "invalid transaction",
+    "13": "invalid amount", "14": "invalid card number (no issuer)", "25": "original not found",
+    "30": "format error", "43": "stolen card, pick up", "51": "insufficient funds",
+    "54": "expired card", "55": "incorrect PIN", "58": "transaction not permitted to terminal (blocked)",
+    "59": "suspected fraud (risk rule)", "61": "exceeds amount limit", "64": "original amount incorrect",
+    "65": "PIN required (soft decline)", "75": "PIN tries exceeded", "91": "issuer unavailable",
+    "94": "duplicate or replayed transmission", "95": "reconciliation error, out of balance",
+    "96": "system malfunction", "A0": "MAC verification failed",
+    "R1": "region not granted to terminal", "R2": "region grant not valid at this time",
+    "R3": "location does not match region (relocation)",
+}
+
+_TAG = re.compile(r"[A-Z][A-Z0-9]")
+_NUMERIC = {"3": 6, "4": 12, "7": 10, "11": 6, "12": 6, "13": 4, "14": 4, "49": 3}
+
+
+class MessageError(ValueError):
+    """A message that cannot be decoded or violates the contract; names the field."""
+
+    def __init__(self, reason: str, field: Optional[str] = None):
+        super().__init__(f"field {field}: {reason}" if field else reason)
+        self.reason = reason
+        self.field = field
+
+
+# ---------------------------------------------------------------- field 48 TLV
+def encode_tlv(items: Dict[str, str]) -> str:
+    """Field 48: tag (2 chars A-Z0-9) + length (3 ASCII digits) + value, in the given order."""
+    out = []
+    for tag, value in items.items():
+        value = str(value)
+        if not _TAG.fullmatch(tag) or len(value) > 999:
+            raise MessageError(f"bad TLV tag or length {tag!r}", "48")
+        out.append(f"{tag}{len(value):03d}{value}")
+    return "".join(out)
+
+
+def decode_tlv(text: str) -> Dict[str, str]:
+    items: Dict[str, str] = {}
+    i = 0
+    while i < len(text):
+        tag, ln = text[i:i + 2], text[i + 2:i + 5]
+        if not _TAG.fullmatch(tag) or len(ln) != 3 or not ln.isdigit():
+            raise MessageError(f"bad TLV header at offset {i}", "48")
+        n = int(ln)
+        value = text[i + 5:i + 5 + n]
+        if len(value) != n:
+            raise MessageError(f"TLV {tag} truncated", "48")
+        if tag in items:
+            raise MessageError(f"TLV {tag} repeated", "48")
+        items[tag] = value
+        i += 5 + n
+    return items
+
+
+# ---------------------------------------------------------------- AES primitives
+def aes_ecb_encrypt(key: bytes, data: bytes) -> bytes:
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    return enc.update(data) + enc.finalize()
+
+
+def aes_ecb_decrypt(key: bytes, data: bytes) -> bytes:
+    dec = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+    return dec.update(data) + dec.finalize()
+
+
+def cmac(key: bytes, data: bytes) -> bytes:
+    """AES-CMAC (NIST SP 800-38B / RFC 4493), full 16 bytes."""
+    c = _cmac.CMAC(algorithms.AES(key))
+    c.update(data)
+    return c.finalize()
+
+
+def kcv(key: bytes) -> bytes:
+    """Key check value: first 3 bytes of AES-ECB(key, 16 zero bytes)."""
+    return aes_ecb_encrypt(key, bytes(16))[:3]
+
+
+def wrap_key(tmk: bytes, key: bytes) -> bytes:
+    """A 16-byte working key wrapped as one AES-ECB block under the terminal master key."""
+    if len(key) != 16:
+        raise ValueError("working keys are AES-128 (16 bytes)")
+    return aes_ecb_encrypt(tmk, key)
+
+
+def unwrap_key(tmk: bytes, wrapped: bytes) -> bytes:
+    return aes_ecb_decrypt(tmk, wrapped)
+
+
+def derive_key(tmk: bytes, label: str) -> bytes:
+    """Key separation: AES-ECB(TMK, label as ASCII right-padded with zero bytes to 16)."""
+    raw = label.encode("ascii")
+    if len(raw) > 16:
+        raise ValueError("label longer than 16 bytes")
+    return aes_ecb_encrypt(tmk, raw + bytes(16 - len(raw)))
+
+
+# Labels for keys derived from the TMK (not session keys).
+LABEL_NM_MAC = "RPOS-NMAC"     # MAC of 0800/0810 sign-on (no session keys yet)
+LABEL_PARAMS = "RPOS-PARAM"    # CMAC signature of parameter packages
+
+
+# ---------------------------------------------------------------- card data
+def _pad7816(data: bytes) -> bytes:
+    data += b"\x80"
+    return data + bytes(-len(data) % 16)
+
+
+def encrypt_pan(dek: bytes, pan: str, iv: Optional[bytes] = None) -> str:
+    """Tag EP: hex(IV || AES-CBC(DEK, IV, ISO 7816-4 padded ASCII PAN)); random IV."""
+    iv = os.urandom(16) if iv is None else iv
+    enc = Cipher(algorithms.AES(dek), modes.CBC(iv)).encryptor()
+    return (iv + enc.update(_pad7816(pan.encode("ascii"))) + enc.finalize()).hex().upper()
+
+
+def decrypt_pan(dek: bytes, blob_hex: str) -> str:
+    try:
+        blob = bytes.fromhex(blob_hex)
+    except ValueError:
+        raise MessageError("EP is not hex", "48") from None
+    if len(blob) < 32 or len(blob) % 16:
+        raise MessageError("EP length", "48")
+    dec = Cipher(algorithms.AES(dek), modes.CBC(blob[:16])).decryptor()
+    plain = (dec.update(blob[16:]) + dec.finalize()).rstrip(b"\x00")
+    if not plain.endswith(b"\x80"):
+        raise MessageError("EP padding (wrong data key?)", "48")
+    pan = plain[:-1].decode("ascii", "replace")
+    if not (12 <= len(pan) <= 19 and pan.isdigit()):
+        raise MessageError("EP does not hold a 12-19 digit PAN", "48")
+    return pan
+
+
+def pin_block(tpk: bytes, pin: str, pan: str) -> bytes:
+    """ISO 9564-1 format 4 enciphered PIN block (via psec)."""
+    return _pinblock.encipher_pinblock_iso_4(tpk, pin, pan)
+
+
+def pin_from_block(tpk: bytes, block: bytes, pan: str) -> str:
+    return _pinblock.decipher_pinblock_iso_4(tpk, block, pan)
+
+
+def mask_pan(pan: str) -> str:
+    """First 6 / last 4, the rest '*': the only PAN form that is stored or sent in field 2."""
+    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+
+
+def card_hash(secret: bytes, pan: str) -> str:
+    """Keyed hash so velocity and same-card rules work without storing the PAN."""
+    return hmac.new(secret, pan.encode("ascii"), hashlib.sha256).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------- ISO 8583
+def mac_of(key: bytes, raw: bytes) -> bytes:
+    """Field 64 = first 8 bytes of AES-CMAC over every byte of the message before field 64.
+
+    Field 64 is always the last field (secondary bitmap is not used), so the MAC input
+    is raw[:-8] of the final message, whose bitmap already has bit 64 set.
+    """
+    return cmac(key, raw[:-8])[:8]
+
+
+def encode(fields: Dict[str, str], mac_key: Optional[bytes] = None) -> bytes:
+    """Encode with the RoamPOS spec; with mac_key, append a MAC as field 64."""
+    doc = {k: v for k, v in fields.items() if k not in ("p", "1", "64")}
+    if any(k.isdigit() and int(k) > 64 for k in doc):
+        raise MessageError("fields above 64 (secondary bitmap) are not used")
+    if mac_key is not None:
+        doc["64"] = "00" * 8
+    try:
+        raw, _ = iso8583.encode(doc, SPEC)
+    except iso8583.EncodeError as exc:
+        raise MessageError(str(exc)) from None
+    raw = bytes(raw)
+    if mac_key is not None:
+        raw = raw[:-8] + mac_of(mac_key, raw)
+    return raw
+
+
+def decode(raw: bytes) -> Dict[str, str]:
+    """Decode and validate the framing; raises MessageError naming the field."""
+    if len(raw) < 12:
+        raise MessageError("message shorter than MTI + bitmap")
+    try:
+        doc, _ = iso8583.decode(bytes(raw), SPEC)
+    except iso8583.DecodeError as exc:
+        raise MessageError(str(exc), getattr(exc, "field", None)) from None
+    if "1" in doc:
+        raise MessageError("secondary bitmap is not allowed", "1")
+    if doc["t"] not in MTI_RESPONSE and doc["t"] not in MTI_RESPONSE.values():
+        raise MessageError(f"unsupported MTI {doc['t']!r}", "t")
+    for f, n in _NUMERIC.items():
+        if f in doc and (len(doc[f]) != n or not doc[f].isdigit()):
+            raise MessageError("must be numeric", f)
+    return doc
+
+
+def verify_mac(key: bytes, raw: bytes) -> bool:
+    if len(raw) < 20:
+        return False
+    return hmac.compare_digest(mac_of(key, raw), raw[-8:])
+
+
+def transmission_time(now: float) -> str:
+    """Field 7, MMDDhhmmss in UTC."""
+    import time
+    return time.strftime("%m%d%H%M%S", time.gmtime(now))
+
+
+def parse_transmission_time(value: str, now: float) -> float:
+    """Field 7 to epoch seconds, choosing the year that puts it closest to now."""
+    import calendar
+    import time
+    year = time.gmtime(now).tm_year
+    best = None
+    for y in (year - 1, year, year + 1):
+        try:
+            t = calendar.timegm(time.strptime(f"{y}{value}", "%Y%m%d%H%M%S"))
+        except ValueError:
+            continue
+        if best is None or abs(t - now) < abs(best - now):
+            best = t
+    if best is None:
+        raise MessageError("not a valid MMDDhhmmss", "7")
+    return float(best)
+
+
+def parse_location(tlv: Dict[str, str]) -> Tuple[str, Optional[Tuple[int, int, int, int]]]:
+    """Tag LC = 'MCC-MNC-LAC-CI' (decimal) -> ('cell', tuple); WF = BSSID -> ('wifi', None)."""
+    if "LC" in tlv:
+        parts = tlv["LC"].split("-")
+        if len(parts) != 4 or not all(p.isdigit() and len(p) <= 9 for p in parts):
+            raise MessageError("LC must be MCC-MNC-LAC-CI in decimal", "48")
+        mcc, mnc, lac, ci = (int(p) for p in parts)
+        return "cell", (mcc, mnc, lac, ci)
+    if "WF" in tlv:
+        return "wifi", None
+    return "none", None
+
+
+# ---------------------------------------------------------------- parameter packages
+def sign_params(tmk: bytes, body: bytes) -> bytes:
+    """Retained .../params payload: JSON body + b'\\n' + 32 hex digits of CMAC(K_param, body)."""
+    return body + b"\n" + cmac(derive_key(tmk, LABEL_PARAMS), body).hex().upper().encode()
+
+
+def verify_params(tmk: bytes, payload: bytes) -> bytes:
+    body, sep, tag = payload.rpartition(b"\n")
+    if not sep or len(tag) != 32:
+        raise MessageError("parameter package has no signature")
+    want = cmac(derive_key(tmk, LABEL_PARAMS), body).hex().upper().encode()
+    if not hmac.compare_digest(want, tag.upper()):
+        raise MessageError("parameter package signature does not verify")
+    return body

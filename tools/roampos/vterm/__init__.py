@@ -1,0 +1,1 @@
+"""The virtual terminal: the MicroPython unix port behaving like a devboard."""

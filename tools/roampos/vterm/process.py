@@ -1,0 +1,252 @@
+"""`roampos vterm`: run the firmware in the MicroPython unix port like a devboard.
+
+The console is a pseudo-terminal that pyserial and mpremote open like a USB
+serial port. The vterm relays it to the MicroPython process (which has a pty
+of its own) and restarts that process whenever it ends, as a board reboots:
+soft reset, machine reset, Ctrl-D in the raw REPL, a crash, or a power cut.
+
+Signals to the vterm process: SIGUSR1 = power cut (SIGKILL of the MicroPython
+process at this instant, then power on), SIGUSR2 = reset button,
+SIGTERM/SIGINT = switch off and exit.
+"""
+import argparse
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tty
+from typing import Optional
+
+from roampos import ROOT
+from roampos.image import build
+
+__all__ = ["VirtualTerminal", "add_arguments", "run", "parse_size"]
+
+LAUNCH = os.path.join(ROOT, "tools", "vterm", "launch.py")
+VHW = os.path.join(ROOT, "tools", "vterm")
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+FRIENDLY_PROMPT = b"\r\n>>> "
+
+
+def parse_size(text: str) -> int:
+    t = text.strip().upper()
+    mult = {"K": 1024, "M": 1024 * 1024}.get(t[-1:], 1)
+    return int(t[:-1] if t[-1:] in "KM" else t) * mult
+
+
+def micropython_binary() -> str:
+    here = os.path.join(os.path.dirname(sys.executable), "micropython")
+    return here if os.path.exists(here) else (shutil.which("micropython") or "micropython")
+
+
+class VirtualTerminal:
+    def __init__(self, flash: str, heap: str = "128K", log: Optional[str] = None):
+        self.flash = flash
+        self.heap = heap
+        self.con_master, self.con_slave = os.openpty()
+        tty.setraw(self.con_slave)  # no echo, no CR/LF mangling, Ctrl-C is a byte
+        self.console = os.ttyname(self.con_slave)
+        self.tmp = tempfile.mkdtemp(prefix="roampos-vterm-")
+        self.ctrl_path = os.path.join(self.tmp, "ctrl")
+        os.mkfifo(self.ctrl_path)
+        # Open read+write so the FIFO never reports EOF between writers.
+        self.ctrl_fd = os.open(self.ctrl_path, os.O_RDWR | os.O_NONBLOCK)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        self.child: Optional[subprocess.Popen] = None
+        self.mp_master = -1
+        self.pending = []          # signals to handle in the loop
+        self.to_child = bytearray()  # console input waiting for the child
+        self.raw_mode = False      # the child's REPL is in raw mode
+        self.swallow = None        # output held back while re-entering raw mode
+        self.swallow_deadline = 0.0
+        self.sent_ctrl_a = False
+        self.stopping = False
+        self.log = open(log, "ab") if log else None
+        self.boots = 0
+
+    # -- child process ---------------------------------------------------
+    def start_child(self, no_main: bool = False) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        env = dict(os.environ, ROAMPOS_FLASH=os.path.abspath(self.flash),
+                   ROAMPOS_VHW=VHW, ROAMPOS_CTRL=self.ctrl_path)
+        env.pop("ROAMPOS_NO_MAIN", None)
+        if no_main:
+            env["ROAMPOS_NO_MAIN"] = "1"
+        cmd = [micropython_binary(), "-X", "heapsize=" + self.heap, "-i", LAUNCH]
+        self.child = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave,
+                                      cwd=self.tmp, env=env, start_new_session=True)
+        os.close(slave)
+        self.mp_master = master
+        self.started_at = time.monotonic()
+        self.boots += 1
+
+    def kill_child(self) -> None:
+        if self.child and self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
+        self.close_child_pty()
+
+    def close_child_pty(self) -> None:
+        if self.mp_master >= 0:
+            try:
+                while select.select([self.mp_master], [], [], 0)[0]:
+                    data = os.read(self.mp_master, 4096)
+                    if not data:
+                        break
+                    self.from_child(data)
+            except OSError:
+                pass
+            os.close(self.mp_master)
+            self.mp_master = -1
+
+    def child_ended(self) -> None:
+        # The process ended by itself: a soft reset, Ctrl-D, a crash.
+        rc = self.child.wait()
+        lived = time.monotonic() - self.started_at
+        self.close_child_pty()
+        if self.stopping:
+            return
+        if rc == 0 and self.raw_mode:
+            # mpremote's soft reset in the raw REPL: a board prints "soft
+            # reboot", runs boot.py but not main.py, and stays in raw mode.
+            self.write_console(b"soft reboot\r\n")
+            self.swallow = bytearray()
+            self.sent_ctrl_a = False
+            self.swallow_deadline = time.monotonic() + 10
+            self.start_child(no_main=True)
+            return
+        if rc != 0 and lived < 0.5:
+            time.sleep(1.0)  # a crash loop must not spin the host
+        self.raw_mode = False
+        self.start_child()
+
+    def power_cycle(self, why: str) -> None:
+        print("vterm: %s" % why, file=sys.stderr, flush=True)
+        self.kill_child()
+        self.raw_mode = False
+        self.swallow = None
+        self.start_child()
+
+    # -- relay --------------------------------------------------------------
+    def write_console(self, data: bytes) -> None:
+        if self.log:
+            self.log.write(data)
+            self.log.flush()
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.con_master, view)
+            except BlockingIOError:
+                select.select([], [self.con_master], [], 1.0)
+                continue
+            view = view[n:]
+
+    def from_child(self, data: bytes) -> None:
+        if self.swallow is not None:
+            self.swallow += data
+            if not self.sent_ctrl_a and FRIENDLY_PROMPT in self.swallow:
+                os.write(self.mp_master, b"\x01")  # into the raw REPL again
+                self.sent_ctrl_a = True
+            i = self.swallow.find(RAW_BANNER)
+            if i < 0 and time.monotonic() <= self.swallow_deadline:
+                return
+            data, self.swallow = bytes(self.swallow[max(i, 0):]), None
+        if RAW_BANNER in data:
+            self.raw_mode = True
+        elif FRIENDLY_PROMPT in data or b"Type \"help()\"" in data:
+            self.raw_mode = False
+        self.write_console(data)
+
+    def flush_to_child(self) -> None:
+        if self.to_child and self.mp_master >= 0 and self.swallow is None:
+            try:
+                n = os.write(self.mp_master, self.to_child)
+                del self.to_child[:n]
+            except (BlockingIOError, OSError):
+                pass
+
+    def on_signal(self, signum, frame) -> None:
+        self.pending.append(signum)
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+
+    def serve(self) -> int:
+        for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, self.on_signal)
+        self.start_child()
+        print("console: %s" % self.console, flush=True)
+        while True:
+            while self.pending:
+                s = self.pending.pop(0)
+                if s == signal.SIGUSR1:
+                    self.power_cycle("power cut")
+                elif s == signal.SIGUSR2:
+                    self.power_cycle("reset")
+                else:
+                    self.stopping = True
+                    self.kill_child()
+                    return 0
+            fds = [self.con_master, self.ctrl_fd, self.wake_r]
+            if self.mp_master >= 0:
+                fds.append(self.mp_master)
+            wfds = [self.mp_master] if self.to_child and self.mp_master >= 0 else []
+            try:
+                r, w, _ = select.select(fds, wfds, [], 0.2)
+            except InterruptedError:
+                continue
+            if self.wake_r in r:
+                os.read(self.wake_r, 64)
+            if self.con_master in r:
+                try:
+                    self.to_child += os.read(self.con_master, 4096)
+                except OSError:
+                    pass
+            if self.ctrl_fd in r:
+                try:
+                    req = os.read(self.ctrl_fd, 256)
+                except BlockingIOError:
+                    req = b""
+                if b"reset" in req:
+                    self.power_cycle("reset by firmware")
+                    continue
+            if self.mp_master >= 0 and self.mp_master in r:
+                try:
+                    data = os.read(self.mp_master, 4096)
+                except OSError:
+                    data = b""
+                if data:
+                    self.from_child(data)
+                else:  # EIO: the process is gone or going
+                    try:
+                        self.child.wait(timeout=2)
+                    except subprocess.TimeoutExpired:
+                        pass
+            if self.child is not None and self.child.poll() is not None and self.mp_master >= 0:
+                self.child_ended()
+            elif self.swallow is not None and time.monotonic() > self.swallow_deadline:
+                self.from_child(b"")
+            self.flush_to_child()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flash", default=os.path.join(ROOT, "build", "vterm-flash.img"),
+                   help="littlefs2 flash image (built from the tree when missing)")
+    p.add_argument("--heap", default="128K", help="MicroPython heap, e.g. 64K")
+    p.add_argument("--fresh", action="store_true", help="rebuild the flash image first")
+    p.add_argument("--params", help="with a new image: parameter set to bake in")
+    p.add_argument("--log", help="append all console output to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    parse_size(args.heap)  # reject nonsense before starting anything
+    if args.fresh or not os.path.exists(args.flash):
+        build(args.flash, "vterm", params=args.params)
+    return VirtualTerminal(args.flash, args.heap, args.log).serve()
