@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS batches (
   terminal_id TEXT NOT NULL, batch_no TEXT NOT NULL, region TEXT NOT NULL, status TEXT NOT NULL,
   settled_date TEXT, sales_count INTEGER, sales_amount BIGINT, refund_count INTEGER,
   refund_amount BIGINT, PRIMARY KEY (terminal_id, batch_no));
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pin_tries (card_hash TEXT PRIMARY KEY, tries INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rrn_seq (id {serial} PRIMARY KEY, terminal_id TEXT NOT NULL);
 """
@@ -171,6 +172,16 @@ class Database:
                 self.execute(stmt)
         if not self.one("SELECT code FROM regions LIMIT 1"):
             self.seed()
+        # Keyed-hash secret for card rules: shared by all workers through the database.
+        self.execute("INSERT INTO settings VALUES ('card_key', ?) ON CONFLICT DO NOTHING",
+                     (os.urandom(32).hex(),))
+
+    def card_key(self) -> bytes:
+        env = os.environ.get("ROAMPOS_CARD_KEY")
+        if env:
+            return bytes.fromhex(env)
+        row = self.one("SELECT value FROM settings WHERE name='card_key'")
+        return bytes.fromhex(row[0]) if row else b"roampos-card-key"
 
     def seed(self) -> None:
         """Load regions, profiles, fees and the cell table from tools/data."""

@@ -1,0 +1,11 @@
+# Terminal-wide state that several subsystems read and one writes: a plain
+# module so that it costs a few bytes and no imports. Writers are named below.
+mode = "booting"      # params: "ready" | "not provisioned" | "parameters damaged"
+mode_detail = ""      # params: what is wrong, for the screen and `status`
+region = None         # params: active region code, e.g. "310000"
+region_name = ""      # params: its display name
+operator = None       # params: logged-in operator id, or None
+role = None           # params: "cashier" | "supervisor" | "admin" | None
+location = None       # link/modem: {"mcc":..,"mnc":..,"lac":..,"ci":..} or {"bssid":..}
+location_warning = None  # params: text shown when the location is outside the grants
+link = "offline"      # link manager: "offline" | "wifi" | "cell"

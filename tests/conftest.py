@@ -1,0 +1,143 @@
+"""Test harness: a DUT on a fresh vterm per module (or a real board with --port),
+and firmware unit tests in tests/mpy/ run inside the MicroPython unix port."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from roampos import ROOT
+from roampos.console_client import Console
+from roampos.vterm.control import VTermProcess
+from roampos.vterm.process import micropython_binary
+
+RESULTS = os.path.join(ROOT, "results")
+MPY_DIR = os.path.join(ROOT, "tests", "mpy")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--port", help="run console tests on a real board at this serial port")
+    parser.addoption("--heap", default="128K", help="vterm MicroPython heap for console tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--port"):
+        skip = pytest.mark.skip(reason="simulation-only: needs the vterm")
+        for item in items:
+            if "simulation" in item.keywords:
+                item.add_marker(skip)
+
+
+class DUT(Console):
+    """The device under test: a console plus, on the vterm, power and reset."""
+
+    def __init__(self, port, log, vterm=None):
+        super().__init__(port, log)
+        self.vterm = vterm
+
+    def power_cut(self):
+        self.vterm.power_cut()
+
+    def reset(self):
+        if self.vterm:
+            self.vterm.reset()
+        else:
+            self.send("reboot")
+
+    def reboot_and_wait(self, how="reset", timeout=10):
+        self.flush_input()
+        self.events.clear()
+        getattr(self, how)()
+        return self.wait_ready(timeout)
+
+
+def _log_path(name):
+    os.makedirs(RESULTS, exist_ok=True)
+    return os.path.join(RESULTS, re.sub(r"[^\w.-]", "_", name) + ".log")
+
+
+@pytest.fixture(scope="module")
+def dut(request, tmp_path_factory):
+    """A fresh vterm per test module (or the board given by --port)."""
+    name = request.module.__name__
+    log = _log_path(name)
+    if os.path.exists(log):
+        os.unlink(log)
+    port = request.config.getoption("--port")
+    if port:
+        d = DUT(port, log)
+        d.send("")
+        d.reboot_and_wait()
+        yield d
+        d.close()
+        return
+    flash = str(tmp_path_factory.mktemp("flash") / "flash.img")
+    params = getattr(request.module, "VTERM_PARAMS", None)
+    heap = getattr(request.module, "VTERM_HEAP", request.config.getoption("--heap"))
+    vt = VTermProcess(flash, heap=heap, params=params)
+    d = DUT(vt.console, log, vt)
+    try:
+        d.wait_ready(15)
+        yield d
+    finally:
+        d.close()
+        vt.stop()
+
+
+@pytest.fixture
+def vterm_factory(tmp_path):
+    """Start extra vterms in a test: vterm_factory(heap=..., params=...)."""
+    started = []
+
+    def make(heap="128K", params=None, flash=None, fresh=True):
+        vt = VTermProcess(flash or str(tmp_path / ("flash%d.img" % len(started))),
+                          heap=heap, params=params, fresh=fresh)
+        d = DUT(vt.console, _log_path("%s-%d" % (os.path.basename(str(tmp_path)), len(started))), vt)
+        started.append((vt, d))
+        return d
+
+    yield make
+    for vt, d in started:
+        d.close()
+        vt.stop()
+
+
+# -- firmware unit tests inside MicroPython -----------------------------------
+def pytest_pycollect_makemodule(module_path, parent):
+    if str(module_path).startswith(MPY_DIR + os.sep) and module_path.name.startswith("test_"):
+        return MpyFile.from_parent(parent, path=module_path)
+    return None
+
+
+class MpyFile(pytest.File):
+    def collect(self):
+        src = self.path.read_text()
+        for name in re.findall(r"^def (test_\w+)\(", src, re.M):
+            yield MpyItem.from_parent(self, name=name)
+
+
+class MpyItem(pytest.Item):
+    HEAP = "512K"
+
+    def runtest(self):
+        env = dict(os.environ, MICROPYPATH=os.pathsep.join(
+            [".frozen", ROOT, os.path.join(ROOT, "lib"), os.path.join(ROOT, "tools", "vterm"), MPY_DIR]))
+        r = subprocess.run(
+            [micropython_binary(), "-X", "heapsize=" + self.HEAP, os.path.join(MPY_DIR, "runner.py"),
+             str(self.path), self.name],
+            capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+        if r.returncode != 0 or "PASS " + self.name not in r.stdout:
+            raise MpyFailure(r.stdout + r.stderr)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, MpyFailure):
+            return "MicroPython test failed:\n" + str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, 0, "mpy: " + self.name
+
+
+class MpyFailure(Exception):
+    pass

@@ -1,0 +1,152 @@
+"""Talk to a terminal's serial console (a board's USB port or a vterm's pty).
+
+One command a line, one reply a line: `OK <json>` or `ERR <code> <message>`;
+`EVT <json>` lines can come at any time and are collected in `events`.
+Used by the test harness (the DUT), provisioning and `roampos run`.
+"""
+import json
+import re
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import serial
+
+__all__ = ["Console", "Reply", "ExpectTimeout"]
+
+_REPLY = re.compile(rb"^(OK|ERR) ?(.*?)\r?\n", re.M)
+_EVENT = re.compile(rb"^EVT (.*?)\r?\n", re.M)
+
+
+class ExpectTimeout(AssertionError):
+    """Nothing matched in time; the message shows what was received."""
+
+
+class Reply:
+    def __init__(self, line: str):
+        self.raw = line
+        self.ok = line.startswith("OK")
+        rest = line[3:] if self.ok else line[4:]
+        self.data: Any = None
+        self.code = self.message = ""
+        if self.ok:
+            try:
+                self.data = json.loads(rest) if rest.strip() else {}
+            except ValueError:
+                self.data = None
+        else:
+            self.code, _, self.message = rest.partition(" ")
+
+    def __getitem__(self, key: str) -> Any:
+        if not self.ok:
+            raise KeyError("%s: reply is an error: %s" % (key, self.raw))
+        return self.data[key]
+
+    def __repr__(self) -> str:
+        return "Reply(%r)" % self.raw
+
+
+class Console:
+    def __init__(self, port: str, log: Optional[str] = None, baudrate: int = 115200):
+        self.port = port
+        self.ser = serial.Serial(port, baudrate, timeout=0.05)
+        self.buf = bytearray()
+        self.events: List[Dict[str, Any]] = []
+        self.cond = threading.Condition()
+        self.log = open(log, "ab") if log else None
+        self.closed = False
+        self.thread = threading.Thread(target=self._reader, daemon=True)
+        self.thread.start()
+
+    def _reader(self) -> None:
+        while not self.closed:
+            try:
+                data = self.ser.read(4096)
+            except (serial.SerialException, OSError, TypeError):
+                if self.closed:
+                    return
+                time.sleep(0.05)
+                continue
+            if data:
+                if self.log:
+                    self.log.write(data)
+                    self.log.flush()
+                with self.cond:
+                    self.buf += data
+                    self.cond.notify_all()
+
+    def close(self) -> None:
+        self.closed = True
+        self.thread.join(1)
+        self.ser.close()
+        if self.log:
+            self.log.close()
+
+    # -- low level ------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.log:
+            self.log.write(b"\n>>> " + data.rstrip(b"\r\n") + b"\n")
+        self.ser.write(data)
+        self.ser.flush()
+
+    def send(self, line: str) -> None:
+        self.write(line.encode() + b"\r\n")
+
+    def flush_input(self) -> None:
+        with self.cond:
+            self._take_events(len(self.buf))
+            self.buf.clear()
+
+    def _take_events(self, upto: int) -> None:
+        for m in _EVENT.finditer(self.buf, 0, upto):
+            try:
+                self.events.append(json.loads(m.group(1)))
+            except ValueError:
+                pass
+
+    def expect(self, pattern: Any, timeout: float = 5.0) -> "re.Match":
+        """Wait for `pattern` (regex, str or bytes) in the output; consume up to it."""
+        rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern, re.M) \
+            if not hasattr(pattern, "search") else pattern
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                m = rx.search(self.buf)
+                if m:
+                    self._take_events(m.end())
+                    del self.buf[:m.end()]
+                    return m
+                left = end - time.monotonic()
+                if left <= 0:
+                    tail = bytes(self.buf[-2000:])
+                    raise ExpectTimeout("%s: no match for %r within %.1fs; received:\n%s" % (
+                        self.port, rx.pattern, timeout, tail.decode("utf-8", "replace")))
+                self.cond.wait(left)
+
+    def command(self, line: str, timeout: float = 5.0) -> Reply:
+        """Send one command line and return its reply (EVT lines go to events)."""
+        self.send(line)
+        m = self.expect(_REPLY, timeout)
+        return Reply(m.group(0).decode("utf-8", "replace").rstrip("\r\n"))
+
+    def wait_event(self, match: Callable[[Dict[str, Any]], bool], timeout: float = 5.0) -> Dict[str, Any]:
+        end = time.monotonic() + timeout
+        seen = 0
+        while True:
+            while seen < len(self.events):
+                ev = self.events[seen]
+                seen += 1
+                if match(ev):
+                    del self.events[:seen]
+                    return ev
+            left = end - time.monotonic()
+            if left <= 0:
+                raise ExpectTimeout("%s: no such event within %.1fs; events: %r; buffer:\n%s" % (
+                    self.port, timeout, self.events[-10:], bytes(self.buf[-1000:]).decode("utf-8", "replace")))
+            try:
+                self.expect(_EVENT, min(left, 0.5))
+            except ExpectTimeout:
+                pass
+
+    def wait_ready(self, timeout: float = 10.0) -> Dict[str, Any]:
+        return self.wait_event(lambda e: e.get("ready") is True, timeout)

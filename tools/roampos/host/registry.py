@@ -1,0 +1,205 @@
+"""Merchant/terminal registry, region grants, region profiles, fee schedules, cell->region map."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Dict, List, Optional
+
+from .. import iso
+from .db import Database
+
+__all__ = ["RegistryError", "add_terminal", "grant_region", "revoke_region", "set_blocked",
+           "get_terminal", "list_terminals", "region", "region_of_cell", "grant_check",
+           "fee_for", "local_date", "params_package", "record_heartbeat", "TERMINAL_COLUMNS"]
+
+TERMINAL_COLUMNS = ("terminal_id", "serial", "merchant_id", "home_region", "addresses", "tmk",
+                    "tpk", "tak", "tdk", "keys_at", "blocked", "location_policy", "last_seen",
+                    "firmware", "signal", "seen_region", "online", "params_version")
+_REGION_COLUMNS = ("code", "name", "currency", "utc_offset_min", "mcc", "pin_threshold",
+                   "txn_limit", "daily_card_limit", "daily_terminal_limit", "report_threshold")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class RegistryError(ValueError):
+    """A registry change that is refused; the message names the terminal or field."""
+
+
+def get_terminal(db: Database, terminal_id: str) -> Optional[dict]:
+    row = db.one(f"SELECT {','.join(TERMINAL_COLUMNS)} FROM terminals WHERE terminal_id=?", (terminal_id,))
+    return dict(zip(TERMINAL_COLUMNS, row)) if row else None
+
+
+def region(db: Database, code: str) -> Optional[dict]:
+    row = db.one(f"SELECT {','.join(_REGION_COLUMNS)} FROM regions WHERE code=?", (code,))
+    return dict(zip(_REGION_COLUMNS, row)) if row else None
+
+
+def local_date(reg: dict, now: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(now + 60 * int(reg["utc_offset_min"])))
+
+
+def add_terminal(db: Database, terminal_id: str, serial: str, merchant_id: str, merchant_name: str,
+                 acquirer_code: str, settlement_account: str, home_region: str,
+                 addresses: Dict[str, str], tmk_hex: str, location_policy: str = "decline") -> None:
+    """Register one terminal bound to exactly one merchant (PBOC 银发〔2021〕259号)."""
+    if not re.fullmatch(r"[0-9A-Za-z]{8}", terminal_id):
+        raise RegistryError(f"terminal ID {terminal_id!r} must be 8 alphanumerics (field 41)")
+    if not re.fullmatch(r"\d{15}", merchant_id):
+        raise RegistryError(f"merchant ID {merchant_id!r} must be 15 digits (field 42)")
+    if not re.fullmatch(r"[0-9A-Fa-f]{32}", tmk_hex):
+        raise RegistryError("TMK must be 32 hex digits (AES-128)")
+    if location_policy not in ("decline", "flag"):
+        raise RegistryError("location policy must be 'decline' or 'flag'")
+    if region(db, home_region) is None:
+        raise RegistryError(f"unknown home region {home_region}")
+    for code in addresses:
+        if region(db, code) is None:
+            raise RegistryError(f"deployment address for unknown region {code}")
+    with db.transaction():
+        if get_terminal(db, terminal_id):
+            raise RegistryError(f"terminal {terminal_id} already registered; one merchant binding per terminal")
+        if db.one("SELECT terminal_id FROM terminals WHERE serial=?", (serial,)):
+            raise RegistryError(f"serial {serial} is already bound to another terminal")
+        m = db.one("SELECT acquirer_code, settlement_account FROM merchants WHERE merchant_id=?", (merchant_id,))
+        if m is None:
+            db.execute("INSERT INTO merchants VALUES (?,?,?,?)",
+                       (merchant_id, merchant_name, acquirer_code, settlement_account))
+        elif tuple(m) != (acquirer_code, settlement_account):
+            raise RegistryError(f"merchant {merchant_id} is registered with another acquirer code or account")
+        db.execute("INSERT INTO terminals (terminal_id, serial, merchant_id, home_region, addresses, tmk,"
+                   " location_policy) VALUES (?,?,?,?,?,?,?)",
+                   (terminal_id, serial, merchant_id, home_region, json.dumps(addresses, ensure_ascii=False),
+                    tmk_hex.upper(), location_policy))
+
+
+def _require(db: Database, terminal_id: str) -> dict:
+    t = get_terminal(db, terminal_id)
+    if t is None:
+        raise RegistryError(f"unknown terminal {terminal_id}")
+    return t
+
+
+def grant_region(db: Database, terminal_id: str, code: str, valid_from: str, valid_to: str) -> None:
+    _require(db, terminal_id)
+    if region(db, code) is None:
+        raise RegistryError(f"unknown region {code}")
+    if not (_DATE.fullmatch(valid_from) and _DATE.fullmatch(valid_to)) or valid_to < valid_from:
+        raise RegistryError("validity must be YYYY-MM-DD with --from <= --to")
+    with db.transaction():
+        db.execute("DELETE FROM grants WHERE terminal_id=? AND region=?", (terminal_id, code))
+        db.execute("INSERT INTO grants VALUES (?,?,?,?)", (terminal_id, code, valid_from, valid_to))
+
+
+def revoke_region(db: Database, terminal_id: str, code: str) -> bool:
+    _require(db, terminal_id)
+    with db.transaction():
+        cur = db.execute("DELETE FROM grants WHERE terminal_id=? AND region=?", (terminal_id, code))
+    return cur.rowcount > 0
+
+
+def set_blocked(db: Database, terminal_id: str, blocked: bool) -> None:
+    _require(db, terminal_id)
+    with db.transaction():
+        db.execute("UPDATE terminals SET blocked=? WHERE terminal_id=?", (1 if blocked else 0, terminal_id))
+
+
+def list_terminals(db: Database) -> List[dict]:
+    out = []
+    for (tid,) in db.all("SELECT terminal_id FROM terminals ORDER BY terminal_id"):
+        t = get_terminal(db, tid)
+        assert t is not None
+        for k in ("tmk", "tpk", "tak", "tdk"):
+            t.pop(k)  # secrets never leave the registry through listings
+        t["addresses"] = json.loads(t["addresses"])
+        t["grants"] = [dict(zip(("region", "valid_from", "valid_to"), g)) for g in db.all(
+            "SELECT region, valid_from, valid_to FROM grants WHERE terminal_id=? ORDER BY region", (tid,))]
+        out.append(t)
+    return out
+
+
+def grant_check(db: Database, terminal: dict, code: str, now: float) -> Optional[str]:
+    """None if the terminal may transact in region `code` now, else 'R1' or 'R2'.
+
+    The home region is always authorized; other regions need a grant whose validity
+    (inclusive dates, in the region's local time) covers now.
+    """
+    reg = region(db, code)
+    if reg is None:
+        return "R1"
+    if code == terminal["home_region"]:
+        return None
+    g = db.one("SELECT valid_from, valid_to FROM grants WHERE terminal_id=? AND region=?",
+               (terminal["terminal_id"], code))
+    if g is None:
+        return "R1"
+    today = local_date(reg, now)
+    return None if g[0] <= today <= g[1] else "R2"
+
+
+def region_of_cell(db: Database, mcc: int, mnc: int, lac: int) -> Optional[str]:
+    for reg, cmnc in db.all("SELECT region, mnc FROM cells WHERE mcc=? AND lac_from<=? AND lac_to>=?",
+                            (mcc, lac, lac)):
+        if cmnc == "*" or int(cmnc) == mnc:
+            return reg
+    return None
+
+
+def fee_for(db: Database, code: str, method: str, amount: int) -> int:
+    """Fee = min(cap, round_half_up(amount * bps / 10000)); cap 0 means uncapped. Integers only."""
+    row = db.one("SELECT bps, cap FROM fees WHERE region=? AND method=?", (code, method)) or \
+        db.one("SELECT bps, cap FROM fees WHERE region='*' AND method=?", (method,))
+    if row is None:
+        return 0
+    bps, cap = int(row[0]), int(row[1])
+    fee = (amount * bps + 5000) // 10000
+    return min(fee, cap) if cap else fee
+
+
+def params_package(db: Database, terminal_id: str, now: float) -> bytes:
+    """Signed parameter package for .../params: binding, authorized regions and their profiles."""
+    t = _require(db, terminal_id)
+    version = int(now * 1000)
+    with db.transaction():
+        db.execute("UPDATE terminals SET params_version=? WHERE terminal_id=?", (version, terminal_id))
+    codes = [(t["home_region"], "0000-01-01", "9999-12-31")] + [tuple(g) for g in db.all(
+        "SELECT region, valid_from, valid_to FROM grants WHERE terminal_id=? ORDER BY region", (terminal_id,))]
+    regions = []
+    for code, vf, vt in codes:
+        reg = region(db, code)
+        assert reg is not None
+        fees = {m: {"bps": b, "cap": c} for m, b, c in db.all(
+            "SELECT method, bps, cap FROM fees WHERE region=? ORDER BY method", (code,))} or \
+            {m: {"bps": b, "cap": c} for m, b, c in db.all(
+                "SELECT method, bps, cap FROM fees WHERE region='*' ORDER BY method")}
+        regions.append({"code": code, "valid_from": vf, "valid_to": vt, "currency": reg["currency"],
+                        "utc_offset_min": reg["utc_offset_min"], "pin_threshold": reg["pin_threshold"],
+                        "txn_limit": reg["txn_limit"], "fees": fees})
+    body = {"v": version, "terminal": terminal_id, "merchant": t["merchant_id"], "serial": t["serial"],
+            "home_region": t["home_region"], "blocked": bool(t["blocked"]), "regions": regions}
+    raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    return iso.sign_params(bytes.fromhex(t["tmk"]), raw)
+
+
+def record_heartbeat(db: Database, terminal_id: str, payload: bytes, now: float) -> Optional[str]:
+    """Store .../status JSON (fw, rssi, region, online); returns a reason if ignored."""
+    try:
+        data = json.loads(payload.decode("utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"status of {terminal_id} is not JSON: {exc}"
+    if get_terminal(db, terminal_id) is None:
+        return f"status from unknown terminal {terminal_id}"
+    online = 0 if data.get("online") is False else 1
+    sig = data.get("rssi")
+    with db.transaction():
+        db.execute("UPDATE terminals SET last_seen=?, online=?, firmware=COALESCE(?, firmware),"
+                   " signal=COALESCE(?, signal), seen_region=COALESCE(?, seen_region) WHERE terminal_id=?",
+                   (int(now), online, _s(data.get("fw")), sig if isinstance(sig, int) else None,
+                    _s(data.get("region")), terminal_id))
+    return None
+
+
+def _s(v: object) -> Optional[str]:
+    return str(v)[:32] if v is not None else None

@@ -1,0 +1,49 @@
+"""Risk rules: card velocity, same card in two regions too fast, amounts just under reporting lines."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from .db import Database
+
+__all__ = ["Policy", "check"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Tunable thresholds; read from the environment so every worker agrees without a config file."""
+    max_skew_s: int = 600            # field 7 further than this from host time = replay (94)
+    velocity_count: int = 5          # approvals of one card within velocity_window_s before a 59
+    velocity_window_s: int = 60
+    travel_window_s: int = 3600      # same card approved in another region within this = 59
+    near_threshold_pct: int = 10     # flag amounts within this % under the reporting threshold
+
+    @classmethod
+    def from_env(cls) -> "Policy":
+        def get(name: str, default: int) -> int:
+            return int(os.environ.get("ROAMPOS_" + name.upper(), default))
+        return cls(*(get(f, getattr(cls, f)) for f in cls.__dataclass_fields__))
+
+
+def check(db: Database, policy: Policy, card_hash: str, region: str, amount: int,
+          report_threshold: int, now: float) -> Tuple[Optional[str], List[str]]:
+    """Return (decline code or None, flags). Only approved, still-standing sales count."""
+    flags: List[str] = []
+    rc: Optional[str] = None
+    since = int(now) - policy.velocity_window_s
+    (n,) = db.one("SELECT COUNT(*) FROM txns WHERE card_hash=? AND created>=? AND status='approved'"
+                  " AND kind='financial' AND proc LIKE '00%'", (card_hash, since))
+    if n >= policy.velocity_count:
+        flags.append("velocity")
+        rc = "59"
+    other = db.one("SELECT region FROM txns WHERE card_hash=? AND created>=? AND region<>?"
+                   " AND status='approved' AND kind='financial' LIMIT 1",
+                   (card_hash, int(now) - policy.travel_window_s, region))
+    if other:
+        flags.append("impossible_travel")
+        rc = rc or "59"
+    low = report_threshold - report_threshold * policy.near_threshold_pct // 100
+    if low <= amount < report_threshold:
+        flags.append("near_threshold")  # flag only: structuring is reported, not declined
+    return rc, flags
