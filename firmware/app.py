@@ -1,6 +1,7 @@
 # The application: console plus whatever subsystems the board supports.
 # Returns when Ctrl-C arrives so that the REPL (and mpremote) take over.
 import asyncio
+import gc
 
 from firmware import boards
 from firmware.console import Console
@@ -9,7 +10,9 @@ from firmware.version import VERSION
 
 async def _run(con):
     task = asyncio.create_task(con.run())
-    con.write("EVT", {"ready": True, "version": VERSION, "board": con.board.name})
+    gc.collect()
+    con.write("EVT", {"ready": True, "version": VERSION, "board": con.board.name,
+                      "heap_used": gc.mem_alloc()})
     await con.stopped.wait()
     task.cancel()
 

@@ -4,11 +4,12 @@ One command a line, one reply a line: `OK <json>` or `ERR <code> <message>`;
 `EVT <json>` lines can come at any time and are collected in `events`.
 Used by the test harness (the DUT), provisioning and `roampos run`.
 """
+import contextlib
 import json
 import re
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import serial
 
@@ -49,14 +50,33 @@ class Reply:
 class Console:
     def __init__(self, port: str, log: Optional[str] = None, baudrate: int = 115200):
         self.port = port
-        self.ser = serial.Serial(port, baudrate, timeout=0.05)
+        self.baudrate = baudrate
         self.buf = bytearray()
         self.events: List[Dict[str, Any]] = []
         self.cond = threading.Condition()
         self.log = open(log, "ab") if log else None
+        self.attach()
+
+    def attach(self) -> None:
+        """Open the port and start reading it."""
+        self.ser = serial.Serial(self.port, self.baudrate, timeout=0.05)
         self.closed = False
         self.thread = threading.Thread(target=self._reader, daemon=True)
         self.thread.start()
+
+    def detach(self) -> None:
+        """Let go of the port (so that mpremote can have it); attach() again later."""
+        self.closed = True
+        self.thread.join(1)
+        self.ser.close()
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        self.detach()
+        try:
+            yield
+        finally:
+            self.attach()
 
     def _reader(self) -> None:
         while not self.closed:
@@ -76,9 +96,8 @@ class Console:
                     self.cond.notify_all()
 
     def close(self) -> None:
-        self.closed = True
-        self.thread.join(1)
-        self.ser.close()
+        if not self.closed:
+            self.detach()
         if self.log:
             self.log.close()
 
@@ -111,7 +130,7 @@ class Console:
         end = time.monotonic() + timeout
         with self.cond:
             while True:
-                m = rx.search(self.buf)
+                m = rx.search(bytes(self.buf))  # a snapshot: the match outlives the buffer
                 if m:
                     self._take_events(m.end())
                     del self.buf[:m.end()]

@@ -1,0 +1,1 @@
+ANSWER = 42  # installed by mpremote mip from a local package

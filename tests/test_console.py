@@ -1,0 +1,99 @@
+"""The serial console on a terminal: every command, and bad input of every kind."""
+import json
+import time
+
+import pytest
+
+
+def test_status_fields(dut):
+    r = dut.command("status")
+    assert r.ok, r
+    for key in ("version", "board", "uptime_ms", "heap_free", "flash_free"):
+        assert key in r.data, "status lacks %s: %s" % (key, r.raw)
+    assert r["heap_free"] > 0 and r["flash_free"] > 0
+    later = dut.command("status")
+    assert later["uptime_ms"] >= r["uptime_ms"]
+
+
+def test_help_lists_every_command(dut):
+    r = dut.command("help")
+    assert r.ok, r
+    for name in ("help", "status", "echo", "reboot"):
+        assert name in r["commands"], r.raw
+
+
+def test_echo_returns_text_unchanged(dut):
+    text = 'Grüße {"x": 1} \\ 上海'
+    r = dut.command("echo " + text)
+    assert r.ok and r["echo"] == text, r
+
+
+def test_unknown_command(dut):
+    r = dut.command("frobnicate now")
+    assert not r.ok and r.code == "unknown", r
+    assert "frobnicate" in r.message
+
+
+def test_ten_kilobyte_line_is_refused_and_console_survives(dut):
+    dut.flush_input()
+    r = dut.command("echo " + "x" * 10240)
+    assert r.code == "toolong", r
+    assert dut.command("echo after")["echo"] == "after"
+
+
+def test_invalid_utf8(dut):
+    dut.flush_input()
+    dut.write(b"echo \xff\xfe\xc3\r\n")
+    r = dut.command("status")  # the bad line's reply comes first
+    assert r.code == "encoding", r
+    assert dut.command("status").ok
+
+
+@pytest.mark.parametrize("garbage", [
+    bytes(range(4, 32)) + b"\x7f\x80\xff",  # every control byte but Ctrl-C
+    b"\x1b[A\x1b[B\x08\x08status",
+    bytes(range(128, 256)),
+])
+def test_binary_garbage_gets_err_and_console_keeps_serving(dut, garbage):
+    dut.flush_input()
+    dut.write(garbage + b"\n")
+    dut.expect(r"^ERR (binary|encoding) .*\r?\n", 5)
+    dut.flush_input()
+    assert dut.command("echo alive")["echo"] == "alive"
+
+
+def test_lines_split_across_writes_and_joined_in_one(dut):
+    dut.write(b"ec")
+    time.sleep(0.1)
+    dut.write(b"ho one\r\necho two\necho three\r\n")
+    got = []
+    for _ in range(3):
+        m = dut.expect(r"^OK (.*)\r\n")
+        got.append(json.loads(m.group(1))["echo"])
+    assert got == ["one", "two", "three"]
+
+
+def test_reboot_restarts_the_application(dut):
+    before = dut.command("status")["uptime_ms"]
+    r = dut.command("reboot")
+    assert r.ok and r["rebooting"] is True
+    dut.wait_ready(10)
+    after = dut.command("status")
+    assert after.ok and after["uptime_ms"] < before + 5000
+
+
+@pytest.mark.simulation
+def test_ctrl_c_leaves_the_app_for_the_repl_and_reset_returns(dut):
+    dut.flush_input()
+    dut.write(b"\x03")
+    dut.expect(r">>> ", 5)
+    dut.write(b"print(6*7)\r")
+    dut.expect(r"42", 5)
+    dut.reboot_and_wait("reset")
+    assert dut.command("echo back")["echo"] == "back"
+
+
+@pytest.mark.simulation
+def test_power_cut_restarts_the_application(dut):
+    dut.reboot_and_wait("power_cut")
+    assert dut.command("status").ok

@@ -1,0 +1,100 @@
+"""mpremote against the vterm, flash persistence across reboots and power cuts,
+and the flash image read by an independent littlefs implementation."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from roampos import ROOT
+from roampos.image import open_image
+
+pytestmark = pytest.mark.simulation
+
+
+def mpremote(dut, *args, resume=True, timeout=60):
+    cmd = [sys.executable, "-m", "mpremote", "connect", dut.vterm.console]
+    cmd += (["resume"] if resume else []) + list(args)
+    with dut.released():  # one program at a time on a serial port
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, "mpremote %s failed (%d):\n%s%s" % (args, r.returncode, r.stdout, r.stderr)
+    return r.stdout
+
+
+@pytest.fixture
+def idle(dut):
+    """The app running again after a test that used the REPL."""
+    yield dut
+    dut.reboot_and_wait("reset")
+
+
+def test_fs_ls_shows_the_board_files(idle):
+    out = mpremote(idle, "fs", "ls", ":")
+    for name in ("boot.py", "main.py", "firmware/", "data/"):
+        assert name in out, out
+
+
+def test_exec_and_run(idle, tmp_path):
+    assert mpremote(idle, "exec", "import sys; print(sys.implementation.name, 6*7)").split() == ["micropython", "42"]
+    script = tmp_path / "probe.py"
+    script.write_text("import os\nprint('files', len(os.listdir('/')))\n")
+    assert mpremote(idle, "run", str(script)).startswith("files ")
+
+
+def test_without_resume_mpremote_soft_resets_like_a_board(idle):
+    out = mpremote(idle, "exec", "print('hello from raw repl')", resume=False)
+    assert "hello from raw repl" in out
+
+
+def test_fs_cp_persists_across_reboot_and_power_cut(dut, tmp_path):
+    src = tmp_path / "note.txt"
+    src.write_bytes(b"receipt header: \xe4\xb8\x8a\xe6\xb5\xb7\n")
+    mpremote(dut, "fs", "cp", str(src), ":note.txt")
+    dut.reboot_and_wait("reset")
+    assert mpremote(dut, "fs", "cat", ":note.txt").encode() == src.read_bytes()
+    dut.reboot_and_wait("power_cut")
+    back = tmp_path / "back.txt"
+    mpremote(dut, "fs", "cp", ":note.txt", str(back))
+    assert back.read_bytes() == src.read_bytes()
+    dut.reboot_and_wait("reset")
+    assert dut.command("status").ok
+
+
+def test_image_is_readable_by_littlefs_python(dut, tmp_path):
+    src = tmp_path / "x.bin"
+    src.write_bytes(bytes(range(256)) * 40)
+    mpremote(dut, "fs", "mkdir", ":logs")
+    mpremote(dut, "fs", "cp", str(src), ":logs/x.bin")
+    dut.reboot_and_wait("reset")  # a board writes through; so does the vterm
+    fs = open_image(dut.vterm.flash)
+    with fs.open("logs/x.bin", "rb") as f:
+        assert f.read() == src.read_bytes()
+    with fs.open("boot.py", "rb") as f:
+        assert f.read() == open(os.path.join(ROOT, "boot.py"), "rb").read()
+
+
+def test_mip_installs_a_local_package(idle):
+    pkg = os.path.join(ROOT, "tests", "data", "mip-demo", "package.json")
+    out = mpremote(idle, "mip", "install", pkg)
+    assert "Installing" in out, out
+    assert mpremote(idle, "exec", "import roampos_demo; print(roampos_demo.ANSWER)").strip() == "42"
+    assert "roampos_demo" in mpremote(idle, "fs", "ls", ":lib")
+
+
+def test_deploy_copies_the_tree_and_the_board_boots_it(dut):
+    with dut.released():
+        r = subprocess.run([sys.executable, "-m", "roampos.deploy", "--port", dut.vterm.console, "--offline"],
+                           capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    dut.reboot_and_wait("reset")
+    assert dut.command("status").ok
+    out = mpremote(dut, "fs", "ls", ":firmware")
+    assert "console.mpy" in out, out
+    dut.reboot_and_wait("reset")
+
+
+def test_package_json_declares_board_dependencies():
+    import json
+    with open(os.path.join(ROOT, "package.json")) as f:
+        pkg = json.load(f)
+    assert ["umqtt.simple", "latest"] in pkg["deps"]
