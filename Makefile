@@ -22,8 +22,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/roampos run
 
+# services.sh starts PostgreSQL if it is installed and prints its URL.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@pg=$$(bash tools/setup/services.sh); \
+	ROAMPOS_TEST_PG=$${ROAMPOS_TEST_PG:-$$pg} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 deploy: $(STAMP)
 	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyACM0 [BOARD=esp32s3|rp2]"; exit 2; }

@@ -81,7 +81,10 @@ class Console:
     def _reader(self) -> None:
         while not self.closed:
             try:
-                data = self.ser.read(4096)
+                # Block for the first byte only, then take what is there.
+                data = self.ser.read(1)
+                if data and self.ser.in_waiting:
+                    data += self.ser.read(self.ser.in_waiting)
             except (serial.SerialException, OSError, TypeError):
                 if self.closed:
                     return

@@ -11,12 +11,16 @@ from roampos import ROOT
 
 __all__ = ["BOARDS", "build", "open_image", "tree_files", "compile_py", "add_arguments", "run"]
 
-# Filesystem geometry per board. Block size 4096 is the flash erase sector on
-# both chips; sizes and offsets are the MicroPython ports' defaults, see README.
-BOARDS: Dict[str, Tuple[int, int]] = {  # name -> (block_size, block_count)
-    "vterm": (4096, 512),     # 2 MiB, like an ESP32 4 MiB module's vfs partition
-    "esp32s3": (4096, 512),   # 2 MiB
-    "rp2": (4096, 212),       # 848 KiB, Pico W
+# Filesystem geometry per board: (block size, block count, flash offset). The
+# erase sector is 4096 bytes on both chips. Sizes and offsets are those of the
+# MicroPython ports (ports/esp32/partitions-8MiB.csv: vfs 0x310000+0x4F0000;
+# ports/rp2 boards: MICROPY_HW_FLASH_STORAGE_BYTES at the end of flash).
+# A littlefs image must have exactly the partition's block count.
+BOARDS: Dict[str, Tuple[int, int, int]] = {
+    "vterm": (4096, 512, 0x200000),      # 2 MiB, an ESP32 4 MiB module's vfs
+    "esp32s3": (4096, 1264, 0x310000),   # ESP32-S3 with 8 MiB flash
+    "rp2": (4096, 212, 0x12C000),        # Pico W: 848 KiB at the end of 2 MiB
+    "rp2350": (4096, 640, 0x180000),     # Pico 2 W: 4 MiB less 1.5 MiB
 }
 # Folders of the tree that go into flash, compiled to .mpy.
 CODE_DIRS = ("firmware", "drivers", "lib")
@@ -64,14 +68,14 @@ def tree_files(root: str = ROOT, source: bool = False) -> Iterator[Tuple[str, by
 
 
 def new_fs(board: str) -> LittleFS:
-    bs, count = BOARDS[board]
+    bs, count, _ = BOARDS[board]
     return LittleFS(block_size=bs, block_count=count)
 
 
 def open_image(path: str, board: str = "vterm") -> LittleFS:
     # Mount an existing image file with littlefs-python (an independent
     # littlefs implementation from the one in MicroPython).
-    bs, _ = BOARDS[board]
+    bs = BOARDS[board][0]
     with open(path, "rb") as f:
         data = f.read()
     fs = LittleFS(block_size=bs, block_count=len(data) // bs, mount=False)
@@ -116,6 +120,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     n = build(args.output, args.board, args.source, args.params)
-    bs, count = BOARDS[args.board]
-    print("%s: %d files, %s image of %d x %d-byte blocks" % (args.output, n, args.board, count, bs))
+    bs, count, offset = BOARDS[args.board]
+    print("%s: %d files, %s image of %d x %d-byte blocks, flash it at 0x%X"
+          % (args.output, n, args.board, count, bs, offset))
     return 0

@@ -1,0 +1,243 @@
+# Parameter store in flash: versioned records behind one manifest, committed
+# atomically, with the previous manifest kept as the last good version.
+#
+# Files in DIR (all in params_codec's record format):
+#   <name>.<v>   a record written by commit number v (never rewritten in place)
+#   set          the manifest: {"v": commit, "pv": acquirer version, "r": {name: [v, crc]}}
+#   set.bak      the previous manifest: the fallback when `set` or a record is damaged
+#   set.new      a manifest being committed; renamed to `set` once complete
+#   <name>       a single record outside the set (operator tries, batch), tmp+rename
+#   log          append-only event log, one "<crc32> <json>" line per record
+# A commit writes the new record files and set.new, then renames set -> set.bak
+# and set.new -> set. littlefs renames are atomic, so a power cut leaves either
+# the old manifest (new files are strays, removed by clean()) or set.new alone
+# (complete; recover() finishes the rename). Nothing referenced is overwritten.
+import json
+import os
+
+from firmware import params_codec as codec
+from firmware.params_codec import RecordError
+
+DIR = "/data/p"
+LOG_MAX = 4096  # bytes before the log rotates to log.1
+_KEEP = ("set", "set.bak", "tries", "batch", "log", "log.1")
+
+man = None  # the current manifest dict, or None when nothing is provisioned
+
+
+def _p(fn):
+    return DIR + "/" + fn
+
+
+def _exists(fn):
+    try:
+        os.stat(_p(fn))
+        return True
+    except OSError:
+        return False
+
+
+def _read(name, fn):
+    try:
+        with open(_p(fn), "rb") as f:
+            return f.read()
+    except OSError:
+        raise RecordError(name, "missing", "file %s missing" % fn)
+
+
+def _write(fn, data):
+    with open(_p(fn), "wb") as f:
+        f.write(data)
+
+
+def _remove(fn):
+    try:
+        os.remove(_p(fn))
+    except OSError:
+        pass
+
+
+def _mkdirs():
+    path = ""
+    for part in DIR.split("/")[1:]:
+        path += "/" + part
+        try:
+            os.mkdir(path)
+        except OSError:
+            pass
+
+
+def _verified(fn):
+    # Load manifest file fn and check every record it names; raises RecordError.
+    _, m = codec.decode_obj("set", _read("set", fn))
+    if not isinstance(m, dict) or not isinstance(m.get("r"), dict) or not isinstance(m.get("v"), int):
+        raise RecordError("set", "json", "%s is not a manifest" % fn)
+    for name, (v, c) in m["r"].items():
+        _, body = codec.decode(name, _read(name, "%s.%d" % (name, v)), v)
+        if codec.crc(body) != c:
+            raise RecordError(name, "checksum", "%s.%d is not the version the manifest names" % (name, v))
+    return m
+
+
+def recover():
+    # At boot (or when a read finds damage): pick the newest intact manifest.
+    # Returns (state, text): ("ok", None), ("fallback", why), ("empty", None)
+    # or ("damaged", why). Sets `man`.
+    global man
+    _mkdirs()
+    names = os.listdir(DIR)
+    if "set" not in names and "set.new" in names:
+        try:
+            _verified("set.new")
+            os.rename(_p("set.new"), _p("set"))  # finish an interrupted commit
+            names.append("set")
+        except RecordError:
+            pass
+    _remove("set.new")
+    man = None
+    why = None
+    if "set" in names:
+        try:
+            man = _verified("set")
+            clean()
+            return "ok", None
+        except RecordError as e:
+            why = str(e)
+    if "set.bak" in names:
+        try:
+            man = _verified("set.bak")
+            os.rename(_p("set.bak"), _p("set"))
+            clean()
+            return "fallback", "%s; using previous version %d" % (why or "set: missing", man["v"])
+        except RecordError as e:
+            why = why or str(e)
+    if why is None:
+        clean()
+        return "empty", None
+    return "damaged", why
+
+
+def clean():
+    # Remove strays: temporaries and record files no manifest references.
+    keep = list(_KEEP)
+    for fn in ("set", "set.bak"):
+        try:
+            _, m = codec.decode_obj("set", _read("set", fn))
+            for name, (v, _c) in m["r"].items():
+                keep.append("%s.%d" % (name, v))
+        except (RecordError, KeyError, TypeError, ValueError):
+            pass
+    for fn in os.listdir(DIR):
+        if fn not in keep:
+            _remove(fn)
+
+
+def manifest():
+    # The current manifest (read lazily: this module may have been unloaded
+    # since boot to save heap); None when nothing is provisioned.
+    global man
+    if man is None:
+        try:
+            man = codec.decode_obj("set", _read("set", "set"))[1]
+        except RecordError:
+            return None
+    return man
+
+
+def get(name):
+    # A record of the current set; RecordError if damaged or absent.
+    manifest()
+    if man is None or name not in man["r"]:
+        raise RecordError(name, "missing", "no such record")
+    v, c = man["r"][name]
+    ver, obj = codec.decode_obj(name, _read(name, "%s.%d" % (name, v)), v)
+    return obj
+
+
+def names():
+    return list(man["r"]) if manifest() else []
+
+
+def commit(changes, pv=None):
+    # changes: {record name: object, or None to drop it}. Atomic: afterwards
+    # the set is either wholly the old one or wholly the new one.
+    global man
+    _mkdirs()
+    manifest()
+    old = man or {"v": 0, "pv": 0, "r": {}}
+    v = old["v"] + 1
+    recs = dict(old["r"])
+    for name, obj in changes.items():
+        if obj is None:
+            recs.pop(name, None)
+            continue
+        data = codec.encode(name, v, obj)
+        _write("%s.%d" % (name, v), data)
+        _, body = codec.decode(name, data, v)
+        recs[name] = [v, codec.crc(body)]
+    new = {"v": v, "pv": old["pv"] if pv is None else pv, "r": recs}
+    _write("set.new", codec.encode("set", v, new))
+    if man is not None:
+        os.rename(_p("set"), _p("set.bak"))
+    os.rename(_p("set.new"), _p("set"))
+    man = new
+    clean()
+    return v
+
+
+def get_single(name):
+    # A record kept outside the set; None if absent, RecordError if damaged.
+    try:
+        data = _read(name, name)
+    except RecordError:
+        return None
+    return codec.decode_obj(name, data)[1]
+
+
+def put_single(name, obj):
+    _mkdirs()
+    try:
+        v = int(_read(name, name)[:40].split(b" ")[2]) + 1
+    except (RecordError, ValueError, IndexError):
+        v = 1
+    _write(name + ".tmp", codec.encode(name, v, obj))
+    os.rename(_p(name + ".tmp"), _p(name))
+
+
+def log(obj):
+    # Append one event; a torn last line after a power cut fails its CRC and
+    # is skipped by read_log.
+    _mkdirs()
+    line = codec.dumps(obj).encode()
+    try:
+        if os.stat(_p("log"))[6] > LOG_MAX:
+            os.rename(_p("log"), _p("log.1"))
+    except OSError:
+        pass
+    with open(_p("log"), "ab") as f:
+        f.write(("%08x " % codec.crc(line)).encode())
+        f.write(line)
+        f.write(b"\n")
+
+
+def read_log(n):
+    # The last n intact entries, oldest first, and the count of damaged lines.
+    out = []
+    bad = 0
+    for fn in ("log.1", "log"):
+        try:
+            f = open(_p(fn), "rb")
+        except OSError:
+            continue
+        with f:
+            for line in f:
+                line = line.rstrip(b"\n")
+                try:
+                    if len(line) < 10 or int(line[:8], 16) != codec.crc(line[9:]):
+                        raise ValueError
+                    out.append(json.loads(line[9:]))
+                except ValueError:
+                    bad += 1
+                if len(out) > n:
+                    out.pop(0)
+    return out, bad

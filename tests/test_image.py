@@ -1,0 +1,50 @@
+"""Factory images: the right geometry per board, readable by littlefs-python
+and mountable by MicroPython's own littlefs (VfsLfs2)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from roampos.image import BOARDS, open_image
+from roampos.vterm.process import micropython_binary
+
+MOUNT = r"""
+import vfs, os, sys
+class Dev:
+    def __init__(s, f, n): s.f = f; s.n = n
+    def readblocks(s, b, buf, off=0): s.f.seek(b * 4096 + off); s.f.readinto(buf)
+    def writeblocks(s, b, buf, off=0): s.f.seek(b * 4096 + off); s.f.write(buf)
+    def ioctl(s, op, arg): return s.n if op == 4 else 4096 if op == 5 else 0
+f = open(sys.argv[1], "r+b"); f.seek(0, 2)
+vfs.mount(vfs.VfsLfs2(Dev(f, f.tell() // 4096)), "/flash")
+print(sorted(os.listdir("/flash")), sorted(os.listdir("/flash/firmware"))[:3], os.statvfs("/flash")[2])
+"""
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_board_image(board, tmp_path):
+    out = tmp_path / (board + ".img")
+    r = subprocess.run([sys.executable, "-m", "roampos.cli", "image", "--board", board, "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    bs, count, offset = BOARDS[board]
+    assert out.stat().st_size == bs * count
+    assert "0x%X" % offset in r.stdout
+    fs = open_image(str(out), board)
+    names = fs.listdir("/")
+    for n in ("boot.py", "main.py", "firmware", "lib", "data"):
+        assert n in names, names
+    assert "console.mpy" in fs.listdir("/firmware")
+    script = tmp_path / "mount.py"
+    script.write_text(MOUNT)
+    m = subprocess.run([micropython_binary(), str(script), str(out)], capture_output=True, text=True, timeout=30)
+    assert m.returncode == 0, m.stdout + m.stderr
+    assert "'boot.py'" in m.stdout and m.stdout.strip().endswith(str(count)), m.stdout
+
+
+def test_image_refuses_unknown_board(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "roampos.cli", "image", "--board", "esp8266", "-o",
+                        str(tmp_path / "x.img")], capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    assert not os.path.exists(tmp_path / "x.img")

@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench`: each section returns (metric, value, target) rows."""

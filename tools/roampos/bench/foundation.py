@@ -1,0 +1,51 @@
+"""Foundation figures: vterm boot to console ready, heap after boot, firmware size."""
+import os
+import statistics
+import tempfile
+import time
+from typing import List, Tuple
+
+from roampos.console_client import Console
+from roampos.image import CODE_DIRS, tree_files
+from roampos.vterm.control import VTermProcess
+
+BOOTS = 11
+
+
+def boot_figures(heap: str = "64K") -> Tuple[List[float], List[int]]:
+    times, heaps = [], []
+    with tempfile.TemporaryDirectory() as d:
+        vt = VTermProcess(os.path.join(d, "flash.img"), heap=heap)
+        con = Console(vt.console)
+        try:
+            heaps.append(con.wait_ready(15)["heap_used"])
+            for _ in range(BOOTS):
+                con.flush_input()
+                con.events.clear()
+                t0 = time.monotonic()
+                vt.power_cut()  # power off and on: the whole boot, process start included
+                ev = con.wait_ready(15)
+                times.append(time.monotonic() - t0)
+                heaps.append(ev["heap_used"])
+        finally:
+            con.close()
+            vt.stop()
+    return times, heaps
+
+
+def rows():
+    times, heaps = boot_figures()
+    sizes = {}
+    for path, data in tree_files():
+        top = path.strip("/").split("/")[0]
+        if path.endswith(".mpy"):
+            sizes[top] = sizes.get(top, 0) + len(data)
+    fw = sum(v for k, v in sizes.items() if k != "lib")
+    return [
+        ("boot to console ready (median of %d, 64K heap)" % len(times),
+         "%.0f ms" % (statistics.median(times) * 1000), "<= 1500 ms"),
+        ("heap in use after boot (median)", "%.1f KB" % (statistics.median(heaps) / 1024), "<= 24 KB"),
+        ("compiled firmware (.mpy: %s)" % ", ".join(d for d in CODE_DIRS if d != "lib"),
+         "%.1f KB" % (fw / 1024), ""),
+        ("compiled lib/ (umqtt.simple)", "%.1f KB" % (sizes.get("lib", 0) / 1024), ""),
+    ]

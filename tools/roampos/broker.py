@@ -1,0 +1,454 @@
+"""Embedded asyncio MQTT 3.1.1 broker: QoS 0/1, retained, last will, wildcards, $share groups."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import logging
+import struct
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+__all__ = ["Broker", "BrokerThread", "topic_matches", "DEFAULT_PORT", "main"]
+
+DEFAULT_PORT = 18830
+MAX_PACKET = 1 << 20   # a terminal message is < 2 kB; anything this big is garbage
+log = logging.getLogger("roampos.broker")
+
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
+
+
+class ProtocolError(Exception):
+    """The peer broke MQTT 3.1.1; the connection is closed, the broker carries on."""
+
+
+def topic_matches(filt: str, topic: str) -> bool:
+    f, t = filt.split("/"), topic.split("/")
+    if topic.startswith("$") and f[0] in ("+", "#"):
+        return False  # MQTT 4.7.2: wildcards at the first level do not match $-topics
+    for i, part in enumerate(f):
+        if part == "#":
+            return True
+        if i >= len(t) or (part != "+" and part != t[i]):
+            return False
+    return len(f) == len(t)
+
+
+def _valid_filter(filt: str) -> bool:
+    if not filt or "\0" in filt:
+        return False
+    parts = filt.split("/")
+    for i, p in enumerate(parts):
+        if "#" in p and (p != "#" or i != len(parts) - 1):
+            return False
+        if "+" in p and p != "+":
+            return False
+    return True
+
+
+def _split_share(filt: str) -> Tuple[Optional[str], str]:
+    if filt.startswith("$share/"):
+        parts = filt.split("/", 2)
+        if len(parts) == 3 and parts[1] and parts[2]:
+            return parts[1], parts[2]
+        raise ProtocolError(f"bad shared subscription {filt!r}")
+    return None, filt
+
+
+def _utf8(buf: bytes, pos: int) -> Tuple[str, int]:
+    if pos + 2 > len(buf):
+        raise ProtocolError("string length beyond packet")
+    (n,) = struct.unpack_from("!H", buf, pos)
+    if pos + 2 + n > len(buf):
+        raise ProtocolError("string beyond packet")
+    try:
+        return buf[pos + 2:pos + 2 + n].decode("utf-8"), pos + 2 + n
+    except UnicodeDecodeError:
+        raise ProtocolError("string is not UTF-8") from None
+
+
+def _bin(buf: bytes, pos: int) -> Tuple[bytes, int]:
+    if pos + 2 > len(buf):
+        raise ProtocolError("length beyond packet")
+    (n,) = struct.unpack_from("!H", buf, pos)
+    if pos + 2 + n > len(buf):
+        raise ProtocolError("data beyond packet")
+    return buf[pos + 2:pos + 2 + n], pos + 2 + n
+
+
+def _packet(ptype: int, flags: int, body: bytes) -> bytes:
+    n, out = len(body), bytearray([(ptype << 4) | flags])
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out) + body
+
+
+def _s(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return struct.pack("!H", len(raw)) + raw
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool = False
+
+
+@dataclass
+class Session:
+    client_id: str
+    clean: bool
+    subs: Dict[str, int] = field(default_factory=dict)                 # plain filters
+    shares: Dict[Tuple[str, str], int] = field(default_factory=dict)   # (group, filter)
+    inflight: Dict[int, Tuple[Message, Optional[Tuple[str, str]]]] = field(default_factory=dict)
+    queue: List[Tuple[Message, Optional[Tuple[str, str]]]] = field(default_factory=list)
+    conn: Optional["Connection"] = None
+    mids: "itertools.cycle[int]" = field(default_factory=lambda: itertools.cycle(range(1, 65536)))
+
+
+class Connection:
+    def __init__(self, broker: "Broker", reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.broker, self.reader, self.writer = broker, reader, writer
+        self.session: Optional[Session] = None
+        self.will: Optional[Message] = None
+        self.keepalive = 0
+
+    def send(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def read_packet(self) -> Tuple[int, int, bytes]:
+        timeout = self.keepalive * 1.5 if self.keepalive else None
+        first = await asyncio.wait_for(self.reader.readexactly(1), timeout)
+        mult, length = 1, 0
+        for _ in range(4):
+            (b,) = await self.reader.readexactly(1)
+            length += (b & 0x7F) * mult
+            mult *= 128
+            if not b & 0x80:
+                break
+        else:
+            raise ProtocolError("remaining length longer than 4 bytes")
+        if length > MAX_PACKET:
+            raise ProtocolError(f"packet of {length} bytes")
+        body = await self.reader.readexactly(length) if length else b""
+        return first[0] >> 4, first[0] & 0x0F, body
+
+
+class Broker:
+    """Single asyncio loop; all state in memory (it is a broker, not a store)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT):
+        self.host, self.port = host, port
+        self.sessions: Dict[str, Session] = {}
+        self.retained: Dict[str, Message] = {}
+        self._rr = itertools.count()
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._anon = itertools.count(1)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("MQTT broker listening on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server:
+            self._server.close()
+            for s in list(self.sessions.values()):
+                if s.conn:
+                    s.conn.writer.close()
+            await self._server.wait_closed()
+
+    # ------------------------------------------------------------ connection life
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(self, reader, writer)
+        graceful = False
+        try:
+            ptype, _, body = await asyncio.wait_for(conn.read_packet(), 10)
+            if ptype != CONNECT:
+                raise ProtocolError("first packet is not CONNECT")
+            if not self._connect(conn, body):
+                return
+            while True:
+                ptype, flags, body = await conn.read_packet()
+                if ptype == DISCONNECT:
+                    graceful = True
+                    return
+                self._dispatch(conn, ptype, flags, body)
+                if writer.transport.get_write_buffer_size() > 256 * 1024:
+                    await writer.drain()
+        except ProtocolError as exc:
+            log.warning("closing client %s: %s", conn.session.client_id if conn.session else "?", exc)
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, OSError):
+            pass
+        except Exception:  # never let one client take the broker down
+            log.exception("unexpected error on a client connection")
+        finally:
+            self._drop(conn, graceful)
+            writer.close()
+
+    def _connect(self, conn: Connection, body: bytes) -> bool:
+        name, pos = _utf8(body, 0)
+        if pos + 4 > len(body):
+            raise ProtocolError("CONNECT header truncated")
+        level, flags = body[pos], body[pos + 1]
+        (conn.keepalive,) = struct.unpack_from("!H", body, pos + 2)
+        pos += 4
+        if name not in ("MQTT", "MQIsdp") or level not in (3, 4):
+            conn.send(_packet(CONNACK, 0, b"\x00\x01"))  # unacceptable protocol version
+            return False
+        if flags & 0x01:
+            raise ProtocolError("reserved CONNECT flag set")
+        client_id, pos = _utf8(body, pos)
+        clean = bool(flags & 0x02)
+        if flags & 0x04:
+            wtopic, pos = _utf8(body, pos)
+            wmsg, pos = _bin(body, pos)
+            conn.will = Message(wtopic, wmsg, min((flags >> 3) & 3, 1), bool(flags & 0x20))
+        if flags & 0x80:
+            _, pos = _utf8(body, pos)
+        if flags & 0x40:
+            _, pos = _bin(body, pos)
+        if not client_id:
+            if not clean:
+                conn.send(_packet(CONNACK, 0, b"\x00\x02"))  # identifier rejected
+                return False
+            client_id = f"anon-{next(self._anon)}"
+        old = self.sessions.get(client_id)
+        if old and old.conn:
+            old.conn.will = None if old.conn.will is None else old.conn.will
+            old.conn.writer.close()   # session takeover
+            old.conn.session = None
+            old.conn = None
+        present = bool(old) and not clean and not old.clean
+        session = old if present else Session(client_id, clean)
+        if old and not present:
+            self._requeue_shared(old)
+        session.clean = clean
+        session.conn = conn
+        conn.session = session
+        self.sessions[client_id] = session
+        conn.send(_packet(CONNACK, 0, bytes([1 if present else 0, 0])))
+        for mid, (msg, share) in list(session.inflight.items()):
+            conn.send(self._publish_packet(msg, mid, dup=True))
+        pending, session.queue = session.queue, []
+        for msg, share in pending:
+            self._deliver(session, msg, msg.qos, share)
+        return True
+
+    def _drop(self, conn: Connection, graceful: bool) -> None:
+        s = conn.session
+        if s is None:
+            return
+        s.conn = None
+        if not graceful and conn.will is not None:
+            self.publish(conn.will)
+        if s.clean:
+            if self.sessions.get(s.client_id) is s:
+                del self.sessions[s.client_id]
+            self._requeue_shared(s)
+
+    def _requeue_shared(self, s: Session) -> None:
+        """Unacknowledged messages of a departing shared-subscription member go to another member."""
+        pending = list(s.inflight.values()) + s.queue
+        s.inflight, s.queue = {}, []
+        s.shares = {}
+        for msg, share in pending:
+            if share is not None:
+                self._route_share(share, msg, exclude=s)
+
+    # ------------------------------------------------------------ packets
+    def _dispatch(self, conn: Connection, ptype: int, flags: int, body: bytes) -> None:
+        s = conn.session
+        assert s is not None
+        if ptype == PUBLISH:
+            qos = (flags >> 1) & 3
+            if qos > 1:
+                raise ProtocolError("QoS 2 is not supported")
+            topic, pos = _utf8(body, 0)
+            if not topic or "+" in topic or "#" in topic:
+                raise ProtocolError(f"bad topic name {topic!r}")
+            mid = 0
+            if qos:
+                if pos + 2 > len(body):
+                    raise ProtocolError("PUBLISH without packet id")
+                (mid,) = struct.unpack_from("!H", body, pos)
+                pos += 2
+            self.publish(Message(topic, bytes(body[pos:]), qos, bool(flags & 1)))
+            if qos:
+                conn.send(_packet(PUBACK, 0, struct.pack("!H", mid)))
+        elif ptype == PUBACK:
+            if len(body) != 2:
+                raise ProtocolError("PUBACK length")
+            s.inflight.pop(struct.unpack("!H", body)[0], None)
+        elif ptype == SUBSCRIBE:
+            self._subscribe(conn, s, body)
+        elif ptype == UNSUBSCRIBE:
+            if len(body) < 2:
+                raise ProtocolError("UNSUBSCRIBE length")
+            pos = 2
+            while pos < len(body):
+                filt, pos = _utf8(body, pos)
+                group, f = _split_share(filt)
+                if group:
+                    s.shares.pop((group, f), None)
+                else:
+                    s.subs.pop(f, None)
+            conn.send(_packet(UNSUBACK, 0, body[:2]))
+        elif ptype == PINGREQ:
+            conn.send(_packet(PINGRESP, 0, b""))
+        else:
+            raise ProtocolError(f"unexpected packet type {ptype}")
+
+    def _subscribe(self, conn: Connection, s: Session, body: bytes) -> None:
+        if len(body) < 5:
+            raise ProtocolError("SUBSCRIBE length")
+        pos, granted, new = 2, bytearray(), []
+        while pos < len(body):
+            filt, pos = _utf8(body, pos)
+            if pos >= len(body):
+                raise ProtocolError("SUBSCRIBE without QoS byte")
+            qos = body[pos] & 3
+            pos += 1
+            try:
+                group, f = _split_share(filt)
+            except ProtocolError:
+                group, f = None, ""
+            if not _valid_filter(f):
+                granted.append(0x80)
+                continue
+            qos = min(qos, 1)
+            if group:
+                s.shares[(group, f)] = qos
+            else:
+                s.subs[f] = qos
+                new.append((f, qos))
+            granted.append(qos)
+        conn.send(_packet(SUBACK, 0, body[:2] + bytes(granted)))
+        for f, qos in new:  # retained messages go to new plain subscriptions only
+            for msg in list(self.retained.values()):
+                if topic_matches(f, msg.topic):
+                    self._deliver(s, Message(msg.topic, msg.payload, msg.qos, True), qos, None)
+
+    # ------------------------------------------------------------ routing
+    def publish(self, msg: Message) -> None:
+        if msg.retain:
+            if msg.payload:
+                self.retained[msg.topic] = Message(msg.topic, msg.payload, msg.qos, True)
+            else:
+                self.retained.pop(msg.topic, None)
+        out = Message(msg.topic, msg.payload, msg.qos, False)
+        groups: Dict[Tuple[str, str], None] = {}
+        for s in list(self.sessions.values()):
+            best = -1
+            for f, q in s.subs.items():
+                if q > best and topic_matches(f, msg.topic):
+                    best = q
+            if best >= 0:
+                self._deliver(s, out, min(best, msg.qos), None)
+            for key in s.shares:
+                if topic_matches(key[1], msg.topic):
+                    groups[key] = None
+        for key in groups:
+            self._route_share(key, out)
+
+    def _route_share(self, key: Tuple[str, str], msg: Message, exclude: Optional[Session] = None) -> None:
+        members = [s for s in self.sessions.values() if key in s.shares and s is not exclude]
+        if not members:
+            return
+        live = [s for s in members if s.conn is not None] or members
+        s = live[next(self._rr) % len(live)]
+        self._deliver(s, msg, min(s.shares[key], msg.qos), key)
+
+    def _deliver(self, s: Session, msg: Message, qos: int, share: Optional[Tuple[str, str]]) -> None:
+        if s.conn is None:
+            if qos and not s.clean:
+                s.queue.append((Message(msg.topic, msg.payload, qos, msg.retain), share))
+            return
+        mid = 0
+        if qos:
+            mid = next(s.mids)
+            while mid in s.inflight:
+                mid = next(s.mids)
+            s.inflight[mid] = (Message(msg.topic, msg.payload, qos, msg.retain), share)
+        s.conn.send(self._publish_packet(Message(msg.topic, msg.payload, qos, msg.retain), mid))
+
+    @staticmethod
+    def _publish_packet(msg: Message, mid: int, dup: bool = False) -> bytes:
+        flags = (msg.qos << 1) | (1 if msg.retain else 0) | (8 if dup else 0)
+        body = _s(msg.topic) + (struct.pack("!H", mid) if msg.qos else b"") + msg.payload
+        return _packet(PUBLISH, flags, body)
+
+
+class BrokerThread:
+    """Run a Broker on its own event loop thread (for `roampos host` and tests)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT):
+        self.broker = Broker(host, port)
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, name="mqtt-broker", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.broker.start())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+
+    def start(self) -> "BrokerThread":
+        self.thread.start()
+        self._ready.wait(10)
+        if self._error:
+            raise self._error
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.broker.host}:{self.broker.port}"
+
+    def stop(self) -> None:
+        fut = asyncio.run_coroutine_threadsafe(self.broker.stop(), self.loop)
+        try:
+            fut.result(5)
+        except Exception:
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m roampos.broker", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def serve() -> None:
+        b = Broker(args.host, args.port)
+        await b.start()
+        print(f"roampos broker on mqtt://{b.host}:{b.port}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,290 @@
+"""Authorization of sales, refunds, voids, advices and reversals against test issuers and region rules."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from .. import iso
+from . import registry, risk
+from .db import Database, read_csv
+
+__all__ = ["Ctx", "Decision", "authorize", "reverse", "issuer_for", "TEST_PIN"]
+
+TEST_PIN = "1234"      # every test issuer card uses this PIN
+_MAX_PIN_TRIES = 3
+_ISSUERS = sorted(read_csv("test_issuers.csv"), key=lambda r: -len(r["prefix"]))
+
+
+@dataclass
+class Ctx:
+    """Everything one message's handling needs; built by the handler after MAC verification."""
+    db: Database
+    policy: risk.Policy
+    terminal: dict
+    doc: Dict[str, str]
+    tlv: Dict[str, str]
+    now: float
+    tpk: bytes
+    tdk: bytes
+    card_key: bytes
+
+
+@dataclass
+class Decision:
+    """The outcome to store (kind None = store nothing) and to answer."""
+    rc: str
+    kind: Optional[str] = None
+    status: str = "declined"
+    amount: int = 0
+    currency: str = ""
+    region: str = ""
+    method: str = ""
+    masked_pan: str = ""
+    card_hash: str = ""
+    orig_rrn: str = ""
+    fee: int = 0
+    flags: List[str] = field(default_factory=list)
+    location: str = ""
+    uploaded: int = 0
+    resp48: Dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+
+
+def issuer_for(pan: str) -> Optional[dict]:
+    for row in _ISSUERS:
+        if pan.startswith(row["prefix"]):
+            return row
+    return None
+
+
+def _base(ctx: Ctx, kind: str) -> Decision:
+    """Fields every stored financial row carries; raises MessageError for contract violations."""
+    tlv, doc = ctx.tlv, ctx.doc
+    for tag in ("RG", "PM", "EP"):
+        if tag not in tlv:
+            raise iso.MessageError(f"tag {tag} missing", "48")
+    if tlv["PM"] not in ("C", "Q", "P"):
+        raise iso.MessageError("PM must be C, Q or P", "48")
+    if "4" not in doc or "49" not in doc:
+        raise iso.MessageError("amount and currency are required", "4" if "4" not in doc else "49")
+    pan = iso.decrypt_pan(ctx.tdk, tlv["EP"])
+    if "2" in doc and doc["2"] != iso.mask_pan(pan):
+        raise iso.MessageError("masked PAN does not match the encrypted PAN", "2")
+    d = Decision(rc="00", kind=kind, amount=int(doc["4"]), currency=doc["49"], region=tlv["RG"],
+                 method=tlv["PM"], masked_pan=iso.mask_pan(pan), card_hash=iso.card_hash(ctx.card_key, pan),
+                 orig_rrn=tlv.get("OR", ""))
+    d.reason = pan  # carried to the checks only; the handler never stores or logs `reason` when rc=00
+    return d
+
+
+def _location(ctx: Ctx, d: Decision) -> Optional[str]:
+    """Map the location evidence to a region; flag a mismatch and decline it if the policy says so."""
+    how, cell = iso.parse_location(ctx.tlv)
+    if how == "cell":
+        assert cell is not None
+        d.location = "-".join(str(x) for x in cell)
+        seen = registry.region_of_cell(ctx.db, cell[0], cell[1], cell[2])
+        if seen is None:
+            d.flags.append("location_unknown")
+        elif seen != d.region:
+            d.flags.append(f"location_mismatch:{seen}")
+            if ctx.terminal["location_policy"] == "decline":
+                return "R3"
+    elif how == "wifi":
+        d.location = "wifi:" + ctx.tlv["WF"][:17]
+        d.flags.append("location_unverified")
+    else:
+        d.flags.append("no_location")
+    return None
+
+
+def _region_and_batch(ctx: Ctx, d: Decision) -> Optional[str]:
+    db, tid, batch = ctx.db, ctx.terminal["terminal_id"], ctx.tlv["BN"]
+    rc = registry.grant_check(db, ctx.terminal, d.region, ctx.now)
+    if rc:
+        d.flags.append("region_not_granted" if rc == "R1" else "region_grant_not_valid")
+        return rc
+    reg = registry.region(db, d.region)
+    assert reg is not None
+    if d.currency != reg["currency"]:
+        d.flags.append("currency_mismatch")
+        return "12"
+    row = db.one("SELECT region, status FROM batches WHERE terminal_id=? AND batch_no=?", (tid, batch))
+    if row is None:
+        db.execute("INSERT INTO batches (terminal_id, batch_no, region, status) VALUES (?,?,?,'open')",
+                   (tid, batch, d.region))
+    elif row[0] != d.region:
+        d.flags.append("batch_region_mix")  # one batch never mixes two regions' amounts
+        return "12"
+    elif row[1] != "open":
+        d.flags.append("batch_closed")
+        return "12"
+    return None
+
+
+def _daily(ctx: Ctx, d: Decision, reg: dict) -> Optional[str]:
+    today = registry.local_date(reg, ctx.now)
+    if d.amount > reg["txn_limit"]:
+        d.flags.append("txn_limit")
+        return "61"
+    q = ("SELECT COALESCE(SUM(amount),0) FROM txns WHERE {} =? AND region=? AND local_date=?"
+         " AND status='approved' AND kind='financial' AND proc LIKE '00%'")
+    (card_sum,) = ctx.db.one(q.format("card_hash"), (d.card_hash, d.region, today))
+    if card_sum + d.amount > reg["daily_card_limit"]:
+        d.flags.append("daily_card_limit")
+        return "61"
+    (term_sum,) = ctx.db.one(q.format("terminal_id"), (ctx.terminal["terminal_id"], d.region, today))
+    if term_sum + d.amount > reg["daily_terminal_limit"]:
+        d.flags.append("daily_terminal_limit")
+        return "61"
+    return None
+
+
+def _pin(ctx: Ctx, d: Decision, pan: str, reg: dict) -> Optional[str]:
+    block = ctx.doc.get("52")
+    if block is None:
+        if d.method == "C" and d.amount > reg["pin_threshold"]:
+            return "65"
+        return None
+    try:
+        pin = iso.pin_from_block(ctx.tpk, bytes.fromhex(block), pan)
+    except ValueError:
+        pin = None  # undecipherable block counts as a wrong PIN
+    row = ctx.db.one("SELECT tries FROM pin_tries WHERE card_hash=?", (d.card_hash,))
+    tries = row[0] if row else 0
+    if tries >= _MAX_PIN_TRIES:
+        return "75"
+    if pin == TEST_PIN:
+        ctx.db.execute("DELETE FROM pin_tries WHERE card_hash=?", (d.card_hash,))
+        return None
+    ctx.db.execute("DELETE FROM pin_tries WHERE card_hash=?", (d.card_hash,))
+    ctx.db.execute("INSERT INTO pin_tries VALUES (?,?)", (d.card_hash, tries + 1))
+    d.flags.append("wrong_pin")
+    return "75" if tries + 1 >= _MAX_PIN_TRIES else "55"
+
+
+def _sale_checks(ctx: Ctx, d: Decision, pan: str, reg: dict) -> Optional[str]:
+    issuer = issuer_for(pan)
+    if issuer is None:
+        return "14"
+    if d.method == "C":
+        exp = ctx.doc.get("14")
+        if exp is None:
+            raise iso.MessageError("expiry date required for cards", "14")
+        if exp < time.strftime("%y%m", time.gmtime(ctx.now)):
+            return "54"
+    behaviour = issuer["behaviour"]
+    if behaviour == "stolen":
+        d.flags.append("stolen_card")
+        return "43"
+    if behaviour == "unavailable":
+        return "91"
+    if behaviour == "pintries":
+        return "75"
+    rc = _pin(ctx, d, pan, reg) or _daily(ctx, d, reg)
+    if rc:
+        return rc
+    rc, flags = risk.check(ctx.db, ctx.policy, d.card_hash, d.region, d.amount, reg["report_threshold"], ctx.now)
+    d.flags.extend(flags)
+    if rc:
+        return rc
+    if behaviour == "funds" and d.amount > int(issuer["available"]):
+        return "51"
+    return None
+
+
+def _original(ctx: Ctx, d: Decision) -> Optional[tuple]:
+    if not d.orig_rrn:
+        raise iso.MessageError("tag OR (original RRN) required", "48")
+    return ctx.db.one("SELECT id, amount, card_hash, status, batch_no, terminal_id, currency FROM txns"
+                      " WHERE rrn=? AND merchant_id=? AND kind='financial' AND proc LIKE '00%'",
+                      (d.orig_rrn, ctx.terminal["merchant_id"]))
+
+
+def _refund(ctx: Ctx, d: Decision) -> Optional[str]:
+    orig = _original(ctx, d)
+    if orig is None or orig[3] != "approved":
+        return "25"
+    if orig[2] != d.card_hash or orig[6] != d.currency:
+        d.flags.append("refund_card_mismatch")
+        return "12"
+    (done,) = ctx.db.one("SELECT COALESCE(SUM(amount),0) FROM txns WHERE orig_rrn=? AND status='approved'"
+                         " AND kind='financial' AND proc LIKE '20%'", (d.orig_rrn,))
+    if done + d.amount > orig[1]:
+        d.flags.append("refund_exceeds_sale")
+        return "64"
+    return None
+
+
+def _void(ctx: Ctx, d: Decision) -> Optional[str]:
+    orig = _original(ctx, d)
+    if orig is None or orig[5] != ctx.terminal["terminal_id"]:
+        return "25"
+    if orig[4] != ctx.tlv["BN"]:
+        d.flags.append("void_other_batch")  # after settlement only a refund can give money back
+        return "12"
+    if orig[1] != d.amount:
+        return "64"
+    if orig[3] == "voided":
+        d.flags.append("already_voided")
+        d.status = "noop"   # a second void changes nothing
+        return None
+    if orig[3] != "approved":
+        return "25"
+    ctx.db.execute("UPDATE txns SET status='voided' WHERE id=?", (orig[0],))
+    return None
+
+
+def authorize(ctx: Ctx, advice: bool = False) -> Decision:
+    """0200 (and 0220 advice, which is always accepted but keeps every would-be decline as a flag)."""
+    d = _base(ctx, "financial")
+    pan, d.reason = d.reason, ""
+    proc = ctx.doc["3"][:2]
+    if proc not in ("00", "02", "20"):
+        d.rc = "12"
+        d.reason = f"processing code {ctx.doc['3']} not supported"
+        return d
+    reg = registry.region(ctx.db, d.region)
+    rc = _region_and_batch(ctx, d) or _location(ctx, d)
+    if not rc and reg is not None:
+        if proc == "00":
+            rc = _sale_checks(ctx, d, pan, reg)
+        elif proc == "20":
+            rc = _refund(ctx, d)
+        else:
+            rc = _void(ctx, d)
+    if advice and rc:
+        d.flags.append(f"advice_rc_{rc}")  # already completed offline: record, do not refuse
+        rc = None
+    d.rc = rc or "00"
+    if d.rc == "00":
+        d.status = "noop" if d.status == "noop" else "approved"
+        if proc == "00" and reg is not None:
+            d.fee = registry.fee_for(ctx.db, d.region, d.method, d.amount)
+    else:
+        d.status = "declined"
+    return d
+
+
+def reverse(ctx: Ctx) -> Decision:
+    """0400: reverse the financial row with the same terminal+batch+STAN; unknown STAN is acknowledged."""
+    tlv, doc = ctx.tlv, ctx.doc
+    if "RG" not in tlv or "4" not in doc:
+        raise iso.MessageError("reversal needs RG and amount", "48" if "RG" not in tlv else "4")
+    d = Decision(rc="00", kind="reversal", status="approved", amount=int(doc["4"]),
+                 currency=doc.get("49", ""), region=tlv["RG"], method=tlv.get("PM", ""))
+    orig = ctx.db.one("SELECT id, amount, status, masked_pan, card_hash FROM txns WHERE terminal_id=?"
+                      " AND batch_no=? AND stan=? AND kind='financial'",
+                      (ctx.terminal["terminal_id"], tlv["BN"], doc["11"]))
+    if orig is None:
+        d.flags.append("orphan_reversal")  # the original never arrived; remember so it is never approved
+        return d
+    d.masked_pan, d.card_hash = orig[3], orig[4]
+    if orig[1] != d.amount:
+        d.flags.append("amount_mismatch")
+    if orig[2] == "approved":
+        ctx.db.execute("UPDATE txns SET status='reversed' WHERE id=?", (orig[0],))
+    else:
+        d.flags.append(f"original_{orig[2]}")
+    return d

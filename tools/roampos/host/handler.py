@@ -1,0 +1,201 @@
+"""One request in, one response out: decode, identify, verify MAC, reject replays, dispatch, store once."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from .. import iso
+from . import auth, registry, settle
+from .auth import Ctx, Decision
+from .db import Database, DatabaseError
+from .risk import Policy
+
+__all__ = ["Outcome", "Handler"]
+
+log = logging.getLogger("roampos.host")
+
+
+@dataclass
+class Outcome:
+    """What the transport does next: publish `response` (if any) to the terminal, then acknowledge."""
+    response: Optional[bytes]
+    reason: str = ""          # why it was rejected, for the log; never holds secrets
+    stored: bool = False      # a ledger row was written by this message
+    rc: str = ""
+
+
+class Handler:
+    """Stateless between messages: everything lives in the database, so workers can be many."""
+
+    def __init__(self, db: Database, policy: Optional[Policy] = None):
+        self.db = db
+        self.policy = policy or Policy.from_env()
+        self.card_key = db.card_key()
+
+    # ------------------------------------------------------------ entry point
+    def handle(self, topic_tid: str, raw: bytes, now: Optional[float] = None) -> Outcome:
+        """Never raises for bad input; DatabaseError propagates so the transport can hold the ack."""
+        now = time.time() if now is None else now
+        try:
+            doc = iso.decode(raw)
+        except iso.MessageError as exc:
+            return Outcome(None, f"malformed message on {topic_tid}: {exc}")
+        except Exception as exc:  # pyiso8583 raising something unexpected must not stop the worker
+            return Outcome(None, f"undecodable message on {topic_tid}: {type(exc).__name__}")
+        mti = doc["t"]
+        if mti not in iso.MTI_RESPONSE:
+            return Outcome(None, f"{topic_tid}: MTI {mti} is not a request")
+        try:
+            return self._handle(topic_tid, raw, doc, now)
+        except iso.MessageError as exc:
+            return self._reply(doc, "30", None, f"{topic_tid}: format error: {exc}")
+        except DatabaseError:
+            raise
+        except Exception as exc:  # a bug must cost one message a 96, not the whole worker
+            log.exception("internal error on %s", topic_tid)
+            return self._reply(doc, "96", None, f"{topic_tid}: internal error {type(exc).__name__}")
+
+    # ------------------------------------------------------------ steps
+    def _handle(self, topic_tid: str, raw: bytes, doc: Dict[str, str], now: float) -> Outcome:
+        mti = doc["t"]
+        for f in ("3", "7", "11", "41", "42"):
+            if f not in doc:
+                raise iso.MessageError("required field missing", f)
+        tid = doc["41"]
+        if tid != topic_tid:
+            return self._reply(doc, "03", None, f"field 41 {tid!r} does not match topic terminal {topic_tid}")
+        term = registry.get_terminal(self.db, tid)
+        if term is None:
+            return self._reply(doc, "03", None, f"unknown terminal {tid}")
+        tmk = bytes.fromhex(term["tmk"])
+        if mti == "0800":
+            mac_key: Optional[bytes] = iso.derive_key(tmk, iso.LABEL_NM_MAC)
+        else:
+            mac_key = bytes.fromhex(term["tak"]) if term["tak"] else None
+            if mac_key is None:
+                return self._reply(doc, "A0", None, f"terminal {tid} has no session keys; sign on first")
+        if "64" not in doc or not iso.verify_mac(mac_key, raw):
+            return self._reply(doc, "A0", mac_key, f"bad MAC from terminal {tid}")
+        if doc["42"] != term["merchant_id"]:
+            return self._reply(doc, "03", mac_key, f"terminal {tid} is bound to merchant {term['merchant_id']},"
+                                                  f" not {doc['42']}")
+        if term["blocked"] and mti != "0400":
+            # Reversals still pass: they only ever undo money the host already approved.
+            return self._reply(doc, "58", mac_key, f"terminal {tid} is blocked")
+        sent = iso.parse_transmission_time(doc["7"], now)
+        if abs(sent - now) > self.policy.max_skew_s:
+            return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']}: field 7 outside"
+                                                  f" {self.policy.max_skew_s}s window (replay?)")
+        tlv = iso.decode_tlv(doc.get("48", ""))
+        if "SN" in tlv and tlv["SN"] != term["serial"]:
+            return self._reply(doc, "03", mac_key, f"terminal {tid}: serial {tlv['SN']} is not the bound device")
+        if mti == "0800":
+            return self._network(doc, term, tmk, mac_key, now)
+        batch = tlv.get("BN", "")
+        if len(batch) != 6 or not batch.isdigit():
+            raise iso.MessageError("tag BN (6-digit batch number) required", "48")
+        ctx = Ctx(self.db, self.policy, term, doc, tlv, now, bytes.fromhex(term["tpk"]),
+                  bytes.fromhex(term["tdk"]), self.card_key)
+        with self.db.transaction():
+            self.db.lock_terminal(tid)
+            if mti == "0500":
+                d = settle.settle(ctx)
+                return self._reply(doc, d.rc, mac_key, d.reason, resp48=d.resp48)
+            kind = "reversal" if mti == "0400" else "financial"
+            prior = self.db.one("SELECT tx_time, response, rc FROM txns WHERE terminal_id=? AND batch_no=?"
+                                " AND stan=? AND kind=?", (tid, batch, doc["11"], kind))
+            if prior is not None and mti != "0320":
+                if prior[0] == doc["7"] or mti == "0400":
+                    # Same message again (QoS 1 redelivery, terminal retry, repeated reversal): same answer.
+                    return Outcome(bytes(prior[1]), f"terminal {tid} STAN {doc['11']}: duplicate, resent", rc=prior[2])
+                return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']} batch {batch}"
+                                                      " already used with another transmission time")
+            if mti == "0200":
+                d = auth.authorize(ctx)
+            elif mti == "0220":
+                d = auth.authorize(ctx, advice=True)
+            elif mti == "0400":
+                d = auth.reverse(ctx)
+            else:
+                d = settle.upload(ctx)
+            if d.kind == "financial" and d.status == "approved" and self.db.one(
+                    "SELECT id FROM txns WHERE terminal_id=? AND batch_no=? AND stan=? AND kind='reversal'",
+                    (tid, batch, doc["11"])):
+                d.status = "reversed"  # its reversal overtook it
+                d.flags.append("reversed_before_arrival")
+            return self._store(ctx, d, mac_key)
+
+    def _store(self, ctx: Ctx, d: Decision, mac_key: bytes) -> Outcome:
+        doc = ctx.doc
+        if d.kind is None:
+            return self._reply(doc, d.rc, mac_key, d.reason, resp48=d.resp48)
+        reg = registry.region(self.db, d.region)
+        day = registry.local_date(reg, ctx.now) if reg else time.strftime("%Y-%m-%d", time.gmtime(ctx.now))
+        flags = ",".join(d.flags)
+        (row_id,) = self.db.one(
+            "INSERT INTO txns (terminal_id, batch_no, stan, kind, mti, proc, tx_time, amount, currency, region,"
+            " method, merchant_id, masked_pan, card_hash, rc, status, rrn, auth_code, orig_rrn, fee, flags,"
+            " location, local_date, created, uploaded) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " RETURNING id",
+            (ctx.terminal["terminal_id"], ctx.tlv["BN"], doc["11"], d.kind, doc["t"], doc["3"], doc["7"],
+             d.amount, d.currency, d.region, d.method, ctx.terminal["merchant_id"], d.masked_pan,
+             d.card_hash, d.rc, d.status, "", "", d.orig_rrn, d.fee, flags, d.location, day, int(ctx.now),
+             d.uploaded))
+        rrn = f"{row_id:012d}"
+        approval = f"{(row_id * 7919 + 104729) % 1000000:06d}" if d.rc == "00" else ""
+        extra48 = dict(d.resp48)
+        if flags:
+            extra48["FL"] = flags[:200]
+        out = self._reply(doc, d.rc, mac_key, d.reason, resp48=extra48, rrn=rrn, approval=approval)
+        self.db.execute("UPDATE txns SET rrn=?, auth_code=?, response=? WHERE id=?",
+                        (rrn, approval, out.response, row_id))
+        out.stored = True
+        return out
+
+    def _network(self, doc: Dict[str, str], term: dict, tmk: bytes, mac_key: bytes, now: float) -> Outcome:
+        """0800: 910000 sign-on delivers fresh TPK/TAK/TDK wrapped under the TMK; 920000 is an echo test."""
+        if doc["3"] == iso.PROC["echo"]:
+            return self._reply(doc, "00", mac_key, "")
+        if doc["3"] != iso.PROC["signon"]:
+            return self._reply(doc, "12", mac_key, f"terminal {term['terminal_id']}: 0800 processing code {doc['3']}")
+        keys = {name: os.urandom(16) for name in ("P", "M", "D")}
+        with self.db.transaction():
+            self.db.execute("UPDATE terminals SET tpk=?, tak=?, tdk=?, keys_at=? WHERE terminal_id=?",
+                            (keys["P"].hex(), keys["M"].hex(), keys["D"].hex(), int(now), term["terminal_id"]))
+        resp48 = {}
+        for name, key in keys.items():
+            resp48[name + "K"] = iso.wrap_key(tmk, key).hex().upper()
+            resp48[name + "C"] = iso.kcv(key).hex().upper()
+        return self._reply(doc, "00", mac_key, "", resp48=resp48)
+
+    def _reply(self, doc: Dict[str, str], rc: str, mac_key: Optional[bytes], reason: str,
+               resp48: Optional[Dict[str, str]] = None, rrn: str = "", approval: str = "") -> Outcome:
+        resp: Dict[str, str] = {"t": iso.MTI_RESPONSE.get(doc["t"], doc["t"])}
+        for f in ("3", "4", "7", "11", "41", "42", "49"):
+            v = doc.get(f)
+            if v is not None and _valid_echo(f, v):
+                resp[f] = v
+        if rrn:
+            resp["37"] = rrn
+        if approval:
+            resp["38"] = approval
+        resp["39"] = rc
+        if resp48:
+            resp["48"] = iso.encode_tlv(resp48)
+        try:
+            raw = iso.encode(resp, mac_key)
+        except iso.MessageError:
+            raw = iso.encode({"t": resp["t"], "39": rc}, mac_key)
+        return Outcome(raw, reason, rc=rc)
+
+
+def _valid_echo(field: str, value: str) -> bool:
+    """Echo a request field only if it is well-formed, so a bad request cannot break the response."""
+    if field in ("41",):
+        return len(value) == 8
+    if field == "42":
+        return len(value) == 15
+    return value.isdigit()

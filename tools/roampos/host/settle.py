@@ -1,0 +1,104 @@
+"""Settlement: reconcile a terminal's per-region batch totals with the ledger, batch upload, close."""
+from __future__ import annotations
+
+import time
+from typing import Tuple
+
+from .. import iso
+from . import registry
+from .auth import Ctx, Decision, _base
+
+__all__ = ["ledger_totals", "settle", "upload"]
+
+
+def ledger_totals(ctx: Ctx, batch: str) -> Tuple[int, int, int, int]:
+    """(sales count, sales amount, refund count, refund amount) of standing approvals in a batch."""
+    tid = ctx.terminal["terminal_id"]
+    q = ("SELECT COUNT(*), COALESCE(SUM(amount),0) FROM txns WHERE terminal_id=? AND batch_no=?"
+         " AND kind='financial' AND status='approved' AND proc LIKE ?")
+    sc, sa = ctx.db.one(q, (tid, batch, "00%"))
+    rc, ra = ctx.db.one(q, (tid, batch, "20%"))
+    return int(sc), int(sa), int(rc), int(ra)
+
+
+def _totals_from(tlv: dict) -> Tuple[int, int, int, int]:
+    out = []
+    for tag in ("SC", "SA", "RC", "RA"):
+        v = tlv.get(tag)
+        if v is None or not v.isdigit():
+            raise iso.MessageError(f"settlement total {tag} missing or not numeric", "48")
+        out.append(int(v))
+    return out[0], out[1], out[2], out[3]
+
+
+def settle(ctx: Ctx) -> Decision:
+    """0500: 920000 = settlement request, 960000 = settlement trailer after batch upload.
+
+    In balance -> 00 and the batch closes with today's local date as settlement date.
+    Out of balance on 920000 -> 95 and the terminal uploads its batch (0320) then sends 960000;
+    the trailer drops (status 'excluded') approvals the terminal did not upload, then compares again.
+    """
+    tlv, batch = ctx.tlv, ctx.tlv["BN"]
+    if "RG" not in tlv:
+        raise iso.MessageError("tag RG missing", "48")
+    theirs = _totals_from(tlv)
+    d = Decision(rc="00", region=tlv["RG"])
+    row = ctx.db.one("SELECT region, status, sales_count, sales_amount, refund_count, refund_amount"
+                     " FROM batches WHERE terminal_id=? AND batch_no=?", (ctx.terminal["terminal_id"], batch))
+    if row is not None and row[0] != tlv["RG"]:
+        d.rc, d.reason = "12", f"batch {batch} belongs to region {row[0]}, not {tlv['RG']}"
+        return d
+    if row is not None and row[1] == "settled":
+        # A repeated 0500 for a closed batch: same answer, nothing changes.
+        d.rc = "00" if tuple(row[2:]) == theirs else "95"
+        d.resp48 = _resp(tuple(row[2:]), d.rc)
+        return d
+    if ctx.doc["3"] == iso.PROC["settle_after_upload"]:
+        ctx.db.execute("UPDATE txns SET status='excluded', flags=flags || ',not_in_upload' WHERE terminal_id=?"
+                       " AND batch_no=? AND kind='financial' AND status='approved' AND uploaded=0",
+                       (ctx.terminal["terminal_id"], batch))
+    ours = ledger_totals(ctx, batch)
+    d.rc = "00" if ours == theirs else "95"
+    d.resp48 = _resp(ours, d.rc)
+    if d.rc == "00":
+        reg = registry.region(ctx.db, tlv["RG"])
+        day = registry.local_date(reg, ctx.now) if reg else time.strftime("%Y-%m-%d", time.gmtime(ctx.now))
+        if row is None:
+            ctx.db.execute("INSERT INTO batches (terminal_id, batch_no, region, status) VALUES (?,?,?,'open')",
+                           (ctx.terminal["terminal_id"], batch, tlv["RG"]))
+        ctx.db.execute("UPDATE batches SET status='settled', settled_date=?, sales_count=?, sales_amount=?,"
+                       " refund_count=?, refund_amount=? WHERE terminal_id=? AND batch_no=?",
+                       (day, *ours, ctx.terminal["terminal_id"], batch))
+    else:
+        d.reason = f"batch {batch} out of balance: terminal {theirs} ledger {ours}"
+    return d
+
+
+def _resp(totals: Tuple[int, int, int, int], rc: str) -> dict:
+    return {"BS": "1" if rc == "00" else "2", "SC": str(totals[0]), "SA": str(totals[1]),
+            "RC": str(totals[2]), "RA": str(totals[3])}
+
+
+def upload(ctx: Ctx) -> Decision:
+    """0320: one transaction of the terminal's batch. Known -> marked uploaded; unknown -> stored."""
+    tid, batch, stan = ctx.terminal["terminal_id"], ctx.tlv["BN"], ctx.doc["11"]
+    row = ctx.db.one("SELECT id, status FROM txns WHERE terminal_id=? AND batch_no=? AND stan=?"
+                     " AND kind='financial'", (tid, batch, stan))
+    if row is not None:
+        ctx.db.execute("UPDATE txns SET uploaded=1 WHERE id=?", (row[0],))
+        if row[1] != "approved":
+            ctx.db.execute("UPDATE txns SET flags=flags || ',upload_of_' || status WHERE id=?", (row[0],))
+        return Decision(rc="00")
+    d = _base(ctx, "financial")
+    d.reason = ""
+    b = ctx.db.one("SELECT status FROM batches WHERE terminal_id=? AND batch_no=?", (tid, batch))
+    if b is not None and b[0] == "settled":
+        return Decision(rc="12", reason=f"batch {batch} already settled")
+    if b is None:
+        ctx.db.execute("INSERT INTO batches (terminal_id, batch_no, region, status) VALUES (?,?,?,'open')",
+                       (tid, batch, d.region))
+    d.status, d.uploaded = "approved", 1
+    d.flags.append("batch_upload")  # the host had not seen it online (offline approval or lost advice)
+    if ctx.doc["3"].startswith("00"):
+        d.fee = registry.fee_for(ctx.db, d.region, d.method, d.amount)
+    return d

@@ -1,0 +1,181 @@
+"""Host-side simulated terminals: build and check the same messages the firmware sends (tests, bench)."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Dict, List, Optional
+from urllib.parse import urlparse
+
+from . import iso
+
+__all__ = ["SimTerminal", "MqttLink", "TOPIC"]
+
+TOPIC = "roampos/v1/{tid}/{leaf}"
+
+
+class SimTerminal:
+    """Message builder with the terminal's keys, STAN counter and batch number; no I/O."""
+
+    def __init__(self, tid: str, mid: str, serial: str, tmk: bytes, region: str = "310000",
+                 batch: str = "000001", cell: Optional[str] = "460-00-6200-1"):
+        self.tid, self.mid, self.serial, self.tmk = tid, mid, serial, tmk
+        self.region, self.batch, self.cell = region, batch, cell
+        self.stan = 0
+        self.tpk = self.tak = self.tdk = b""
+        self.currency = "156"
+        self.clock = time.time  # tests shift it to play with transmission times
+
+    def next_stan(self) -> str:
+        self.stan = self.stan % 999999 + 1
+        return f"{self.stan:06d}"
+
+    def _common(self, mti: str, proc: str, stan: Optional[str]) -> Dict[str, str]:
+        return {"t": mti, "3": proc, "7": iso.transmission_time(self.clock()),
+                "11": stan or self.next_stan(), "41": self.tid, "42": self.mid}
+
+    # -------------------------------------------------------------- network management
+    def signon(self) -> bytes:
+        doc = self._common("0800", iso.PROC["signon"], None)
+        doc["48"] = iso.encode_tlv({"SN": self.serial})
+        return iso.encode(doc, iso.derive_key(self.tmk, iso.LABEL_NM_MAC))
+
+    def apply_signon(self, raw: bytes) -> Dict[str, str]:
+        doc = self.check(raw, iso.derive_key(self.tmk, iso.LABEL_NM_MAC))
+        if doc.get("39") != "00":
+            raise ValueError(f"sign-on refused: {doc.get('39')}")
+        tlv = iso.decode_tlv(doc["48"])
+        keys = {}
+        for name in ("P", "M", "D"):
+            key = iso.unwrap_key(self.tmk, bytes.fromhex(tlv[name + "K"]))
+            if iso.kcv(key).hex().upper() != tlv[name + "C"]:
+                raise ValueError(f"check value of {name}K does not match")
+            keys[name] = key
+        self.tpk, self.tak, self.tdk = keys["P"], keys["M"], keys["D"]
+        return doc
+
+    # -------------------------------------------------------------- financial
+    def financial(self, pan: str, amount: int, mti: str = "0200", proc: str = "000000",
+                  pin: Optional[str] = None, method: str = "C", expiry: str = "3012",
+                  orig_rrn: str = "", stan: Optional[str] = None, region: Optional[str] = None,
+                  cell: Optional[str] = "default", extra48: Optional[Dict[str, str]] = None,
+                  mac_key: Optional[bytes] = None) -> bytes:
+        doc = self._common(mti, proc, stan)
+        doc.update({"2": iso.mask_pan(pan), "4": f"{amount:012d}", "22": "071", "49": self.currency})
+        if method == "C":
+            doc["14"] = expiry
+        tlv = {"BN": self.batch, "RG": region or self.region, "PM": method, "SN": self.serial,
+               "EP": iso.encrypt_pan(self.tdk, pan)}
+        cell = self.cell if cell == "default" else cell
+        if cell:
+            tlv["LC"] = cell
+        if orig_rrn:
+            tlv["OR"] = orig_rrn
+        tlv.update(extra48 or {})
+        doc["48"] = iso.encode_tlv(tlv)
+        if pin is not None:
+            doc["52"] = iso.pin_block(self.tpk, pin, pan).hex().upper()
+        return iso.encode(doc, mac_key or self.tak)
+
+    def reversal(self, stan: str, pan: str, amount: int, proc: str = "000000") -> bytes:
+        return self.financial(pan, amount, mti="0400", proc=proc, stan=stan)
+
+    def settlement(self, totals: tuple, proc: str = "920000", region: Optional[str] = None) -> bytes:
+        doc = self._common("0500", proc, None)
+        sc, sa, rc, ra = totals
+        doc["49"] = self.currency
+        doc["48"] = iso.encode_tlv({"BN": self.batch, "RG": region or self.region, "SC": str(sc),
+                                    "SA": str(sa), "RC": str(rc), "RA": str(ra)})
+        return iso.encode(doc, self.tak)
+
+    def check(self, raw: bytes, key: Optional[bytes] = None) -> Dict[str, str]:
+        """Decode a response and verify its MAC (a terminal drops responses that fail)."""
+        doc = iso.decode(raw)
+        key = key or self.tak
+        if "64" in doc and not iso.verify_mac(key, raw):
+            raise ValueError(f"response MAC does not verify: {raw.hex()}")
+        return doc
+
+
+class MqttLink:
+    """One paho client per simulated terminal set: publish req, wait resp by terminal+STAN."""
+
+    def __init__(self, url: str, client_id: Optional[str] = None):
+        import paho.mqtt.client as mqtt
+        u = urlparse(url)
+        self._cond = threading.Condition()
+        self._resp: Dict[tuple, bytes] = {}
+        self.params: Dict[str, bytes] = {}
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"sim-{os.getpid()}-{id(self)}", clean_session=True)
+        self.client.max_inflight_messages_set(1000)
+        self.client.on_message = self._on_message
+        self.client.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
+        self.client.loop_start()
+        self.subscribed: set = set()
+
+    def subscribe(self, tids: List[str]) -> None:
+        topics = [(TOPIC.format(tid=t, leaf="resp"), 1) for t in tids if t not in self.subscribed]
+        topics += [(TOPIC.format(tid=t, leaf="params"), 1) for t in tids if t not in self.subscribed]
+        if not topics:
+            return
+        done = threading.Event()
+        self.client.on_subscribe = lambda *a: done.set()
+        self.client.subscribe(topics)
+        done.wait(10)
+        self.subscribed.update(tids)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        parts = msg.topic.split("/")
+        if len(parts) != 4:
+            return
+        if parts[3] == "params":
+            with self._cond:
+                self.params[parts[2]] = msg.payload
+                self._cond.notify_all()
+            return
+        try:
+            stan = iso.decode(msg.payload).get("11", "")
+        except iso.MessageError:
+            stan = ""
+        with self._cond:
+            self._resp[(parts[2], stan)] = msg.payload
+            self._cond.notify_all()
+
+    def send(self, tid: str, raw: bytes) -> None:
+        self.client.publish(TOPIC.format(tid=tid, leaf="req"), raw, qos=1)
+
+    def request(self, tid: str, raw: bytes, timeout: float = 10.0) -> Optional[bytes]:
+        stan = iso.decode(raw)["11"]
+        with self._cond:
+            self._resp.pop((tid, stan), None)
+        self.send(tid, raw)
+        return self.wait(tid, stan, timeout)
+
+    def wait(self, tid: str, stan: str, timeout: float = 10.0) -> Optional[bytes]:
+        end = time.monotonic() + timeout
+        with self._cond:
+            while (tid, stan) not in self._resp:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self._resp.pop((tid, stan))
+
+    def wait_params(self, tid: str, timeout: float = 10.0) -> Optional[bytes]:
+        end = time.monotonic() + timeout
+        with self._cond:
+            while tid not in self.params:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self.params[tid]
+
+    def status(self, tid: str, data: dict) -> None:
+        self.client.publish(TOPIC.format(tid=tid, leaf="status"), json.dumps(data).encode(), qos=1)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
