@@ -18,6 +18,7 @@ READY = "ready"
 EMPTY = "not provisioned"
 DAMAGED = "parameters damaged"
 version = 0  # the acquirer's parameter set version, for status and sign-on
+location_region = None  # region code that state.location maps to, or None
 
 
 def _unload(name):
@@ -183,7 +184,7 @@ def location_changed():
 def status():
     s = {"mode": state.mode, "region": state.region, "region_name": state.region_name,
          "params_version": version, "operator": state.operator, "role": state.role,
-         "location_warning": state.location_warning}
+         "location_region": location_region, "location_warning": state.location_warning}
     if state.mode_detail:
         s["mode_detail"] = state.mode_detail
     return s

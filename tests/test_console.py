@@ -44,21 +44,21 @@ def test_ten_kilobyte_line_is_refused_and_console_survives(dut):
 def test_invalid_utf8(dut):
     dut.flush_input()
     dut.write(b"echo \xff\xfe\xc3\r\n")
-    r = dut.command("status")  # the bad line's reply comes first
+    r = dut.next_reply()
     assert r.code == "encoding", r
     assert dut.command("status").ok
 
 
 @pytest.mark.parametrize("garbage", [
-    bytes(range(4, 32)) + b"\x7f\x80\xff",  # every control byte but Ctrl-C
+    bytes(c for c in range(4, 32) if c not in (10, 13)) + b"\x7f\x80\xff",  # controls but Ctrl-C, CR, LF
     b"\x1b[A\x1b[B\x08\x08status",
     bytes(range(128, 256)),
 ])
 def test_binary_garbage_gets_err_and_console_keeps_serving(dut, garbage):
     dut.flush_input()
     dut.write(garbage + b"\n")
-    dut.expect(r"^ERR (binary|encoding) .*\r?\n", 5)
-    dut.flush_input()
+    r = dut.next_reply()
+    assert r.code in ("binary", "encoding"), r
     assert dut.command("echo alive")["echo"] == "alive"
 
 

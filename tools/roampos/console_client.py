@@ -148,6 +148,10 @@ class Console:
     def command(self, line: str, timeout: float = 5.0) -> Reply:
         """Send one command line and return its reply (EVT lines go to events)."""
         self.send(line)
+        return self.next_reply(timeout)
+
+    def next_reply(self, timeout: float = 5.0) -> Reply:
+        """The next OK/ERR line, e.g. the answer to bytes sent with write()."""
         m = self.expect(_REPLY, timeout)
         return Reply(m.group(0).decode("utf-8", "replace").rstrip("\r\n"))
 

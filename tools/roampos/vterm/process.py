@@ -22,7 +22,7 @@ import tty
 from typing import Optional
 
 from roampos import ROOT
-from roampos.image import build
+from roampos.image import build, compile_py
 
 __all__ = ["VirtualTerminal", "add_arguments", "run", "parse_size"]
 
@@ -33,9 +33,46 @@ FRIENDLY_PROMPT = b"\r\n>>> "
 
 
 def parse_size(text: str) -> int:
+    """'64K' -> 65536; the forms MicroPython's -X heapsize= accepts."""
     t = text.strip().upper()
     mult = {"K": 1024, "M": 1024 * 1024}.get(t[-1:], 1)
-    return int(t[:-1] if t[-1:] in "KM" else t) * mult
+    digits = t[:-1] if t[-1:] in ("K", "M") else t
+    if not digits.isdigit() or int(digits) * mult < 16 * 1024:
+        raise argparse.ArgumentTypeError("heap size %r: give bytes, or K/M, at least 16K" % text)
+    return int(digits) * mult
+
+
+def heap_arg(text: str) -> str:
+    parse_size(text)
+    return text.strip().upper()
+
+
+def compiled_vhw(cache: str = os.path.join(ROOT, "build", "vterm-vhw")) -> str:
+    """The device models compiled to .mpy (as a board would have them frozen),
+    so that compiling them does not churn the small heap at every boot."""
+    src_root = os.path.join(VHW, "vhw")
+    out_root = os.path.join(cache, "vhw")
+    for dirpath, dirnames, filenames in os.walk(src_root):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        rel = os.path.relpath(dirpath, src_root)
+        os.makedirs(os.path.join(out_root, rel), exist_ok=True)
+        for fn in filenames:
+            src = os.path.join(dirpath, fn)
+            if fn.endswith(".py"):
+                dst = os.path.join(out_root, rel, fn[:-3] + ".mpy")
+                if not os.path.exists(dst) or os.path.getmtime(dst) < os.path.getmtime(src):
+                    data = compile_py(src, "vhw/" + os.path.normpath(os.path.join(rel, fn)))
+                    tmp = dst + ".%d" % os.getpid()
+                    with open(tmp, "wb") as f:
+                        f.write(data)
+                    os.replace(tmp, dst)  # parallel vterms may compile at once
+    # Drop compiled modules whose source is gone.
+    for dirpath, _, filenames in os.walk(out_root):
+        for fn in filenames:
+            rel = os.path.relpath(os.path.join(dirpath, fn[:-4] + ".py"), out_root)
+            if fn.endswith(".mpy") and not os.path.exists(os.path.join(src_root, rel)):
+                os.unlink(os.path.join(dirpath, fn))
+    return cache
 
 
 def micropython_binary() -> str:
@@ -68,13 +105,14 @@ class VirtualTerminal:
         self.stopping = False
         self.log = open(log, "ab") if log else None
         self.boots = 0
+        self.vhw = compiled_vhw()
 
     # -- child process ---------------------------------------------------
     def start_child(self, no_main: bool = False) -> None:
         master, slave = os.openpty()
         tty.setraw(slave)
         env = dict(os.environ, ROAMPOS_FLASH=os.path.abspath(self.flash),
-                   ROAMPOS_VHW=VHW, ROAMPOS_CTRL=self.ctrl_path)
+                   ROAMPOS_VHW=self.vhw, ROAMPOS_CTRL=self.ctrl_path)
         env.pop("ROAMPOS_NO_MAIN", None)
         if no_main:
             env["ROAMPOS_NO_MAIN"] = "1"
@@ -239,14 +277,13 @@ class VirtualTerminal:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flash", default=os.path.join(ROOT, "build", "vterm-flash.img"),
                    help="littlefs2 flash image (built from the tree when missing)")
-    p.add_argument("--heap", default="128K", help="MicroPython heap, e.g. 64K")
+    p.add_argument("--heap", default="128K", type=heap_arg, help="MicroPython heap, e.g. 64K")
     p.add_argument("--fresh", action="store_true", help="rebuild the flash image first")
     p.add_argument("--params", help="with a new image: parameter set to bake in")
     p.add_argument("--log", help="append all console output to this file")
 
 
 def run(args: argparse.Namespace) -> int:
-    parse_size(args.heap)  # reject nonsense before starting anything
     if args.fresh or not os.path.exists(args.flash):
         build(args.flash, "vterm", params=args.params)
     return VirtualTerminal(args.flash, args.heap, args.log).serve()

@@ -1,0 +1,173 @@
+# Operators: salted PIN hashes, login with lockout, role checks. The operator
+# table is record "ops" of the parameter set; failed-try counters live in the
+# single record "tries" so that a power cycle does not reset a lockout.
+# PINs are never stored, logged or echoed: only sha256 hashes (see pin_hash).
+import hashlib
+import os
+import time
+from binascii import hexlify, unhexlify
+
+from firmware import params, state
+from firmware.console import CommandError
+
+RANK = {"cashier": 1, "supervisor": 2, "admin": 3}
+ITER = 500  # sha256 rounds: ~tens of ms on an RP2040, enough to slow guessing
+
+
+def pin_hash(pin, salt, n):
+    # h1 = sha256(salt | pin), h(i+1) = sha256(h(i) | salt); hex of h(n).
+    # tools/roampos/provision.py computes the same for provisioning files.
+    h = hashlib.sha256(salt + pin.encode()).digest()
+    for _ in range(n - 1):
+        h = hashlib.sha256(h + salt).digest()
+    return hexlify(h).decode()
+
+
+def new_hash(pin):
+    check_pin(pin)
+    salt = os.urandom(8)
+    return {"salt": hexlify(salt).decode(), "n": ITER, "hash": pin_hash(pin, salt, ITER)}
+
+
+def check_pin(pin):
+    if not (4 <= len(pin) <= 12 and pin.isdigit()):
+        raise CommandError("badpin", "PIN must be 4 to 12 digits")
+
+
+def _same(a, b):
+    # Compare without an early exit.
+    d = len(a) ^ len(b)
+    for x, y in zip(a, b):
+        d |= ord(x) ^ ord(y)
+    return d == 0
+
+
+def require(role):
+    # Refuse unless the logged-in operator has at least `role`.
+    if state.mode == params.EMPTY:
+        return  # nothing provisioned, no operators yet: provisioning is open
+    if state.role is None:
+        raise CommandError("denied", "needs a %s login" % role)
+    if RANK[state.role] < RANK[role]:
+        raise CommandError("denied", "needs a %s login; operator %s is %s" % (role, state.operator, state.role))
+
+
+def find(ops, op_id):
+    for o in ops:
+        if o["id"] == op_id:
+            return o
+    return None
+
+
+def _ready():
+    if state.mode != params.READY:
+        raise CommandError("notready", "terminal is %s" % state.mode.upper())
+
+
+def login(op_id, pin):
+    from firmware import params_store as store
+
+    _ready()
+    o = find(params.record("ops"), op_id)
+    tries = store.get_single("tries") or {}
+    if o is None:
+        _log_fail(op_id, "unknown operator")
+        raise CommandError("denied", "unknown operator or wrong PIN")
+    n = tries.get(op_id, 0)
+    limit = o.get("tries", 3)
+    if n >= limit:
+        _log_fail(op_id, "locked")
+        raise CommandError("locked", "operator %s is locked after %d wrong PINs; an admin must set a new PIN" % (op_id, n))
+    h = o["pin_hash"]
+    if not _same(pin_hash(pin, unhexlify(h["salt"]), h["n"]), h["hash"]):
+        tries[op_id] = n + 1
+        store.put_single("tries", tries)
+        _log_fail(op_id, "wrong PIN")
+        left = limit - n - 1
+        if left == 0:
+            raise CommandError("locked", "wrong PIN; operator %s is now locked" % op_id)
+        raise CommandError("denied", "unknown operator or wrong PIN (%d tr%s left)" % (left, "y" if left == 1 else "ies"))
+    if n:
+        tries.pop(op_id)
+        store.put_single("tries", tries)
+    state.operator = op_id
+    state.role = o["role"]
+    return {"operator": op_id, "role": o["role"]}
+
+
+def _log_fail(op_id, why):
+    from firmware import console, params_store as store
+
+    ev = {"t": int(time.time()), "ev": "login_failed", "op": op_id[:8], "why": why}
+    store.log(ev)
+    console.event({"login_failed": op_id[:8], "why": why})
+
+
+def logout():
+    was = state.operator
+    state.operator = state.role = None
+    return {"operator": was}
+
+
+def _save(ops):
+    from firmware import params_schema as schema
+
+    try:
+        schema.check_ops(ops)
+    except schema.ParamError as e:
+        raise CommandError("invalid", str(e))
+    params.commit({"ops": ops})
+
+
+def add(op_id, role, pin):
+    require("admin")
+    _ready()
+    ops = params.record("ops")
+    if find(ops, op_id) is not None:
+        raise CommandError("exists", "operator %s exists; use operator passwd" % op_id)
+    if role not in RANK:
+        raise CommandError("invalid", "role must be cashier, supervisor or admin")
+    ops.append({"id": op_id, "role": role, "pin_hash": new_hash(pin)})
+    _save(ops)
+    _clear_tries(op_id)
+    return {"operator": op_id, "role": role}
+
+
+def remove(op_id):
+    require("admin")
+    _ready()
+    ops = params.record("ops")
+    o = find(ops, op_id)
+    if o is None:
+        raise CommandError("notfound", "no operator %s" % op_id)
+    ops.remove(o)
+    if not any(x["role"] == "admin" for x in ops):
+        raise CommandError("refused", "operator %s is the last admin" % op_id)
+    _save(ops)
+    if state.operator == op_id:
+        logout()
+    return {"removed": op_id}
+
+
+def passwd(op_id, pin):
+    # An admin sets anyone's PIN (and so lifts a lockout); others their own.
+    _ready()
+    if state.operator != op_id:
+        require("admin")
+    ops = params.record("ops")
+    o = find(ops, op_id)
+    if o is None:
+        raise CommandError("notfound", "no operator %s" % op_id)
+    o["pin_hash"] = new_hash(pin)
+    _save(ops)
+    _clear_tries(op_id)
+    return {"operator": op_id, "pin": "changed"}
+
+
+def _clear_tries(op_id):
+    from firmware import params_store as store
+
+    tries = store.get_single("tries") or {}
+    if op_id in tries:
+        tries.pop(op_id)
+        store.put_single("tries", tries)

@@ -1,0 +1,110 @@
+# Region rules: which regions the terminal may work in today, the switch of
+# the active region, and the check of the terminal's location against grants.
+# Grant dates are inclusive local dates of the granted region (its profile's
+# UTC offset applied to the terminal's UTC clock), as the host checks them.
+import time
+
+from firmware import console, params, state
+from firmware.console import CommandError
+
+
+def grant_state(g, offset, now=None):
+    # "valid", "expired" or "not yet" for a grant {"from", "to"} today.
+    today = params.today(offset, now)
+    if today < g["from"]:
+        return "not yet", today
+    if today > g["to"]:
+        return "expired", today
+    return "valid", today
+
+
+def listing():
+    m = params.record("merchant")
+    home = m["home_region"]
+    out = [{"code": home, "name": params.record("r" + home)["name"], "home": True,
+            "state": "valid", "active": home == state.region}]
+    for g in params.record("grants"):
+        p = params.record("r" + g["region"])
+        st, _ = grant_state(g, p["utc_offset_min"])
+        out.append({"code": g["region"], "name": p["name"], "from": g["from"], "to": g["to"],
+                    "grant": g["grant"], "state": st, "active": g["region"] == state.region})
+    return out
+
+
+def authorized_today():
+    # Region codes the terminal may work in right now.
+    codes = [params.record("merchant")["home_region"]]
+    for g in params.record("grants"):
+        if grant_state(g, params.record("r" + g["region"])["utc_offset_min"])[0] == "valid":
+            codes.append(g["region"])
+    return codes
+
+
+def use(code):
+    from firmware import params_batch
+
+    cur = state.region
+    m = params.record("merchant")
+    if code == cur:
+        return {"region": code, "name": state.region_name, "changed": False}
+    grant = None
+    if code != m["home_region"]:
+        for g in params.record("grants"):
+            if g["region"] == code:
+                grant = g
+        if grant is None:
+            raise CommandError("unauthorized", "region %s is not authorized for this terminal" % code)
+    p = params.record("r" + code)
+    if grant is not None:
+        if not params.clock_ok():
+            raise CommandError("clock", "terminal clock not set; sign on first")
+        st, today = grant_state(grant, p["utc_offset_min"])
+        if st == "expired":
+            raise CommandError("expired", "grant %s for %s expired on %s (today %s there)" % (
+                grant["grant"], code, grant["to"], today))
+        if st == "not yet":
+            raise CommandError("notyet", "grant %s for %s starts on %s (today %s there)" % (
+                grant["grant"], code, grant["from"], today))
+    n = params_batch.unsettled(cur)
+    if n and not params.record("r" + cur).get("batch_per_region", False):
+        raise CommandError("unsettled", "region %s has %d unsettled transaction%s; settle before switching" % (
+            cur, n, "" if n == 1 else "s"))
+    params.commit({"active": {"region": code}}, keep=True)
+    _log({"t": int(time.time()), "ev": "region", "from": cur, "to": code, "op": state.operator})
+    console.event({"region": code, "name": p["name"], "from": cur})
+    return {"region": code, "name": p["name"], "changed": True}
+
+
+def _log(ev):
+    from firmware import params_store
+
+    params_store.log(ev)
+
+
+def where(loc):
+    # Region code for location evidence, from the set's mapping table, or None.
+    table = params.record("loc")
+    if "bssid" in loc:
+        return table.get("bssids", {}).get(str(loc["bssid"]).lower())
+    try:
+        mcc, mnc, lac = int(loc["mcc"]), int(loc["mnc"]), int(loc["lac"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    for c in table["cells"]:
+        if c[0] == mcc and (c[1] == "*" or c[1] == mnc) and c[2] <= lac <= c[3]:
+            return c[4]
+    return None
+
+
+def locate():
+    loc = state.location
+    region = warn = None
+    if loc and state.mode == params.READY:
+        region = where(loc)
+        if region is not None and region not in authorized_today():
+            warn = "location %s not authorized" % region
+    changed = warn != state.location_warning or region != params.location_region
+    state.location_warning = warn
+    params.location_region = region
+    if changed:
+        console.event({"location": loc, "location_region": region, "warning": warn})

@@ -1,0 +1,47 @@
+"""`roampos vterm` and `roampos run` as a newcomer uses them."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import serial
+
+pytestmark = pytest.mark.simulation
+CLI = [sys.executable, "-m", "roampos.cli"]
+
+
+def test_vterm_prints_console_first_and_stops_on_sigterm(tmp_path):
+    flash = tmp_path / "f.img"
+    p = subprocess.Popen(CLI + ["vterm", "--flash", str(flash), "--heap", "64K"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = p.stdout.readline()
+        assert first.startswith("console: /dev/"), first
+        assert flash.stat().st_size == 2 * 1024 * 1024  # built because it was missing
+        with serial.Serial(first.split()[1], 115200, timeout=5) as s:
+            s.write(b"status\r\n")
+            line = s.read_until(b"OK")
+            assert line.endswith(b"OK"), line
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def test_vterm_rejects_a_bad_heap_size(tmp_path):
+    r = subprocess.run(CLI + ["vterm", "--flash", str(tmp_path / "f.img"), "--heap", "lots"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "lots" in r.stderr
+
+
+def test_run_gives_a_prompt_that_reaches_the_console(tmp_path):
+    r = subprocess.run(CLI + ["run", "--no-host", "--flash", str(tmp_path / "f.img")],
+                       input="status\nfrob\nquit\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("console: ")
+    assert any(l.startswith("OK {") and '"board": "vterm"' in l for l in lines), r.stdout
+    assert any(l.startswith("ERR unknown") for l in lines), r.stdout
