@@ -6,7 +6,7 @@
 import time
 from micropython import const
 
-from drivers.nfcerr import NoAnswer, FrameError, Collision
+from drivers.nfcerr import NoAnswer, FrameError
 
 # Registers, §9.2 table 20.
 _COMMAND = const(0x01)
@@ -43,18 +43,14 @@ _ERR_COLL = const(0x08)
 _ERR_CRC = const(0x04)
 _ERR_PARITY = const(0x02)
 _ERR_PROTOCOL = const(0x01)
-# ISO 14443-3 commands (§6.3 / §6.4).
+# ISO 14443-3 REQA / WUPA (§6.3.1).
 _REQA = const(0x26)
 _WUPA = const(0x52)
-_HLTA = const(0x50)
-_CASCADE_TAG = const(0x88)
-_SAK_INCOMPLETE = const(0x04)
-_SAK_ISO14443_4 = const(0x20)
 
 # Timer: TPrescaler 0xA9 gives 13.56 MHz / (2*169+1) = 40 kHz, 25 us a tick
 # (§8.5); TReload = ms * 40, at most 0xFFFF (1638 ms).
 _TICKS_PER_MS = const(40)
-_T3_TIMEOUT_MS = const(10)   # ISO 14443-3 frames answer within ~0.1 ms
+_T3 = const(10)              # ms: ISO 14443-3 frames answer within ~0.1 ms
 
 # Init register values after SoftReset (register, value), in order.
 INIT = (
@@ -67,16 +63,16 @@ INIT = (
     (_TXCONTROL, 0x83),    # Tx1RFEn | Tx2RFEn: antenna on (§9.3.2.5)
 )
 
-FSC = (16, 24, 32, 40, 48, 64, 96, 128, 256)  # ISO 14443-4 §5.2.3 FSCI -> bytes
-
-
 class MFRC522:
+    T3_TIMEOUT_MS = _T3
+
     def __init__(self, spi, cs, rst=None):
         self.spi = spi
         self.cs = cs
         self.rst = rst
         self._r = bytearray(2)
-        self._w = bytearray(2)
+        self._w = bytearray(2)             # register access
+        self._f = bytearray(7)             # short frames (REQA, HLTA, RATS, SELECT)
         self._buf = bytearray(65)          # SPI FIFO transfers: address + 64 data bytes
         self._mv = memoryview(self._buf)
         self.rx = self._mv[1:]             # received frame lands here
@@ -161,7 +157,7 @@ class MFRC522:
             self._wreg(_TRELOAD_L, t & 0xFF)
             self._tmo = t
 
-    def exchange(self, data, crc=True, timeout_ms=_T3_TIMEOUT_MS, bits=0):
+    def exchange(self, data, crc=True, timeout_ms=_T3, bits=0):
         # Transceive one frame; returns the byte count in self.rx. `bits` =
         # valid bits of the last byte sent (7 for REQA/WUPA short frames).
         self._setup(crc, timeout_ms)
@@ -193,88 +189,24 @@ class MFRC522:
         if n:
             self._fifo_read(n)
         if err & _ERR_COLL:
-            raise Collision("collision, CollReg %02x" % self._rreg(_COLL))
+            raise FrameError("collision, CollReg %02x" % self._rreg(_COLL))
         if err & (_ERR_BUFOVFL | _ERR_PARITY | _ERR_PROTOCOL):
             raise FrameError("error register %02x" % err, self.rx[:n])
         if err & _ERR_CRC:
             raise FrameError("CRC_A", self.rx[:n])
         return n
 
-    # -- ISO/IEC 14443-3 type A -------------------------------------------
+    # -- ISO/IEC 14443-3 type A: the poll; activation is in iso14443a.py
     def request(self, wake=False):
         # REQA (idle cards) or WUPA (idle and halted), 7-bit short frame
         # (§6.3.1). Returns ATQA as an int (LSB first on air) or None.
-        self._w[0] = _WUPA if wake else _REQA
+        self._f[0] = _WUPA if wake else _REQA
         try:
-            n = self.exchange(memoryview(self._w)[:1], False, _T3_TIMEOUT_MS, 7)
+            n = self.exchange(memoryview(self._f)[:1], False, _T3, 7)
         except NoAnswer:
             return None
-        except Collision:
-            return 0xFFFF  # several cards answered: still "a card is there"
+        except FrameError:
+            return 0xFFFF  # several cards answered (collision): a card is there
         if n != 2 or self.rx_bits:
             raise FrameError("ATQA length", self.rx[:n])
         return self.rx[0] | (self.rx[1] << 8)
-
-    def _cascade(self, sel, out):
-        # Anticollision then select at one cascade level (§6.4.3). Appends
-        # the 4 UID CLn bytes to `out`, returns SAK.
-        frame = bytearray(7)
-        frame[0] = sel
-        frame[1] = 0x20                     # NVB: no UID bits known yet
-        n = self.exchange(memoryview(frame)[:2], False)
-        if n != 5:
-            raise FrameError("anticollision length", self.rx[:n])
-        uid = bytes(self.rx[:5])
-        if uid[0] ^ uid[1] ^ uid[2] ^ uid[3] != uid[4]:
-            raise FrameError("BCC", uid)
-        frame[1] = 0x70                     # NVB: all 40 bits follow
-        frame[2:7] = uid
-        n = self.exchange(frame, True)      # CRC_A appended by the chip
-        if n != 1:
-            raise FrameError("SAK length", self.rx[:n])
-        out += uid[:4]
-        return self.rx[0]
-
-    def activate(self, wake=False):
-        # A card in the field -> (uid bytes, sak, atqa), or None if no card.
-        atqa = self.request(wake)
-        if atqa is None:
-            return None
-        raw = bytearray()
-        sak = 0
-        for sel in (0x93, 0x95, 0x97):      # cascade levels 1..3
-            sak = self._cascade(sel, raw)
-            if not sak & _SAK_INCOMPLETE:
-                break
-        else:
-            raise FrameError("UID longer than 10 bytes")
-        # Drop the cascade tags: CL1 of a 7-byte UID is 88 uid0 uid1 uid2.
-        uid = bytearray()
-        for i in range(0, len(raw), 4):
-            part = raw[i:i + 4]
-            if part[0] == _CASCADE_TAG and i + 4 < len(raw):
-                part = part[1:]
-            uid += part
-        return bytes(uid), sak, atqa
-
-    def halt(self):
-        # HLTA (§6.4.3): a card never answers it; silence is success.
-        self._w[0], self._w[1] = _HLTA, 0
-        try:
-            self.exchange(self._w, True, 2)
-        except NoAnswer:
-            return True
-        return False
-
-    @staticmethod
-    def is_iso14443_4(sak):
-        return bool(sak & _SAK_ISO14443_4) and not sak & _SAK_INCOMPLETE
-
-    def rats(self, fsdi=5, cid=0):
-        # RATS (ISO 14443-4 §5.6.1): E0, FSDI|CID -> ATS. FSDI 5 = 64 bytes,
-        # the size of this chip's FIFO.
-        self._w[0], self._w[1] = 0xE0, (fsdi << 4) | (cid & 0x0F)
-        n = self.exchange(self._w, True, 5)  # activation frame waiting time ~4.8 ms
-        if n < 1 or self.rx[0] != n:
-            raise FrameError("ATS length", self.rx[:n])
-        return bytes(self.rx[:n])

@@ -1,5 +1,5 @@
-# Errors of the contactless stack (reader chip, ISO 14443-3 and -4). Each
-# carries what the caller needs to decide: retry, tell the customer, give up.
+# Errors of the contactless stack (reader chip, ISO 14443-3 and -4), few on
+# purpose (each class costs heap): retry, tell the customer, or give up.
 
 
 class NfcError(Exception):
@@ -12,21 +12,13 @@ class NoAnswer(NfcError):
 
 
 class FrameError(NfcError):
-    # An answer came but was damaged: CRC, parity, protocol, length, BCC.
+    # An answer came but was damaged or broke the protocol: CRC, parity,
+    # collision, length, BCC, block rules. `what` names the check.
     def __init__(self, what, got=b""):
         super().__init__("%s (got %s)" % (what, bytes(got).hex() or "nothing"))
         self.what = what
 
 
-class Collision(NfcError):
-    pass
-
-
 class CardRemoved(NfcError):
     # The card left the field in the middle of an exchange.
-    pass
-
-
-class ProtocolError(NfcError):
-    # The card broke the ISO 14443-4 block rules.
     pass

@@ -1,4 +1,4 @@
-# SSD1306 128x64 OLED driver (I2C or 4-wire SPI): a framebuf with init,
+# SSD1306 128x64 OLED driver (I2C here, 4-wire SPI in ssd1306_spi): a framebuf with init,
 # contrast, power save, full refresh and partial refresh by page range.
 # References: Solomon Systech SSD1306 datasheet Rev 1.1 (§ numbers below).
 import framebuf
@@ -142,34 +142,3 @@ class SSD1306_I2C(SSD1306):
 
     def _data(self, buf):
         self._write(b"\x40", buf)
-
-
-class SSD1306_SPI(SSD1306):
-    # 4-wire SPI (§8.1.3): D/C# low = command, high = data, latched with CS#.
-    def __init__(self, spi, dc, cs, res=None):
-        self.spi = spi
-        self.dc = dc
-        self.cs = cs
-        cs.value(1)
-        dc.value(0)
-        if res is not None:
-            # §8.9 power on: RES# low at least 3 us, then high.
-            import time
-            res.value(1)
-            time.sleep_ms(1)
-            res.value(0)
-            time.sleep_ms(1)
-            res.value(1)
-        super().__init__()
-
-    def _xfer(self, dc, buf):
-        self.dc.value(dc)
-        self.cs.value(0)
-        self.spi.write(buf)
-        self.cs.value(1)
-
-    def _cmd(self, buf):
-        self._xfer(0, buf)
-
-    def _data(self, buf):
-        self._xfer(1, buf)

@@ -10,6 +10,12 @@ from firmware.version import VERSION
 
 async def _run(con):
     task = asyncio.create_task(con.run())
+    from firmware import params
+
+    params.load()  # before "ready": never raises, sets state.mode for screen and status
+    from firmware import peripherals
+
+    peripherals.start(con.board)  # screen, keypad, card polling, scanner
     gc.collect()
     con.write("EVT", {"ready": True, "version": VERSION, "board": con.board.name,
                       "heap_used": gc.mem_alloc()})

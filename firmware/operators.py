@@ -7,7 +7,7 @@ import os
 import time
 from binascii import hexlify, unhexlify
 
-from firmware import params, state
+from firmware import params, params_core, state
 from firmware.console import CommandError
 
 RANK = {"cashier": 1, "supervisor": 2, "admin": 3}
@@ -68,7 +68,7 @@ def login(op_id, pin):
     from firmware import params_store as store
 
     _ready()
-    o = find(params.record("ops"), op_id)
+    o = find(params_core.record("ops"), op_id)
     tries = store.get_single("tries") or {}
     if o is None:
         _log_fail(op_id, "unknown operator")
@@ -116,13 +116,13 @@ def _save(ops):
         schema.check_ops(ops)
     except schema.ParamError as e:
         raise CommandError("invalid", str(e))
-    params.commit({"ops": ops})
+    params_core.commit({"ops": ops})
 
 
 def add(op_id, role, pin):
     require("admin")
     _ready()
-    ops = params.record("ops")
+    ops = params_core.record("ops")
     if find(ops, op_id) is not None:
         raise CommandError("exists", "operator %s exists; use operator passwd" % op_id)
     if role not in RANK:
@@ -136,7 +136,7 @@ def add(op_id, role, pin):
 def remove(op_id):
     require("admin")
     _ready()
-    ops = params.record("ops")
+    ops = params_core.record("ops")
     o = find(ops, op_id)
     if o is None:
         raise CommandError("notfound", "no operator %s" % op_id)
@@ -154,7 +154,7 @@ def passwd(op_id, pin):
     _ready()
     if state.operator != op_id:
         require("admin")
-    ops = params.record("ops")
+    ops = params_core.record("ops")
     o = find(ops, op_id)
     if o is None:
         raise CommandError("notfound", "no operator %s" % op_id)

@@ -1,19 +1,24 @@
 # Per-region batch summary in flash: count, total and unsettled count per
 # region code, so that a region switch can refuse to leave an unsettled batch.
 # The transaction code calls add() after journaling; settlement calls settle().
-from firmware import params_store as store
+
+
+def _store():
+    from firmware import params_store
+
+    return params_store
 
 
 def summary():
     # {region: [count, total minor units, unsettled count]}
-    return store.get_single("batch") or {}
+    return _store().get_single("batch") or {}
 
 
 def add(region, amount):
     b = summary()
     c, t, u = b.get(region, (0, 0, 0))
     b[region] = [c + 1, t + amount, u + 1]
-    store.put_single("batch", b)
+    _store().put_single("batch", b)
     return b[region]
 
 
@@ -21,7 +26,7 @@ def settle(region):
     # The batch is closed: the region starts a new, empty one.
     b = summary()
     done = b.pop(region, [0, 0, 0])
-    store.put_single("batch", b)
+    _store().put_single("batch", b)
     return done
 
 

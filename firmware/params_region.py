@@ -4,13 +4,13 @@
 # UTC offset applied to the terminal's UTC clock), as the host checks them.
 import time
 
-from firmware import console, params, state
+from firmware import console, params, params_core, state
 from firmware.console import CommandError
 
 
 def grant_state(g, offset, now=None):
     # "valid", "expired" or "not yet" for a grant {"from", "to"} today.
-    today = params.today(offset, now)
+    today = params_core.today(offset, now)
     if today < g["from"]:
         return "not yet", today
     if today > g["to"]:
@@ -19,12 +19,12 @@ def grant_state(g, offset, now=None):
 
 
 def listing():
-    m = params.record("merchant")
+    m = params_core.record("merchant")
     home = m["home_region"]
-    out = [{"code": home, "name": params.record("r" + home)["name"], "home": True,
+    out = [{"code": home, "name": params_core.record("r" + home)["name"], "home": True,
             "state": "valid", "active": home == state.region}]
-    for g in params.record("grants"):
-        p = params.record("r" + g["region"])
+    for g in params_core.record("grants"):
+        p = params_core.record("r" + g["region"])
         st, _ = grant_state(g, p["utc_offset_min"])
         out.append({"code": g["region"], "name": p["name"], "from": g["from"], "to": g["to"],
                     "grant": g["grant"], "state": st, "active": g["region"] == state.region})
@@ -33,9 +33,9 @@ def listing():
 
 def authorized_today():
     # Region codes the terminal may work in right now.
-    codes = [params.record("merchant")["home_region"]]
-    for g in params.record("grants"):
-        if grant_state(g, params.record("r" + g["region"])["utc_offset_min"])[0] == "valid":
+    codes = [params_core.record("merchant")["home_region"]]
+    for g in params_core.record("grants"):
+        if grant_state(g, params_core.record("r" + g["region"])["utc_offset_min"])[0] == "valid":
             codes.append(g["region"])
     return codes
 
@@ -44,19 +44,19 @@ def use(code):
     from firmware import params_batch
 
     cur = state.region
-    m = params.record("merchant")
+    m = params_core.record("merchant")
     if code == cur:
         return {"region": code, "name": state.region_name, "changed": False}
     grant = None
     if code != m["home_region"]:
-        for g in params.record("grants"):
+        for g in params_core.record("grants"):
             if g["region"] == code:
                 grant = g
         if grant is None:
             raise CommandError("unauthorized", "region %s is not authorized for this terminal" % code)
-    p = params.record("r" + code)
+    p = params_core.record("r" + code)
     if grant is not None:
-        if not params.clock_ok():
+        if not params_core.clock_ok():
             raise CommandError("clock", "terminal clock not set; sign on first")
         st, today = grant_state(grant, p["utc_offset_min"])
         if st == "expired":
@@ -66,10 +66,10 @@ def use(code):
             raise CommandError("notyet", "grant %s for %s starts on %s (today %s there)" % (
                 grant["grant"], code, grant["from"], today))
     n = params_batch.unsettled(cur)
-    if n and not params.record("r" + cur).get("batch_per_region", False):
+    if n and not params_core.record("r" + cur).get("batch_per_region", False):
         raise CommandError("unsettled", "region %s has %d unsettled transaction%s; settle before switching" % (
             cur, n, "" if n == 1 else "s"))
-    params.commit({"active": {"region": code}}, keep=True)
+    params_core.commit({"active": {"region": code}})
     _log({"t": int(time.time()), "ev": "region", "from": cur, "to": code, "op": state.operator})
     console.event({"region": code, "name": p["name"], "from": cur})
     return {"region": code, "name": p["name"], "changed": True}
@@ -83,7 +83,7 @@ def _log(ev):
 
 def where(loc):
     # Region code for location evidence, from the set's mapping table, or None.
-    table = params.record("loc")
+    table = params_core.record("loc")
     if "bssid" in loc:
         return table.get("bssids", {}).get(str(loc["bssid"]).lower())
     try:

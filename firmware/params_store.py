@@ -20,6 +20,7 @@ from firmware.params_codec import RecordError
 
 DIR = "/data/p"
 LOG_MAX = 4096  # bytes before the log rotates to log.1
+IMPORT_TMP = "/data/import.tmp"  # `param import` chunks; outside DIR so clean() leaves it
 _KEEP = ("set", "set.bak", "tries", "batch", "log", "log.1")
 
 man = None  # the current manifest dict, or None when nothing is provisioned
@@ -85,6 +86,10 @@ def recover():
     # or ("damaged", why). Sets `man`.
     global man
     _mkdirs()
+    try:
+        os.remove(IMPORT_TMP)  # an import cut short by a reset
+    except OSError:
+        pass
     names = os.listdir(DIR)
     if "set" not in names and "set.new" in names:
         try:
@@ -163,7 +168,8 @@ def commit(changes, pv=None):
     # the set is either wholly the old one or wholly the new one.
     global man
     _mkdirs()
-    manifest()
+    man = None
+    manifest()  # from flash, not a cache: the commit must follow the real `set`
     old = man or {"v": 0, "pv": 0, "r": {}}
     v = old["v"] + 1
     recs = dict(old["r"])
@@ -215,9 +221,9 @@ def log(obj):
     except OSError:
         pass
     with open(_p("log"), "ab") as f:
-        f.write(("%08x " % codec.crc(line)).encode())
+        # Newline first: a line torn by a power cut is ended by the next one.
+        f.write(("\n%08x " % codec.crc(line)).encode())
         f.write(line)
-        f.write(b"\n")
 
 
 def read_log(n):
@@ -232,6 +238,8 @@ def read_log(n):
         with f:
             for line in f:
                 line = line.rstrip(b"\n")
+                if not line:
+                    continue
                 try:
                     if len(line) < 10 or int(line[:8], 16) != codec.crc(line[9:]):
                         raise ValueError

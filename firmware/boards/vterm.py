@@ -1,9 +1,13 @@
 # The virtual terminal: the MicroPython unix port with device models from the
 # vterm's own module `vhw` (as a port offers `machine`). Only this file
 # imports vhw; the drivers receive the simulated buses and cannot tell.
+# "Wiring" (mirrors the esp32s3 board): I2C0 SSD1306 at 0x3C; SPI1 MFRC522;
+# UART1 SIM7600-class modem; UART2 GM65 scanner; 4x4 keypad on 8 pins;
+# WLAN from vhw.net. Scanner, modem and WLAN are built on first use.
 import sys
 
 import vhw
+from vhw.bus import I2C, SPI, Pin
 
 
 class Board:
@@ -11,11 +15,47 @@ class Board:
     ctrl_c_is_byte = True  # raw pty: Ctrl-C is the byte 0x03, no SIGINT
 
     def __init__(self):
+        from vhw.oled import SSD1306Model
+        from vhw.keys import KeypadModel
+        from vhw.nfc import MFRC522Model
+        from vhw.sim import Sim
+        from drivers.ssd1306 import SSD1306_I2C
+        from drivers.keypad import Keypad
+        from drivers.mfrc522 import MFRC522
+
         self.stdin = sys.stdin.buffer
         self.stdout = sys.stdout.buffer
-        self.display = self.keypad = self.reader = None
-        self.modem = self.wlan = self.scanner = None
-        self.sim = None
+        i2c = I2C(0)
+        oled = SSD1306Model()
+        i2c.attach(0x3C, oled)
+        self.display = SSD1306_I2C(i2c, 0x3C)
+        rows = [Pin("row%d" % i, Pin.OPEN_DRAIN, value=1) for i in range(4)]
+        cols = [Pin("col%d" % i, Pin.IN, Pin.PULL_UP) for i in range(4)]
+        keys = KeypadModel(rows, cols)
+        self.keypad = Keypad(rows, cols)
+        spi = SPI(1, baudrate=4000000)
+        cs = Pin("nfc_cs", Pin.OUT, value=1)
+        nfc = MFRC522Model()
+        spi.attach(cs, nfc)
+        self.reader = MFRC522(spi, cs, Pin("nfc_rst", Pin.OUT, value=1))
+        self.sim = Sim(oled, keys, nfc, self)
+
+    def __getattr__(self, name):
+        # The modem, WLAN and scanner cost heap: built on first use.
+        if name == "scanner":
+            from vhw.uart import UART
+            from drivers.gm65 import GM65
+            m = GM65(UART(2, 9600, model=self.sim.scanner))
+        elif name == "modem":
+            from vhw.uart import UART
+            from drivers.sim7600 import SIM7600
+            m = SIM7600(UART(1, 115200, model=self.sim.net.modem), Pin("pwrkey", Pin.OUT, value=1))
+        elif name == "wlan":
+            m = self.sim.net.wlan
+        else:
+            raise AttributeError(name)
+        setattr(self, name, m)
+        return m
 
     def reset(self):
         vhw.reset()

@@ -1,0 +1,70 @@
+# Console commands `screen` (what the display shows: text read back from the
+# pixels, or the raw 1-bit image) and `bench` (driver timings and heap).
+import gc
+import time
+
+from firmware import boards
+from firmware.console import CommandError
+
+
+def _image():
+    b = boards.get()
+    if b.sim is not None:
+        return b.sim.visible()      # decoded by the panel model from bus traffic
+    if b.display is None:
+        raise CommandError("absent", "this board has no display")
+    return b.display.buffer         # a real panel: the last frame drawn
+
+
+def cmd_screen(args):
+    img = _image()
+    if args == "raw":
+        import binascii
+        return {"w": 128, "h": 64, "format": "MONO_VLSB", "hex": binascii.hexlify(img).decode()}
+    if args:
+        raise CommandError("usage", "screen [raw]")
+    from firmware import screen_text, ui
+    d = screen_text.decode(img)
+    d["screen"] = ui.screen
+    return d
+
+
+def cmd_bench(args):
+    w = args.split()
+    b = boards.get()
+    if w == ["refresh"]:
+        if b.display is None:
+            raise CommandError("absent", "this board has no display")
+        n = 10
+        t0 = time.ticks_us()
+        for _ in range(n):
+            b.display.show()
+        us = time.ticks_diff(time.ticks_us(), t0) // n
+        t0 = time.ticks_us()
+        for _ in range(n):
+            b.display.show_pages(3, 4)
+        part = time.ticks_diff(time.ticks_us(), t0) // n
+        return {"full_refresh_us": us, "partial_refresh_us": part}
+    if len(w) == 2 and w[0] == "card":
+        if b.sim is None:
+            raise CommandError("unsupported", "bench card needs the vterm's simulated cards")
+        if w[1] not in b.sim.cards():
+            raise CommandError("nocard", "no card profile %s" % w[1])
+        from firmware import tap
+        b.sim.tap(w[1])
+        tap.read_once(b.reader)     # warm-up: imports the EMV code once
+        gc.collect()
+        idle = gc.mem_alloc()
+        b.sim.tap(w[1])
+        gc.disable()                # nothing is freed: alloc growth bounds the high-water
+        try:
+            t0 = time.ticks_us()
+            ev = tap.read_once(b.reader)
+            us = time.ticks_diff(time.ticks_us(), t0)
+            peak = gc.mem_alloc() - idle
+        finally:
+            gc.enable()
+        gc.collect()
+        return {"read_us": us, "heap_above_idle": peak, "heap_idle": idle,
+                "result": ev.get("error") or ev.get("pan")}
+    raise CommandError("usage", "bench refresh | bench card <profile>")

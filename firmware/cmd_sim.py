@@ -1,0 +1,83 @@
+# `sim ...`: simulated inputs on the vterm (keys, card taps, scanner codes,
+# links, cell identity, signal). Other boards answer ERR unsupported.
+from firmware import boards
+from firmware.console import CommandError, words
+
+_USAGE = "sim key <legends> | tap [profile] | remove | scan <code> | " \
+         "link <wifi|cell> <up|down|denied> | cell <mcc> <mnc> <lac> <ci> | signal <dBm>"
+
+
+def _sim():
+    s = boards.get().sim
+    if s is None:
+        raise CommandError("unsupported", "sim works on the vterm only")
+    return s
+
+
+def _int(text, what, lo, hi):
+    try:
+        v = int(text)
+    except ValueError:
+        raise CommandError("badarg", "%s must be a number, got %r" % (what, text[:16]))
+    if not lo <= v <= hi:
+        raise CommandError("badarg", "%s %d not in %d..%d" % (what, v, lo, hi))
+    return v
+
+
+def cmd_sim(args):
+    sim = _sim()
+    op, _, rest = args.partition(" ")
+    rest = rest.strip()
+    if op == "key":
+        keys = rest.split()
+        if not keys:
+            raise CommandError("usage", "sim key <legend> [<legend>...], legends 0-9 A-D * #")
+        for k in keys:
+            if len(k) != 1 or k not in "0123456789ABCD*#":
+                raise CommandError("badarg", "no key %r; legends are 0-9 A-D * #" % k[:8])
+        return _keys(sim, keys)
+    if op == "tap":
+        if not rest:
+            return {"cards": sim.cards()}
+        if rest not in sim.cards():
+            raise CommandError("nocard", "no card profile %r; try: sim tap" % rest[:24])
+        sim.tap(rest)
+        return {"tapped": rest}
+    if op == "remove":
+        return {"removed": sim.remove()}
+    if op == "scan":
+        if not rest or len(rest) > 500:
+            raise CommandError("usage", "sim scan <code> (1..500 characters)")
+        sim.scan(rest)
+        return {"scanned": len(rest)}
+    if op == "link":
+        kind, what = words(rest, 2)
+        if kind not in ("wifi", "cell") or what not in ("up", "down", "denied"):
+            raise CommandError("badarg", "sim link <wifi|cell> <up|down|denied>")
+        if kind == "wifi" and what == "denied":
+            raise CommandError("badarg", "denied applies to cell registration only")
+        sim.net.set_link(kind, what)
+        return {kind: what}
+    if op == "cell":
+        w = words(rest)
+        if len(w) != 4:
+            raise CommandError("usage", "sim cell <mcc> <mnc> <lac> <ci>")
+        mcc = _int(w[0], "mcc", 200, 799)
+        mnc = _int(w[1], "mnc", 0, 999)
+        if len(w[1]) not in (2, 3):
+            raise CommandError("badarg", "mnc has 2 or 3 digits, got %r" % w[1][:8])
+        lac = _int(w[2], "lac", 1, 0xFFFE)
+        ci = _int(w[3], "ci", 0, 0xFFFFFFF)
+        sim.net.set_cell("%03d" % mcc, w[1], lac, ci)
+        return {"cell": {"mcc": "%03d" % mcc, "mnc": w[1], "lac": lac, "ci": ci}}
+    if op == "signal":
+        dbm = _int(rest, "signal", -120, -40)
+        sim.net.set_signal(dbm)
+        return {"signal_dbm": dbm}
+    raise CommandError("usage", _USAGE)
+
+
+async def _keys(sim, keys):
+    for k in keys:
+        await sim.key(k)
+    return {"keys": "".join(keys)}

@@ -1,0 +1,136 @@
+# Parameters' working part, imported on demand: boot load and recovery, record
+# reads with fallback to the last good set, commits that update the state.
+import gc
+import time
+
+from firmware import params, state
+from firmware.params import DAMAGED, EMPTY, READY
+
+
+def alert(text):
+    from firmware import console, params_store
+
+    console.event({"alert": "params", "detail": text})
+    try:
+        params_store.log({"t": int(time.time()), "ev": "alert", "detail": text})
+    except OSError:
+        pass
+
+
+def _set_mode(mode, detail=""):
+    state.mode = mode
+    state.mode_detail = detail
+    if mode != READY:
+        state.region = None
+        state.region_name = ""
+
+
+def load():
+    try:
+        _load()
+    except MemoryError:
+        _set_mode(DAMAGED, "out of memory loading parameters")
+    except Exception as e:  # flash errors: report, keep the console alive
+        _set_mode(DAMAGED, "%s: %s" % (type(e).__name__, e))
+    params.refresh_ui()
+
+
+def _load():
+    from firmware import params_store as store
+
+    how, why = store.recover()
+    if how == "empty":
+        _set_mode(EMPTY, "no parameter set; load one with roampos provision")
+        return
+    if how == "damaged":
+        _set_mode(DAMAGED, why)
+        alert(DAMAGED + ": " + why)
+        return
+    if how == "fallback":
+        alert(why)
+    # Every record passed its checksum, so it is what a validated commit (or
+    # the host's baker, same schema) wrote; the full schema check is
+    # `param check`, kept off the boot path for its heap cost.
+    try:
+        apply()
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        _set_mode(DAMAGED, "active region: %s" % e)
+        alert(DAMAGED + ": active region: %s" % e)
+
+
+def check():
+    # Schema check of every record in flash; None or the first error.
+    from firmware import params_schema as schema, params_store as store
+    from firmware.params_codec import RecordError
+
+    try:
+        codes = [n[1:] for n in store.names() if n[0] == "r"]
+        for c in codes:
+            schema.check_profile(store.get("r" + c), "profiles." + c)
+            gc.collect()
+        recs = {}
+        for n in ("merchant", "grants", "loc", "ops", "active"):
+            recs[n] = store.get(n)
+        schema.check_core(recs, codes)
+    except (RecordError, schema.ParamError) as e:
+        return str(e)
+    finally:
+        params._unload("params_schema")
+    return None
+
+
+def apply():
+    # Publish the active region of the (valid) set to state and the screen.
+    from firmware import params_store as store
+
+    active = store.get("active")["region"]
+    params.version = store.manifest()["pv"]
+    state.region = active
+    state.region_name = store.get("r" + active)["name"]
+    state.mode = READY
+    state.mode_detail = ""
+    gc.collect()
+
+
+def record(name):
+    # Read a record; on damage fall back to the last good set (with an alert)
+    # and read again. Raises RecordError when there is nothing good left.
+    from firmware import params_store as store
+    from firmware.params_codec import RecordError
+
+    try:
+        return store.get(name)
+    except RecordError as e:
+        if state.mode != READY:
+            raise
+        alert("%s; falling back" % e)
+        _load()
+        params.refresh_ui()
+        return store.get(name)
+
+
+def commit(changes, pv=None):
+    # Atomic write of records (see params_store.commit), then publish.
+    from firmware import params_store as store
+
+    store.commit(changes, pv)
+    apply()
+    if state.location is not None:
+        from firmware import params_region
+
+        params_region.locate()
+    params.refresh_ui()
+
+
+
+
+def today(offset_min, now=None):
+    # Local date (YYYY-MM-DD) in a region UTC+offset_min. The terminal clock
+    # runs on UTC (the unix port's host clock; a board's RTC set at sign-on).
+    t = time.gmtime(int(time.time() if now is None else now) + 60 * offset_min)
+    return "%04d-%02d-%02d" % (t[0], t[1], t[2])
+
+
+def clock_ok():
+    # A board without a set RTC starts in 2000: no grant can be judged then.
+    return time.gmtime(int(time.time()))[0] >= 2024

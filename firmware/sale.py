@@ -1,0 +1,84 @@
+# The sale flow up to the card read: amount from the keypad, then the first
+# card tap (or customer payment code scan) is attached to it and reported.
+# The online authorization (a later issue) continues from card_read().
+import asyncio
+
+from firmware import boards, console, ui
+
+WAIT_CARD_MS = 60000       # a sale waiting for a card gives up after this
+
+amount = None              # minor units of the sale in progress, or None
+_timer = None
+_scan = None               # scanner task while a sale waits
+
+
+def start(minor):
+    global amount, _timer, _scan
+    amount = minor
+    _stop_timer()
+    _timer = asyncio.create_task(_timeout())
+    sc = getattr(boards.get(), "scanner", None)
+    if sc is not None:
+        from firmware import scanner
+        _scan = asyncio.create_task(scanner.run(sc))
+    console.event({"sale": {"amount": minor, "state": "waiting card"}})
+    ui.show_tap(minor)
+
+
+async def _timeout():
+    await asyncio.sleep_ms(WAIT_CARD_MS)
+    global _timer
+    _timer = None
+    cancel("timeout")
+
+
+def _stop_timer():
+    global _timer, _scan
+    if _timer is not None:
+        _timer.cancel()
+        _timer = None
+    if _scan is not None:
+        _scan.cancel()
+        _scan = None
+
+
+def cancel(why):
+    global amount
+    if amount is None:
+        return
+    a, amount = amount, None
+    _stop_timer()
+    console.event({"sale": {"amount": a, "state": why}})
+    ui.message("CANCELLED" if why == "cancelled" else "TIMEOUT", back_ms=2000)
+
+
+def card_read(card):
+    # card: the public (masked) dict. Returns True if a sale took it.
+    global amount
+    if amount is None:
+        return False
+    a, amount = amount, None
+    _stop_timer()
+    console.event({"sale": {"amount": a, "card": card, "state": "card read"}})
+    ui.message("CARD READ", (ui.draw.money(a), card["pan"][-8:]))
+    return True
+
+
+def card_error(code, message):
+    # A failed read in a sale: report it and keep waiting for another tap.
+    if amount is None:
+        return False
+    console.event({"sale": {"amount": amount, "state": "card error", "error": code}})
+    return True
+
+
+def code_read(code):
+    # A customer payment code (already classified and masked by the scanner).
+    global amount
+    if amount is None:
+        return False
+    a, amount = amount, None
+    _stop_timer()
+    console.event({"sale": {"amount": a, "paycode": code, "state": "code read"}})
+    ui.message("CODE READ", (ui.draw.money(a), code.get("scheme", "")))
+    return True

@@ -1,0 +1,208 @@
+# The terminal's screens and keypad handling: idle, amount entry, tap card,
+# messages and a small menu. Other subsystems call refresh() after changing
+# firmware.state (mode, region, location warning, link) to redraw idle.
+# Keys (drivers/keypad.py): digits enter the amount; A = CANCEL,
+# B = CLEAR (backspace), C or # = ENTER, D = MENU; * is not used.
+import asyncio
+
+from firmware import state
+from firmware import ui_draw as draw
+
+_MAX_DIGITS = 9            # 9,999,999.99 at most
+
+_fb = None                 # the display driver (a framebuf), or None
+screen = "idle"            # what is shown: idle, amount, tap, message, menu
+digits = ""                # amount being typed, minor units as a string
+_menu_sel = 0
+_back = None               # task that returns to idle after a message
+
+MENU = ("LINK STATUS", "SIGNAL", "ABOUT")
+_LINK = {"wifi": "WIFI", "cell": "4G", "offline": "--"}
+
+
+def start(board):
+    # Called once at boot: draw idle, start the keypad scanning task.
+    global _fb
+    _fb = board.display
+    if _fb is not None:
+        try:
+            _fb.init_display()
+        except Exception as e:  # a missing panel must not stop the terminal
+            from firmware import console
+            console.event({"display": "absent", "error": str(e)})
+            _fb = None
+    show_idle()
+    if board.keypad is not None:
+        asyncio.create_task(board.keypad.run(key))
+
+
+def _show(first=0, last=7):
+    if _fb is not None:
+        if first == 0 and last == 7:
+            _fb.show()
+        else:
+            _fb.show_pages(first, last)
+
+
+def refresh():
+    # Redraw after a state change; only the idle screen depends on state.
+    if screen == "idle":
+        show_idle()
+
+
+def show_idle():
+    global screen, digits
+    screen, digits = "idle", ""
+    _cancel_back()
+    fb = _fb
+    if fb is None:
+        return
+    fb.fill(0)
+    draw.row(fb, 0, "RoamPOS")
+    link = _LINK.get(state.link, "--")
+    fb.text(link, 128 - 8 * len(link), 0, 1)
+    draw.row(fb, 1, state.region_name or (state.region or ""))
+    if state.mode != "ready":
+        draw.row(fb, 3, state.mode.upper(), inverted=True, center=True)
+    if state.location_warning:
+        draw.row(fb, 4, state.location_warning, inverted=True, center=True)
+    draw.row(fb, 7, "ENTER AMOUNT", center=True)
+    _show()
+
+
+def _amount_screen():
+    global screen
+    screen = "amount"
+    fb = _fb
+    if fb is None:
+        return
+    fb.fill(0)
+    draw.row(fb, 0, "SALE")
+    draw.big(fb, 3, draw.money(int(digits or "0")))
+    draw.row(fb, 7, "C=OK  A=CANCEL")
+    _show()
+
+
+def _amount_update():
+    # Partial refresh: only the two pages of the amount line.
+    if _fb is not None:
+        draw.big(_fb, 3, draw.money(int(digits or "0")))
+        _show(3, 4)
+
+
+def show_tap(amount):
+    global screen
+    screen = "tap"
+    _cancel_back()
+    fb = _fb
+    if fb is None:
+        return
+    fb.fill(0)
+    draw.row(fb, 0, "SALE")
+    draw.big(fb, 2, draw.money(amount))
+    draw.row(fb, 5, "TAP CARD", center=True)
+    draw.row(fb, 7, "A=CANCEL")
+    _show()
+
+
+def message(title, lines=(), back_ms=3000, inverted=False):
+    # A message screen; returns to idle after back_ms (0 = stays).
+    global screen, _back
+    screen = "message"
+    _cancel_back()
+    fb = _fb
+    if fb is not None:
+        fb.fill(0)
+        draw.row(fb, 0, title, inverted=inverted, center=True)
+        for i, ln in enumerate(lines[:6]):
+            draw.row(fb, 2 + i, ln, center=True)
+        _show()
+    if back_ms:
+        _back = asyncio.create_task(_idle_after(back_ms))
+
+
+async def _idle_after(ms):
+    await asyncio.sleep_ms(ms)
+    global _back
+    _back = None
+    if screen == "message":
+        show_idle()
+
+
+def _cancel_back():
+    global _back
+    if _back is not None:
+        _back.cancel()
+        _back = None
+
+
+def _menu():
+    global screen
+    screen = "menu"
+    fb = _fb
+    if fb is None:
+        return
+    fb.fill(0)
+    draw.row(fb, 0, "MENU", center=True)
+    for i, item in enumerate(MENU):
+        draw.row(fb, 2 + i, "%d %s" % (i + 1, item), inverted=(i == _menu_sel))
+    draw.row(fb, 7, "C=OK  A=BACK")
+    _show()
+
+
+def _menu_enter():
+    item = MENU[_menu_sel]
+    if item == "ABOUT":
+        from firmware.version import VERSION
+        message("ABOUT", ("RoamPOS", VERSION))
+    elif item == "SIGNAL":
+        from firmware import link
+        s = link.status()
+        message("SIGNAL", ("%s dBm" % s.get("signal_dbm", "--"),))
+    else:
+        loc = state.location or {}
+        message("LINK", (_LINK.get(state.link, "--"),) + tuple("%s %s" % kv for kv in sorted(loc.items()))[:4])
+
+
+def key(k, repeat=False):
+    # Keypad callback (from the scanning task and from tests).
+    global digits, _menu_sel
+    if screen == "idle" or screen == "message":
+        if repeat:
+            return
+        if "0" <= k <= "9":
+            digits = "" if k == "0" else k
+            _amount_screen()
+        elif k == "D":
+            _menu_sel = 0
+            _menu()
+        elif screen == "message" and k in "AC#":
+            show_idle()
+    elif screen == "amount":
+        if "0" <= k <= "9":
+            if not repeat and len(digits) < _MAX_DIGITS and (digits or k != "0"):
+                digits += k
+                _amount_update()
+        elif k == "B":
+            digits = digits[:-1]
+            _amount_update()
+        elif k == "A" and not repeat:
+            show_idle()
+        elif k in "C#" and not repeat and digits:
+            from firmware import sale
+            sale.start(int(digits))
+    elif screen == "tap":
+        if k == "A" and not repeat:
+            from firmware import sale
+            sale.cancel("cancelled")
+    elif screen == "menu":
+        if k == "A":
+            show_idle()
+        elif "1" <= k <= "9" and int(k) <= len(MENU):
+            _menu_sel = int(k) - 1
+            _menu()
+        elif k == "B":
+            _menu_sel = (_menu_sel + 1) % len(MENU)
+            _menu()
+        elif k in "C#":
+            _menu_enter()

@@ -1,0 +1,245 @@
+# MFRC522 driver, ISO 14443-3/-4 and the EMV card read, against the
+# register-level model with cards in the field (vhw.nfc, vhw.cards).
+import time
+
+from vhw.bus import SPI, Pin
+from vhw.nfc import MFRC522Model, crc_a
+from vhw.cards import Card
+from drivers.mfrc522 import MFRC522, INIT
+from drivers.iso14443 import T4, parse_ats
+from drivers.nfcerr import FrameError, CardRemoved, NoAnswer
+from drivers import iso14443a
+from firmware import emv
+
+
+class Tap:
+    # SPI device that records every byte the driver clocks out, per CS frame.
+    def __init__(self, dev):
+        self.dev = dev
+        self.frames = []
+
+    def begin(self):
+        self.frames.append(bytearray())
+        self.dev.begin()
+
+    def xfer(self, b):
+        self.frames[-1].append(b)
+        return self.dev.xfer(b)
+
+    def end(self):
+        self.dev.end()
+
+
+def rig(card=None):
+    spi = SPI(1)
+    cs = Pin("cs", Pin.OUT, value=1)
+    model = MFRC522Model()
+    tap = Tap(model)
+    spi.attach(cs, tap)
+    rd = MFRC522(spi, cs)
+    rd.init()
+    if card:
+        model.card = Card(card)
+    return rd, model, tap
+
+
+def test_crc_a_vectors():
+    # ISO/IEC 14443-3 Annex B worked examples: 00 00 -> A0 1E, 12 34 -> 26 CF
+    # (transmitted LSB first); HLTA is 50 00 57 CD on air.
+    assert crc_a(b"\x00\x00") == b"\xa0\x1e", crc_a(b"\x00\x00")
+    assert crc_a(b"\x12\x34") == b"\x26\xcf", crc_a(b"\x12\x34")
+    assert crc_a(b"\x50\x00") == b"\x57\xcd"
+
+
+def test_init_bus_traffic_datasheet_8_1_2():
+    # §8.1.2.3 write = (reg<<1)&7E then value; §8.1.2.2 read = 80|(reg<<1).
+    spi = SPI(1)
+    cs = Pin("cs", Pin.OUT, value=1)
+    tap = Tap(MFRC522Model())
+    spi.attach(cs, tap)
+    rd = MFRC522(spi, cs)
+    assert rd.init() == 0x92
+    fr = [bytes(f) for f in tap.frames]
+    assert fr[0] == b"\x02\x0f", fr[0]          # CommandReg <- SoftReset
+    # PowerDown polled until clear (§8.8.2): reads of CommandReg 0x82
+    i = 1
+    while fr[i] == b"\x82\x00":
+        i += 1
+    assert i >= 2
+    want = [bytes(((r << 1) & 0x7E, v)) for r, v in INIT]
+    assert fr[i:i + len(want)] == want, fr[i:i + len(want)]
+    assert fr[i] == b"\x54\x80" and fr[i + 5] == b"\x22\x3d" and fr[i + 6] == b"\x28\x83"
+    assert fr[-1] == b"\xee\x00"                 # VersionReg read (37h)
+
+
+def test_reqa_is_7_bit_short_frame():
+    rd, model, tap = rig("visa")
+    model.log = []
+    atqa = rd.request()
+    assert atqa == 0x0004, atqa
+    assert model.log[0][0] == b"\x26", model.log       # REQA on air, no CRC
+    fr = [bytes(f) for f in tap.frames]
+    assert b"\x1a\x87" in fr, fr                      # BitFramingReg <- StartSend | 7 bits
+    assert b"\x12\x26" in fr                          # FIFO <- 26
+
+
+def test_activate_4_and_7_byte_uids():
+    rd, model, tap = rig("visa")
+    model.log = []
+    uid, sak, atqa = iso14443a.activate(rd)
+    assert uid == bytes.fromhex("04a1b2c3") and sak == 0x20 and atqa == 0x0004
+    # anticollision 93 20, select 93 70 uid bcc + CRC_A (ISO 14443-3 §6.4.3)
+    sent = [d for d, _ in model.log]
+    assert sent[1] == b"\x93\x20", sent
+    sel = b"\x93\x70" + bytes.fromhex("04a1b2c3") + bytes((0x04 ^ 0xa1 ^ 0xb2 ^ 0xc3,))
+    assert sent[2] == sel + crc_a(sel), sent[2]
+    model.card = Card("unionpay")
+    uid, sak, atqa = iso14443a.activate(rd)
+    assert uid == bytes.fromhex("0488776655443f"), uid
+    assert atqa == 0x0044 and sak == 0x20
+    model.card = Card("mifare")
+    uid, sak, _ = iso14443a.activate(rd)
+    assert sak == 0x08 and not iso14443a.is_iso14443_4(sak)
+
+
+def test_no_card_and_halt():
+    rd, model, tap = rig()
+    assert rd.request() is None
+    model.card = Card("visa")
+    assert iso14443a.activate(rd) is not None
+    assert iso14443a.halt(rd)
+    assert rd.request() is None          # halted: REQA is ignored
+    assert rd.request(wake=True) == 0x0004  # WUPA wakes it
+
+
+def test_bad_bcc_and_crc_are_typed_errors():
+    rd, model, _ = rig("visa")
+    model.faults = ["ok", "garbage"]  # ATQA fine, anticollision answer damaged
+    try:
+        iso14443a.activate(rd)
+    except FrameError as e:
+        assert "anticollision" in str(e) or "BCC" in str(e), e
+    else:
+        raise AssertionError("no FrameError")
+    model.card = Card("visa")
+    model.faults = ["ok", "ok", "crc"]  # SAK with a bad CRC_A
+    try:
+        iso14443a.activate(rd)
+    except FrameError as e:
+        assert "CRC" in str(e), e
+    else:
+        raise AssertionError("no CRC error")
+
+
+def t4_for(rd, model, name):
+    model.card = Card(name)
+    iso14443a.activate(rd)
+    return T4(rd, iso14443a.rats(rd))
+
+
+def test_rats_and_ats_parsing():
+    rd, model, _ = rig("visa")
+    iso14443a.activate(rd)
+    ats = iso14443a.rats(rd)
+    assert ats == bytes.fromhex("0575007002"), ats
+    fsc, fwi = parse_ats(ats)
+    assert fsc == 64 and fwi == 7
+    assert parse_ats(b"\x01") == (32, 4)  # defaults, ISO 14443-4 §5.2.3/§5.2.5
+
+
+def test_apdu_with_chaining_both_ways():
+    rd, model, _ = rig()
+    t4 = t4_for(rd, model, "visa")
+    model.log = []
+    r = t4.transceive(b"\x00\xa4\x04\x00\x07\xa0\x00\x00\x00\x03\x10\x10\x00")
+    assert r[-2:] == b"\x90\x00" and r[0] == 0x6f, r
+    r = t4.transceive(b"\x80\xa8\x00\x00\x12\x83\x10" + bytes(16) + b"\x00")
+    assert r[-2:] == b"\x90\x00", r
+    model.log = []
+    r = t4.transceive(b"\x00\xb2\x02\x0c\x00")    # record 2 is longer than FSD
+    assert r[0] == 0x70 and r[-2:] == b"\x90\x00" and len(r) > 64, len(r)
+    pcbs = [d[0] for d, _ in model.log]
+    assert pcbs[1] & 0xF6 == 0xA2, pcbs            # R(ACK) asked for the next block
+    # A command longer than FSC-3 goes out in chained I-blocks.
+    model.log = []
+    r = t4.transceive(b"\x00\xa4\x04\x00\x50" + bytes(80) + b"\x00")
+    assert r == b"\x6a\x82", r
+    assert model.log[0][0][0] & 0x10, model.log[0]  # chaining bit on the first block
+
+
+def test_wtx_and_nak_recovery():
+    rd, model, _ = rig()
+    t4 = t4_for(rd, model, "unionpay")  # asks for WTX twice on GPO
+    t4.transceive(b"\x00\xa4\x04\x00\x07\xa0\x00\x00\x03\x33\x01\x01\x00")
+    model.log = []
+    r = t4.transceive(b"\x80\xa8\x00\x00\x12\x83\x10" + bytes(16) + b"\x00")
+    assert r[-2:] == b"\x90\x00", r
+    assert [d[0] for d, _ in model.log].count(0xF2) == 2, model.log
+    model.faults = ["crc"]              # one damaged answer: R(NAK), then good
+    r = t4.transceive(b"\x00\xb2\x01\x0c\x00")
+    assert r[-2:] == b"\x90\x00"
+    assert t4.retries == 1
+    model.faults = ["short"]
+    r = t4.transceive(b"\x00\xb2\x01\x0c\x00")
+    assert r[-2:] == b"\x90\x00"
+
+
+def test_card_removed_mid_exchange_is_bounded():
+    rd, model, _ = rig()
+    t4 = t4_for(rd, model, "visa")
+    model.card = None                   # pulled away
+    t0 = time.ticks_ms()
+    try:
+        t4.transceive(b"\x00\xb2\x01\x0c\x00")
+    except CardRemoved:
+        pass
+    else:
+        raise AssertionError("no CardRemoved")
+    dt = time.ticks_diff(time.ticks_ms(), t0)
+    assert dt < 500, dt
+
+
+def test_persistent_damage_raises_not_hangs():
+    rd, model, _ = rig()
+    t4 = t4_for(rd, model, "visa")
+    model.faults = ["crc"] * 5
+    try:
+        t4.transceive(b"\x00\xb2\x01\x0c\x00")
+    except FrameError:
+        pass
+    else:
+        raise AssertionError("no FrameError")
+
+
+def test_emv_read_profiles():
+    rd, model, _ = rig()
+    model.card = Card("visa")
+    c = emv.read(rd, iso14443a.activate(rd), 125, 156, today="261127")
+    assert c.public()["pan"] == "476173******0010", c.public()
+    assert c.pan == "4761739001010010" and c.scheme == "visa" and c.exp == "281231"
+    model.card = Card("unionpay")
+    c = emv.read(rd, iso14443a.activate(rd), 125, 156, today="261127")
+    assert c.public()["pan"] == "621234*********4569" and c.scheme == "unionpay", c.public()
+    for name, code in (("expired", "expired"), ("pulled", "removed"), ("mifare", "not_payment")):
+        model.card = Card(name)
+        try:
+            emv.read(rd, iso14443a.activate(rd), 1, 156, today="261127")
+        except emv.CardError as e:
+            assert e.code == code, (name, e.code, e.message)
+            assert "4761739001010127" not in e.message
+        else:
+            raise AssertionError("%s read without error" % name)
+    model.card = Card("flaky")
+    assert emv.read(rd, iso14443a.activate(rd), 1, 156, today="261127").scheme == "unionpay"
+
+
+def test_tlv_errors_are_typed():
+    for bad in (b"\x5a\x08\x47", b"\x9f", b"\x5a", b"\x5a\x83\x00\x00\x01"):
+        try:
+            emv.tlv_find(bad, 0x5A)
+        except emv.CardError as e:
+            assert e.code == "data"
+        else:
+            raise AssertionError("accepted %s" % bad.hex())
+    assert bytes(emv.tlv_find(bytes.fromhex("700a5a0847617390010100109000")[:12], 0x5A)) \
+        == bytes.fromhex("4761739001010010")

@@ -1,0 +1,216 @@
+# Parameter record codec, schema errors and the store's atomic commit, inside
+# MicroPython. The store runs on VfsLfs2 over a RAM block device that can
+# "lose power" after any number of block writes.
+import json
+import os
+import vfs
+
+from firmware import params_codec as codec
+from firmware import params_schema as schema
+from firmware import params_store as store
+from firmware.params_codec import RecordError
+
+
+class CutFlash:
+    # RAM block device; writeblocks raises PowerCut once `budget` writes are used.
+    def __init__(self, blocks=24, bs=4096):
+        self.bs = bs
+        self.n = blocks
+        self.mem = bytearray(blocks * bs)
+        self.writes = 0
+        self.budget = -1
+
+    def readblocks(self, block, buf, off=0):
+        o = block * self.bs + off
+        buf[:] = self.mem[o:o + len(buf)]
+
+    def writeblocks(self, block, buf, off=None):
+        if self.budget == 0:
+            raise PowerCut()
+        self.budget -= 1
+        self.writes += 1
+        o = block * self.bs + (off or 0)
+        self.mem[o:o + len(buf)] = buf
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.n
+        if op == 5:
+            return self.bs
+        if op == 6:
+            return 0
+        return None
+
+
+class PowerCut(Exception):
+    pass
+
+
+def mount(dev, fresh=False):
+    try:
+        vfs.umount("/t")
+    except OSError:
+        pass
+    if fresh:
+        vfs.VfsLfs2.mkfs(dev)
+    vfs.mount(vfs.VfsLfs2(dev), "/t")
+    store.DIR = "/t/p"
+    store.IMPORT_TMP = "/t/import.tmp"
+    store.man = None
+
+
+def example():
+    with open("examples/params/shanghai-merchant.json") as f:
+        s = json.load(f)
+    for o in s["operators"]:
+        o.pop("pin")
+        o["pin_hash"] = {"salt": "00" * 8, "n": 500, "hash": "ab" * 32}
+    return s
+
+
+def expect_error(fn, field, text):
+    try:
+        fn()
+    except schema.ParamError as e:
+        assert e.field == field and text in str(e), "got %r, want %s: ...%s" % (str(e), field, text)
+        return
+    raise AssertionError("no error for %s" % field)
+
+
+def test_codec_round_trip_and_damage():
+    data = codec.encode("merchant", 7, {"id": "1"})
+    assert data.startswith(b"RPR1 merchant 7 10 "), data
+    assert codec.decode_obj("merchant", data, 7) == (7, {"id": "1"})
+    for bad, reason in ((data[:-3], "truncated"), (data[:-1] + b"X", "checksum"),
+                        (data + b"!", "header"), (b"junk", "truncated"),
+                        (codec.encode("ops", 7, []), "header")):
+        try:
+            codec.decode("merchant", bad, 7)
+        except RecordError as e:
+            assert e.reason == reason, (bad, e.reason, str(e))
+        else:
+            raise AssertionError("accepted %r" % bad)
+    try:
+        codec.decode("merchant", data, 8)
+    except RecordError as e:
+        assert "version 7, expected 8" in str(e), str(e)
+
+
+def test_schema_accepts_example_and_names_fields():
+    ver, recs = schema.split(example())
+    assert ver == 1 and recs["active"] == {"region": "310000"}
+    assert sorted(n for n in recs if n[0] == "r") == ["r310000", "r330100", "r440300"]
+
+    def bad(path, value):
+        s = example()
+        obj = s
+        keys = path.split(".")
+        for k in keys[:-1]:
+            obj = obj[int(k)] if isinstance(obj, list) else obj[k]
+        obj[keys[-1] if isinstance(obj, dict) else int(keys[-1])] = value
+        return lambda: schema.split(s)
+
+    expect_error(bad("merchant.id", "12345"), "merchant.id", "must be 15 digits")
+    expect_error(bad("merchant.terminal_id", "SH-00001"), "merchant.terminal_id", "not allowed")
+    expect_error(bad("merchant.home_region", "990000"), "merchant.home_region", "not a GB/T 2260")
+    expect_error(bad("authorized.0.region", "810000"), "authorized[0].region", "unknown region 810000")
+    expect_error(bad("authorized.0.to", "2025-02-30"), "authorized[0].to", "YYYY-MM-DD")
+    expect_error(bad("authorized.0.to", "2025-12-31"), "authorized[0].to", "ends (2025-12-31) before")
+    expect_error(bad("profiles.440300.fees.card.bps", 1500), "profiles.440300.fees.card.bps",
+                 "1500 out of range 0..1000")
+    expect_error(bad("profiles.440300.limits.offline_floor", 10 ** 9),
+                 "profiles.440300.limits.offline_floor", "out of range")
+    expect_error(bad("profiles.310000.currency", "156"), "profiles.310000.currency", "must be an integer")
+    expect_error(bad("operators.0.role", "boss"), "operators[0].role", "cashier, supervisor or admin")
+    expect_error(bad("operators.1.pin", "2222"), "operators[1].pin", "clear PINs are not accepted")
+    expect_error(bad("profiles.310000.colour", "red"), "profiles.310000.colour", "unknown field")
+
+
+def test_commit_and_read_back():
+    dev = CutFlash()
+    mount(dev, fresh=True)
+    assert store.recover() == ("empty", None)
+    ver, recs = schema.split(example())
+    store.commit(recs, ver)
+    assert store.get("merchant")["id"] == "310115581234567"
+    store.commit({"active": {"region": "440300"}})
+    store.man = None
+    assert store.recover() == ("ok", None)
+    assert store.get("active") == {"region": "440300"} and store.manifest()["v"] == 2
+    assert "set.bak" in os.listdir("/t/p")
+
+
+def snapshot():
+    return dict((n, store.get(n)) for n in store.names())
+
+
+def test_power_cut_at_every_block_write():
+    # Cut after 0, 1, 2, ... block writes of one commit; after each cut the
+    # recovered set is exactly the old or the new one.
+    dev = CutFlash()
+    mount(dev, fresh=True)
+    ver, recs = schema.split(example())
+    store.commit(recs, ver)
+    old = snapshot()
+    base = bytes(dev.mem)
+    cuts = olds = news = 0
+    n = 0
+    while True:
+        dev.mem[:] = base
+        mount(dev)
+        store.recover()
+        dev.budget = n
+        try:
+            p = store.get("r440300")
+            p["fees"]["card"]["bps"] = 99
+            store.commit({"r440300": p, "active": {"region": "330100"}})
+            done = True
+        except (PowerCut, OSError):
+            done = False
+        dev.budget = -1
+        mount(dev)
+        how, why = store.recover()
+        assert how == "ok", (n, how, why)
+        got = snapshot()
+        if got == old:
+            olds += 1
+        else:
+            assert got["r440300"]["fees"]["card"]["bps"] == 99 and got["active"]["region"] == "330100", n
+            news += 1
+        if done:
+            break
+        cuts += 1
+        n += 1
+    print("cuts %d: old %d, new %d" % (cuts, olds, news))
+    assert cuts >= 3 and olds >= 1 and news >= 1, (cuts, olds, news)
+
+
+def test_fallback_to_previous_set_when_damaged():
+    dev = CutFlash()
+    mount(dev, fresh=True)
+    ver, recs = schema.split(example())
+    store.commit(recs, ver)
+    store.commit({"active": {"region": "440300"}})
+    with open("/t/p/active.2", "r+b") as f:  # flip a payload byte
+        f.seek(30)
+        f.write(b"X")
+    store.man = None
+    how, why = store.recover()
+    assert how == "fallback" and "checksum mismatch" in why and "previous version 1" in why, why
+    assert store.get("active") == {"region": "310000"}
+
+
+def test_single_records_and_log():
+    dev = CutFlash()
+    mount(dev, fresh=True)
+    store.recover()
+    assert store.get_single("batch") is None
+    store.put_single("batch", {"310000": [1, 100, 1]})
+    store.put_single("batch", {"310000": [2, 300, 2]})
+    assert store.get_single("batch") == {"310000": [2, 300, 2]}
+    store.log({"ev": "a"})
+    with open("/t/p/log", "ab") as f:
+        f.write(b"\n0000dead {\"torn")  # a power cut in the middle of log()
+    store.log({"ev": "b"})
+    entries, bad = store.read_log(10)
+    assert [e["ev"] for e in entries] == ["a", "b"] and bad == 1, (entries, bad)

@@ -1,0 +1,94 @@
+"""Damaged or missing parameters at boot: a clear mode on the console (and
+screen), an EVT alert, no boot loop, and fallback to the last good set."""
+import os
+import re
+
+import pytest
+
+from roampos import ROOT
+from roampos.image import open_image
+
+EXAMPLE = os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")
+pytestmark = pytest.mark.simulation
+HEAP = "256K"  # the whole firmware idles at ~94 KB on the vterm for now
+
+
+def _edit(flash, fn):
+    # Change a file inside the (stopped) vterm's flash image with littlefs-python.
+    fs = open_image(flash)
+    with fs.open("/data/p/" + fn, "rb") as f:
+        data = f.read()
+    with fs.open("/data/p/" + fn, "wb") as f:
+        f.write(EDITS[fn.split(".")[0]](data))
+    with open(flash, "wb") as f:
+        f.write(fs.context.buffer)
+
+
+EDITS = {}
+
+
+def _boot_damaged(vterm_factory, tmp_path, fn, edit):
+    flash = str(tmp_path / "flash.img")
+    d = vterm_factory(heap=HEAP, params=EXAMPLE, flash=flash)
+    d.wait_ready(15)
+    d.close()
+    d.vterm.stop()
+    EDITS[fn.split(".")[0]] = edit
+    _edit(flash, fn)
+    d = vterm_factory(heap=HEAP, flash=flash, fresh=False)
+    alert = d.expect(r'EVT (\{"[^\n]*"alert"[^\n]*)\r?\n', 15).group(1).decode()
+    d.wait_ready(15)
+    return d, alert
+
+
+@pytest.mark.parametrize("fn,edit,text", [
+    ("merchant.1", lambda b: b[:-7], "merchant: truncated: 141 of 148 bytes"),
+    ("r310000.1", lambda b: b.replace(b"Shanghai", b"Shanghaj"), "r310000: checksum mismatch"),
+    # A self-consistent file that is not what the manifest recorded (e.g. a stray).
+    ("ops.1", lambda b: _rehead(b, b"[{]}"), "ops: ops.1 is not the version the manifest names"),
+    ("set", lambda b: b"RPR1 set 1 3 00000000\nxyz", "set: checksum mismatch"),
+])
+def test_damaged_set_is_reported_not_used(vterm_factory, tmp_path, fn, edit, text):
+    d, alert = _boot_damaged(vterm_factory, tmp_path, fn, edit)
+    assert "parameters damaged: " + text in alert, alert
+    s = d.command("status").data
+    assert s["mode"] == "parameters damaged" and s["mode_detail"].startswith(text), s
+    assert s["region"] is None, s
+    r = d.command("region use 440300")
+    assert r.code == "notready" and "PARAMETERS DAMAGED" in r.message, r.raw
+    assert d.command("echo still serving").data == {"echo": "still serving"}
+
+
+def _rehead(b, payload):
+    import zlib
+    head = b[:b.index(b"\n")].split(b" ")
+    return b" ".join(head[:3] + [b"%d" % len(payload), b"%08x" % zlib.crc32(payload)]) + b"\n" + payload
+
+
+def test_not_provisioned(vterm_factory):
+    d = vterm_factory(heap=HEAP)
+    d.wait_ready(15)
+    s = d.command("status").data
+    assert s["mode"] == "not provisioned" and "roampos provision" in s["mode_detail"], s
+    r = d.command("login 01 123456")
+    assert r.code == "notready" and "NOT PROVISIONED" in r.message, r.raw
+    from roampos import provision
+    res = provision.provision(d, provision.load_set(EXAMPLE))
+    assert res["import"] == "done" and d.command("status").data["mode"] == "ready"
+
+
+def test_fallback_to_last_good_set(vterm_factory, tmp_path):
+    flash = str(tmp_path / "flash.img")
+    d = vterm_factory(heap=HEAP, params=EXAMPLE, flash=flash)
+    d.wait_ready(15)
+    assert d.command("login 02 2222").ok and d.command("region use 440300").ok
+    d.close()
+    d.vterm.stop()
+    EDITS["active"] = lambda b: b[:-2]
+    _edit(flash, "active.2")
+    d = vterm_factory(heap=HEAP, flash=flash, fresh=False)
+    alert = d.expect(r'EVT (\{"[^\n]*"alert"[^\n]*)\r?\n', 15).group(1).decode()
+    d.wait_ready(15)
+    assert re.search(r"active: truncated: \d+ of \d+ bytes; using previous version 1", alert), alert
+    s = d.command("status").data
+    assert (s["mode"], s["region"]) == ("ready", "310000"), s

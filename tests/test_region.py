@@ -1,0 +1,144 @@
+"""Region rules through the console: who may switch, to which regions, when."""
+import datetime
+import json
+import os
+import tempfile
+
+import pytest
+
+from roampos import ROOT
+
+EXAMPLE = os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")
+
+
+def _local_date(days=0):
+    # Today in UTC+8 (the profiles' offset), as the terminal judges grants.
+    now = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=8, days=days)
+    return now.strftime("%Y-%m-%d")
+
+
+def _region_set():
+    # The example plus regions whose grants are expired, not yet valid, and
+    # ending exactly today / yesterday in local time (the date boundary).
+    with open(EXAMPLE) as f:
+        s = json.load(f)
+    base = s["profiles"]["330100"]
+    for code, name, frm, to in (("320100", "Nanjing", "2020-01-01", "2020-12-31"),
+                                ("350200", "Xiamen", "2099-01-01", "2099-12-31"),
+                                ("110000", "Beijing", "2024-01-01", _local_date(0)),
+                                ("120000", "Tianjin", "2024-01-01", _local_date(-1))):
+        s["profiles"][code] = dict(base, name=name, batch_per_region=False)
+        s["authorized"].append({"region": code, "from": frm, "to": to, "grant": "G-" + code})
+    fd, path = tempfile.mkstemp(prefix="roampos-regions-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(s, f)
+    return path
+
+
+VTERM_PARAMS = _region_set()
+pytestmark = pytest.mark.simulation
+# The whole firmware (peripherals included) idles at ~94 KB on the vterm now,
+# so these parameter tests run with room to spare; see the report on heap.
+VTERM_HEAP = "256K"
+
+
+def ok(dut, line):
+    r = dut.command(line)
+    assert r.ok, "sent %r, got %r" % (line, r.raw)
+    return r.data
+
+
+def err(dut, line, code, text):
+    r = dut.command(line)
+    assert not r.ok and r.code == code and text in r.message, \
+        "sent %r, expected ERR %s ...%s..., got %r" % (line, code, text, r.raw)
+    return r.message
+
+
+def test_starts_ready_in_home_region(dut):
+    s = ok(dut, "status")
+    assert (s["mode"], s["region"], s["region_name"]) == ("ready", "310000", "Shanghai"), s
+    regions = {r["code"]: r for r in ok(dut, "region list")["regions"]}
+    assert regions["310000"]["home"] and regions["310000"]["active"]
+    assert regions["440300"]["state"] == "valid" and regions["320100"]["state"] == "expired"
+    assert regions["350200"]["state"] == "not yet" and "810000" not in regions
+
+
+def test_switch_needs_supervisor(dut):
+    err(dut, "region use 440300", "denied", "needs a supervisor login")
+    ok(dut, "login 03 3333")
+    err(dut, "region use 440300", "denied", "operator 03 is cashier")
+    assert ok(dut, "status")["region"] == "310000"
+
+
+def test_authorized_switch_shows_region_and_is_logged(dut):
+    ok(dut, "login 02 2222")
+    dut.events.clear()
+    r = ok(dut, "region use 440300")
+    assert r == {"region": "440300", "name": "Shenzhen", "changed": True}, r
+    ev = dut.wait_event(lambda e: "region" in e and "from" in e)
+    assert ev == {"region": "440300", "name": "Shenzhen", "from": "310000"}, ev
+    s = ok(dut, "status")
+    assert (s["region"], s["region_name"]) == ("440300", "Shenzhen"), s
+    log = ok(dut, "param log")["log"]
+    assert log[-1]["ev"] == "region" and log[-1]["to"] == "440300" and log[-1]["op"] == "02", log
+
+
+def test_unauthorized_expired_and_future_refused(dut):
+    ok(dut, "login 02 2222")
+    err(dut, "region use 810000", "unauthorized", "region 810000 is not authorized for this terminal")
+    m = err(dut, "region use 320100", "expired", "grant G-320100 for 320100 expired on 2020-12-31")
+    assert "today %s there" % _local_date(0) in m, m
+    err(dut, "region use 350200", "notyet", "grant G-350200 for 350200 starts on 2099-01-01")
+    err(dut, "region use 31000", "usage", "six-digit")
+    assert ok(dut, "status")["region"] == "440300"
+
+
+def test_grant_dates_are_inclusive_local_dates(dut):
+    ok(dut, "login 02 2222")
+    err(dut, "region use 120000", "expired", "expired on %s" % _local_date(-1))
+    assert ok(dut, "region use 110000")["region"] == "110000"  # last valid day: today there
+    assert ok(dut, "region use 440300")["region"] == "440300"
+
+
+def test_unsettled_batch_refuses_switch_until_settled(dut):
+    ok(dut, "login 02 2222")
+    ok(dut, "batch add 2500")
+    b = ok(dut, "batch add 1000")
+    assert (b["count"], b["total"], b["unsettled"]) == (2, 3500, 2), b
+    err(dut, "region use 310000", "unsettled", "region 440300 has 2 unsettled transactions; settle before switching")
+    assert ok(dut, "status")["region"] == "440300"
+    ok(dut, "batch settle")
+    assert ok(dut, "region use 310000")["region"] == "310000"
+
+
+def test_per_region_batches_allow_switch(dut):
+    # Hangzhou's profile keeps per-region batches: its open batch may stay.
+    ok(dut, "login 02 2222")
+    ok(dut, "region use 330100")
+    ok(dut, "batch add 800")
+    assert ok(dut, "region use 310000")["region"] == "310000"
+    assert ok(dut, "batch")["batches"]["330100"] == [1, 800, 1]
+
+
+def test_location_outside_grants_warns(dut):
+    dut.events.clear()
+    r = ok(dut, 'region locate {"mcc": 454, "mnc": 0, "lac": 1200, "ci": 77}')
+    assert r["location_region"] == "810000" and r["warning"] == "location 810000 not authorized", r
+    ev = dut.wait_event(lambda e: "location" in e)
+    assert ev["warning"] == "location 810000 not authorized", ev
+    assert ok(dut, "status")["location_warning"] == "location 810000 not authorized"
+    r = ok(dut, 'region locate {"mcc": 460, "mnc": 0, "lac": 10000, "ci": 9}')
+    assert r["location_region"] == "440300" and r["warning"] is None, r
+    r = ok(dut, 'region locate {"bssid": "02:00:5E:10:00:01"}')
+    assert r["location_region"] == "310000" and r["warning"] is None, r
+    err(dut, "region locate {nope", "invalid", "not JSON")
+
+
+def test_region_and_logout_survive_reset(dut):
+    ok(dut, "login 02 2222")
+    ok(dut, "region use 440300")
+    dut.reboot_and_wait()
+    s = ok(dut, "status")
+    assert (s["region"], s["operator"]) == ("440300", None), s
+    err(dut, "region use 310000", "denied", "needs a supervisor login")
