@@ -52,16 +52,17 @@ _WUPA = const(0x52)
 _TICKS_PER_MS = const(40)
 _T3 = const(10)              # ms: ISO 14443-3 frames answer within ~0.1 ms
 
-# Init register values after SoftReset (register, value), in order.
-INIT = (
-    (_TMODE, 0x80),        # TAuto: timer starts at the end of transmission
-    (_TPRESCALER, 0xA9),
-    (_TRELOAD_H, 0x03),    # 1000 ticks = 25 ms until the first exchange sets it
-    (_TRELOAD_L, 0xE8),
-    (_TXASK, 0x40),        # Force100ASK: type A modulation (§9.3.2.6)
-    (_MODE, 0x3D),         # CRC preset 6363h as ISO 14443-3 §6.2.4 (§9.3.2.2)
-    (_TXCONTROL, 0x83),    # Tx1RFEn | Tx2RFEn: antenna on (§9.3.2.5)
-)
+# Init register values after SoftReset: (register, value) pairs, in order.
+INIT = bytes((
+    _TMODE, 0x80,          # TAuto: timer starts at the end of transmission
+    _TPRESCALER, 0xA9,
+    _TRELOAD_H, 0x03,      # 1000 ticks = 25 ms until the first exchange sets it
+    _TRELOAD_L, 0xE8,
+    _TXASK, 0x40,          # Force100ASK: type A modulation (§9.3.2.6)
+    _MODE, 0x3D,           # CRC preset 6363h as ISO 14443-3 §6.2.4 (§9.3.2.2)
+    _TXCONTROL, 0x83,      # Tx1RFEn | Tx2RFEn: antenna on (§9.3.2.5)
+))
+
 
 class MFRC522:
     T3_TIMEOUT_MS = _T3
@@ -134,8 +135,8 @@ class MFRC522:
             if time.ticks_diff(end, time.ticks_ms()) < 0:
                 raise NoAnswer("MFRC522 did not leave soft reset in %d ms" % timeout_ms)
             time.sleep_ms(1)
-        for reg, val in INIT:
-            self._wreg(reg, val)
+        for i in range(0, len(INIT), 2):
+            self._wreg(INIT[i], INIT[i + 1])
         self._crc = self._tmo = -1
         return self.version()
 

@@ -51,10 +51,6 @@ INIT = bytes((
 ))
 
 
-class DisplayError(Exception):
-    pass
-
-
 class SSD1306(framebuf.FrameBuffer):
     # The transport subclasses implement _cmd(buf) and _data(buf).
     def __init__(self):
@@ -132,8 +128,8 @@ class SSD1306_I2C(SSD1306):
         v[1] = buf
         try:
             self.i2c.writevto(self.addr, v)
-        except OSError as e:
-            raise DisplayError("SSD1306 at 0x%02x: I2C error %s" % (self.addr, e))
+        except OSError as e:  # say which device: a bare errno does not
+            raise OSError("SSD1306 at 0x%02x: I2C error %s" % (self.addr, e))
         finally:
             v[1] = None
 

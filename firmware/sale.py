@@ -38,7 +38,8 @@ def _stop_timer():
         _timer.cancel()
         _timer = None
     if _scan is not None:
-        _scan.cancel()
+        if _scan is not asyncio.current_task():   # the scanner task ends by itself
+            _scan.cancel()
         _scan = None
 
 

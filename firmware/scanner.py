@@ -28,9 +28,10 @@ def classify(code):
 
 
 async def run(scanner):
+    # Runs while a sale waits for payment (started and stopped by sale.py).
     while scanner.poll() is not None:
         pass                   # codes scanned before the sale are stale
-    while True:
+    while sale.amount is not None:
         await asyncio.sleep_ms(POLL_MS)
         code = scanner.poll()
         if code is None:

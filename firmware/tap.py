@@ -29,6 +29,21 @@ async def run(board):
             read_once(rd, atqa)
 
 
+def _unload():
+    # The EMV and ISO 14443-4 code (~10 KB) leaves the heap after each read;
+    # importing it again at the next tap costs a few milliseconds.
+    import sys
+    import drivers
+    import firmware
+    for pkg, name in ((firmware, "emv"), (drivers, "iso14443"), (drivers, "iso14443a")):
+        sys.modules.pop(pkg.__name__ + "." + name, None)
+        try:
+            delattr(pkg, name)
+        except AttributeError:
+            pass
+    gc.collect()
+
+
 def read_once(rd, atqa=None):
     # Activate and read the card in the field; report it. Returns the event.
     from firmware import emv, sale
@@ -48,6 +63,7 @@ def read_once(rd, atqa=None):
     last["ms"] = ms
     last["heap"] = gc.mem_alloc()
     ev["ms"] = ms
+    _unload()
     if "error" in ev:
         if not sale.card_error(ev["error"], ev["message"]):
             console.event({"card": ev})

@@ -13,11 +13,9 @@ _MAX_DIGITS = 9            # 9,999,999.99 at most
 _fb = None                 # the display driver (a framebuf), or None
 screen = "idle"            # what is shown: idle, amount, tap, message, menu
 digits = ""                # amount being typed, minor units as a string
-_menu_sel = 0
 _back = None               # task that returns to idle after a message
 
-MENU = ("LINK STATUS", "SIGNAL", "ABOUT")
-_LINK = {"wifi": "WIFI", "cell": "4G", "offline": "--"}
+LINK = {"wifi": "WIFI", "cell": "4G", "offline": "--"}
 
 
 def start(board):
@@ -59,7 +57,7 @@ def show_idle():
         return
     fb.fill(0)
     draw.row(fb, 0, "RoamPOS")
-    link = _LINK.get(state.link, "--")
+    link = LINK.get(state.link, "--")
     fb.text(link, 128 - 8 * len(link), 0, 1)
     draw.row(fb, 1, state.region_name or (state.region or ""))
     if state.mode != "ready":
@@ -136,37 +134,9 @@ def _cancel_back():
         _back = None
 
 
-def _menu():
-    global screen
-    screen = "menu"
-    fb = _fb
-    if fb is None:
-        return
-    fb.fill(0)
-    draw.row(fb, 0, "MENU", center=True)
-    for i, item in enumerate(MENU):
-        draw.row(fb, 2 + i, "%d %s" % (i + 1, item), inverted=(i == _menu_sel))
-    draw.row(fb, 7, "C=OK  A=BACK")
-    _show()
-
-
-def _menu_enter():
-    item = MENU[_menu_sel]
-    if item == "ABOUT":
-        from firmware.version import VERSION
-        message("ABOUT", ("RoamPOS", VERSION))
-    elif item == "SIGNAL":
-        from firmware import link
-        s = link.status()
-        message("SIGNAL", ("%s dBm" % s.get("signal_dbm", "--"),))
-    else:
-        loc = state.location or {}
-        message("LINK", (_LINK.get(state.link, "--"),) + tuple("%s %s" % kv for kv in sorted(loc.items()))[:4])
-
-
 def key(k, repeat=False):
     # Keypad callback (from the scanning task and from tests).
-    global digits, _menu_sel
+    global digits
     if screen == "idle" or screen == "message":
         if repeat:
             return
@@ -174,8 +144,8 @@ def key(k, repeat=False):
             digits = "" if k == "0" else k
             _amount_screen()
         elif k == "D":
-            _menu_sel = 0
-            _menu()
+            from firmware import ui_menu
+            ui_menu.show()
         elif screen == "message" and k in "AC#":
             show_idle()
     elif screen == "amount":
@@ -195,14 +165,6 @@ def key(k, repeat=False):
         if k == "A" and not repeat:
             from firmware import sale
             sale.cancel("cancelled")
-    elif screen == "menu":
-        if k == "A":
-            show_idle()
-        elif "1" <= k <= "9" and int(k) <= len(MENU):
-            _menu_sel = int(k) - 1
-            _menu()
-        elif k == "B":
-            _menu_sel = (_menu_sel + 1) % len(MENU)
-            _menu()
-        elif k in "C#":
-            _menu_enter()
+    elif screen == "menu" and not repeat:
+        from firmware import ui_menu
+        ui_menu.key(k)

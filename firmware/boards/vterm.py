@@ -15,10 +15,15 @@ class Board:
     ctrl_c_is_byte = True  # raw pty: Ctrl-C is the byte 0x03, no SIGINT
 
     def __init__(self):
+        import gc
+        # vhw is source compiled at import: collect between modules so the
+        # compiler's scratch does not fragment a small heap.
         from vhw.oled import SSD1306Model
+        gc.collect()
         from vhw.keys import KeypadModel
+        gc.collect()
         from vhw.nfc import MFRC522Model
-        from vhw.sim import Sim
+        gc.collect()
         from drivers.ssd1306 import SSD1306_I2C
         from drivers.keypad import Keypad
         from drivers.mfrc522 import MFRC522
@@ -38,11 +43,14 @@ class Board:
         nfc = MFRC522Model()
         spi.attach(cs, nfc)
         self.reader = MFRC522(spi, cs, Pin("nfc_rst", Pin.OUT, value=1))
-        self.sim = Sim(oled, keys, nfc, self)
+        self._models = (oled, keys, nfc)
 
     def __getattr__(self, name):
-        # The modem, WLAN and scanner cost heap: built on first use.
-        if name == "scanner":
+        # The sim hooks, modem, WLAN and scanner cost heap: built on first use.
+        if name == "sim":
+            from vhw.sim import Sim
+            m = Sim(*self._models, board=self)
+        elif name == "scanner":
             from vhw.uart import UART
             from drivers.gm65 import GM65
             m = GM65(UART(2, 9600, model=self.sim.scanner))

@@ -66,7 +66,7 @@ def test_init_bus_traffic_datasheet_8_1_2():
     while fr[i] == b"\x82\x00":
         i += 1
     assert i >= 2
-    want = [bytes(((r << 1) & 0x7E, v)) for r, v in INIT]
+    want = [bytes(((INIT[k] << 1) & 0x7E, INIT[k + 1])) for k in range(0, len(INIT), 2)]
     assert fr[i:i + len(want)] == want, fr[i:i + len(want)]
     assert fr[i] == b"\x54\x80" and fr[i + 5] == b"\x22\x3d" and fr[i + 6] == b"\x28\x83"
     assert fr[-1] == b"\xee\x00"                 # VersionReg read (37h)

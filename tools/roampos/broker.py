@@ -280,9 +280,9 @@ class Broker:
                     raise ProtocolError("PUBLISH without packet id")
                 (mid,) = struct.unpack_from("!H", body, pos)
                 pos += 2
-            self.publish(Message(topic, bytes(body[pos:]), qos, bool(flags & 1)))
-            if qos:
+            if qos:  # ack first: umqtt.simple's publish() returns on the first PUBACK it sees
                 conn.send(_packet(PUBACK, 0, struct.pack("!H", mid)))
+            self.publish(Message(topic, bytes(body[pos:]), qos, bool(flags & 1)))
         elif ptype == PUBACK:
             if len(body) != 2:
                 raise ProtocolError("PUBACK length")

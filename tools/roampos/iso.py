@@ -257,13 +257,17 @@ def parse_transmission_time(value: str, now: float) -> float:
     """Field 7 to epoch seconds, choosing the year that puts it closest to now."""
     import calendar
     import time
+    if len(value) != 10 or not value.isdigit():
+        raise MessageError("not MMDDhhmmss", "7")
+    mo, d, h, mi, s = (int(value[i:i + 2]) for i in range(0, 10, 2))
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s < 60):
+        raise MessageError("not a valid MMDDhhmmss", "7")
     year = time.gmtime(now).tm_year
     best = None
     for y in (year - 1, year, year + 1):
-        try:
-            t = calendar.timegm(time.strptime(f"{y}{value}", "%Y%m%d%H%M%S"))
-        except ValueError:
+        if d > calendar.monthrange(y, mo)[1]:
             continue
+        t = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
         if best is None or abs(t - now) < abs(best - now):
             best = t
     if best is None:

@@ -177,5 +177,5 @@ class MqttLink:
         self.client.publish(TOPIC.format(tid=tid, leaf="status"), json.dumps(data).encode(), qos=1)
 
     def close(self) -> None:
+        self.client.disconnect()   # before loop_stop, so the network thread wakes up at once
         self.client.loop_stop()
-        self.client.disconnect()

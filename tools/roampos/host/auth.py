@@ -83,7 +83,7 @@ def _location(ctx: Ctx, d: Decision) -> Optional[str]:
     how, cell = iso.parse_location(ctx.tlv)
     if how == "cell":
         assert cell is not None
-        d.location = "-".join(str(x) for x in cell)
+        d.location = ctx.tlv["LC"][:40]  # the evidence as the terminal reported it
         seen = registry.region_of_cell(ctx.db, cell[0], cell[1], cell[2])
         if seen is None:
             d.flags.append("location_unknown")

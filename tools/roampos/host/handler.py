@@ -162,9 +162,15 @@ class Handler:
         if doc["3"] != iso.PROC["signon"]:
             return self._reply(doc, "12", mac_key, f"terminal {term['terminal_id']}: 0800 processing code {doc['3']}")
         keys = {name: os.urandom(16) for name in ("P", "M", "D")}
+        ref = doc["11"] + doc["7"]
         with self.db.transaction():
-            self.db.execute("UPDATE terminals SET tpk=?, tak=?, tdk=?, keys_at=? WHERE terminal_id=?",
-                            (keys["P"].hex(), keys["M"].hex(), keys["D"].hex(), int(now), term["terminal_id"]))
+            # A replayed sign-on would rotate the keys under the terminal's feet: refuse it.
+            cur = self.db.execute("UPDATE terminals SET tpk=?, tak=?, tdk=?, keys_at=?, signon_ref=?"
+                                  " WHERE terminal_id=? AND (signon_ref IS NULL OR signon_ref<>?)",
+                                  (keys["P"].hex(), keys["M"].hex(), keys["D"].hex(), int(now), ref,
+                                   term["terminal_id"], ref))
+            if cur.rowcount != 1:
+                return self._reply(doc, "94", mac_key, f"terminal {term['terminal_id']}: sign-on replayed")
         resp48 = {}
         for name, key in keys.items():
             resp48[name + "K"] = iso.wrap_key(tmk, key).hex().upper()

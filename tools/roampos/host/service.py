@@ -26,7 +26,7 @@ class Worker:
     """One MQTT client + one processing thread; paho's network thread keeps the keepalive going
     while a slow database write holds the processing thread."""
 
-    def __init__(self, broker_url: str, db_url: str, index: int = 0):
+    def __init__(self, broker_url: str, db_url: str, index: int = 0, ready=None):
         import paho.mqtt.client as mqtt
         from .handler import Handler
         self.db_url, self.index = db_url, index
@@ -46,6 +46,9 @@ class Worker:
         self.client.reconnect_delay_set(0.2, 5)
         self.client.max_queued_messages_set(0)
         self.processed = 0
+        self.max_batch = 32
+        self.ready = ready or threading.Event()
+        self.client.on_subscribe = lambda *a: self.ready.set()
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
         if reason.is_failure:
@@ -72,32 +75,32 @@ class Worker:
         self.start()
         while not self.stopping.is_set():
             try:
-                msg = self.inbox.get(timeout=0.5)
+                batch = [self.inbox.get(timeout=0.1)]
             except queue.Empty:
                 continue
-            self.process(msg)
+            # Group commit: whatever else is already waiting goes into the same transaction.
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            self.process_batch(batch)
         self.client.disconnect()
         self.client.loop_stop()
 
     def process(self, msg) -> None:
-        parts = msg.topic.split("/")
-        tid = parts[2] if len(parts) == 4 else "?"
+        self.process_batch([msg])
+
+    def process_batch(self, batch: list) -> None:
+        """Handle, commit once, then answer and acknowledge; on a database outage retry the whole
+        group and acknowledge nothing until its ledger writes are committed."""
         delay = 0.2
         while not self.stopping.is_set():
             try:
-                if parts[-1] == "status":
-                    why = _heartbeat(self.db, tid, msg.payload)
-                    if why:
-                        log.info("worker %d: %s", self.index, why)
-                    break
-                out = self.handler.handle(tid, msg.payload)
-                if out.reason:
-                    log.info("worker %d: %s", self.index, out.reason)
-                if out.response is not None:
-                    self.client.publish(f"roampos/v1/{tid}/resp", out.response, qos=1)
+                with self.db.transaction():
+                    results = [self._handle_one(m) for m in batch]
                 break
             except DatabaseError as exc:
-                # Hold the acknowledgment: nothing is answered or acked until the write commits.
                 log.error("worker %d: database unavailable (%s); retrying in %.1fs", self.index, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -106,10 +109,26 @@ class Worker:
                 except DatabaseError:
                     pass
         else:
-            return  # stopping: leave it unacknowledged for redelivery
-        self.processed += 1
-        if msg.qos:
-            self.client.ack(msg.mid, msg.qos)
+            return  # stopping: leave them unacknowledged for redelivery
+        for msg, (tid, response) in zip(batch, results):
+            if response is not None:
+                self.client.publish(f"roampos/v1/{tid}/resp", response, qos=1)
+            self.processed += 1
+            if msg.qos:
+                self.client.ack(msg.mid, msg.qos)
+
+    def _handle_one(self, msg) -> tuple:
+        parts = msg.topic.split("/")
+        tid = parts[2] if len(parts) == 4 else "?"
+        if parts[-1] == "status":
+            why = _heartbeat(self.db, tid, msg.payload)
+            if why:
+                log.info("worker %d: %s", self.index, why)
+            return tid, None
+        out = self.handler.handle(tid, msg.payload)
+        if out.reason:
+            log.info("worker %d: %s", self.index, out.reason)
+        return tid, out.response
 
     def stop(self) -> None:
         self.stopping.set()
@@ -120,9 +139,9 @@ def _heartbeat(db, tid: str, payload: bytes) -> Optional[str]:
     return record_heartbeat(db, tid, payload, time.time())
 
 
-def _worker_main(broker_url: str, db_url: str, index: int, level: int) -> None:
+def _worker_main(broker_url: str, db_url: str, index: int, level: int, ready=None) -> None:
     logging.basicConfig(level=level, format=f"%(asctime)s worker{index} %(levelname)s %(message)s")
-    w = Worker(broker_url, db_url, index)
+    w = Worker(broker_url, db_url, index, ready)
     signal.signal(signal.SIGTERM, lambda *a: w.stop())
     signal.signal(signal.SIGINT, lambda *a: w.stop())
     w.serve_forever()
@@ -156,10 +175,16 @@ def run(args: argparse.Namespace) -> int:
         log.info("embedded broker at %s", url)
     ctx = multiprocessing.get_context("spawn")
     procs: List = []
+    events = []
     for i in range(max(1, args.workers)):
-        p = ctx.Process(target=_worker_main, args=(url, db_url, args.worker_index_base + i, level), daemon=False)
+        ev = ctx.Event()
+        p = ctx.Process(target=_worker_main, args=(url, db_url, args.worker_index_base + i, level, ev))
         p.start()
         procs.append(p)
+        events.append(ev)
+    for ev in events:  # "ready" means every worker's subscription is in place
+        if not ev.wait(60):
+            log.error("a worker did not subscribe within 60 s")
     log.info("host running: %d worker(s), broker %s, db %s", len(procs), url, _redact(db_url))
     print(f"roampos host ready broker={url}", flush=True)
     stop = threading.Event()

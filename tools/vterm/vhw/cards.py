@@ -1,217 +1,187 @@
 # Contactless cards for the MFRC522 model: ISO/IEC 14443-3 type A states
 # (IDLE, READY, ACTIVE, HALT) with cascade levels for 4- and 7-byte UIDs,
 # ISO/IEC 14443-4 block protocol (chaining, ACK/NAK, WTX, DESELECT), and an
-# EMV contactless application (PPSE, SELECT, GPO, READ RECORD) built from a
-# profile. The data is made up with the structure of EMV Book 1/3 (TLV,
-# AIDs, Track 2 equivalent 57, expiry 5F24); PANs pass the Luhn check.
+# EMV contactless application (PPSE, SELECT, GPO, READ RECORD). The data is
+# made up with the structure of EMV Book 1/3 (TLV, AIDs, Track 2 equivalent
+# 57, expiry 5F24); the PANs pass the Luhn check.
 from vhw.nfc import crc_a
 
-FSD = (16, 24, 32, 40, 48, 64, 96, 128, 256)
-
-# name -> profile. uid hex, aid hex, pan, expiry YYMMDD, extra behaviour.
+# name: uid, aid (or "" for a MIFARE Classic 1K, SAK 08), pan, expiry YYMMDD,
+# behaviour: w = WTX twice on GPO, p = pulled away at frame 3, f = one
+# answer damaged on air at frame 4.
 PROFILES = {
-    "visa": {"uid": "04a1b2c3", "aid": "a0000000031010", "label": "VISA CREDIT",
-             "pan": "4761739001010010", "exp": "281231", "name": "CARD/VISA TEST"},
-    "unionpay": {"uid": "0488776655443f", "aid": "a0000003330101", "label": "UnionPay Debit",
-                 "pan": "6212345678901234569", "exp": "301130", "name": "CARD/UNIONPAY",
-                 "wtx": 2},
-    "expired": {"uid": "04c0ffee", "aid": "a0000000031010", "label": "VISA CREDIT",
-                "pan": "4761739001010127", "exp": "211231", "name": "CARD/EXPIRED"},
-    "pulled": {"uid": "04deadbe", "aid": "a0000000031010", "label": "VISA CREDIT",
-               "pan": "4761739001010010", "exp": "281231", "name": "CARD/PULLED",
-               "leave_after": 3},
-    "flaky": {"uid": "04f1a2b3", "aid": "a0000003330101", "label": "UnionPay Debit",
-              "pan": "6212345600000012", "exp": "291031", "name": "CARD/FLAKY",
-              "bad_crc_at": 4},
-    "mifare": {"uid": "d3a41c5e", "sak": 0x08, "atqa": 0x0004},
+    "visa": "04a1b2c3 a0000000031010 4761739001010010 281231 -",
+    "unionpay": "0488776655443f a0000003330101 6212345678901234569 301130 w",
+    "expired": "04c0ffee a0000000031010 4761739001010127 211231 -",
+    "pulled": "04deadbe a0000000031010 4761739001010010 281231 p",
+    "flaky": "04f1a2b3 a0000003330101 6212345600000012 291031 f",
+    "mifare": "d3a41c5e - - - -",
 }
+_FSD = (16, 24, 32, 40, 48, 64, 96, 128, 256)
+_LABEL = {"a0000000031010": b"VISA CREDIT", "a0000003330101": b"UnionPay Debit"}
 
 
 def tlv(tag, value):
     n = len(value)
-    ln = bytes((n,)) if n < 0x80 else (bytes((0x81, n)) if n < 256 else bytes((0x82, n >> 8, n & 0xFF)))
-    return bytes.fromhex(tag) + ln + value
+    return bytes.fromhex(tag) + (bytes((n,)) if n < 128 else bytes((0x81, n))) + value
 
 
-def bcd(digits):
-    if len(digits) % 2:
-        digits += "f"
-    return bytes.fromhex(digits)
-
-
-class EmvApp:
-    # Answers command APDUs for one card profile.
-    def __init__(self, p):
-        aid = bytes.fromhex(p["aid"])
-        label = p["label"].encode()
-        self.aid = aid
-        self.ppse = tlv("6f", tlv("84", b"2PAY.SYS.DDF01") + tlv("a5", tlv("bf0c", tlv(
-            "61", tlv("4f", aid) + tlv("50", label) + tlv("87", b"\x01")))))
-        # PDOL: TTQ 9F66(4), amount 9F02(6), currency 5F2A(2), UN 9F37(4).
-        pdol = bytes.fromhex("9f66049f02065f2a029f3704")
-        self.pdol_len = 16
-        self.fci = tlv("6f", tlv("84", aid) + tlv("a5", tlv("50", label) + tlv("87", b"\x01") + tlv("9f38", pdol)))
-        pan, exp = p["pan"], p["exp"]
-        track2 = bcd(pan + "d" + exp[:4] + "201" + "0000000000")
-        rec1 = tlv("70", tlv("57", track2) + tlv("5f20", p["name"].encode())
-                   + tlv("9f1f", b"0000000000000000000000"))
-        rec2 = tlv("70", tlv("5a", bcd(pan)) + tlv("5f24", bytes.fromhex(exp))
-                   + tlv("5f25", bytes.fromhex("200101")) + tlv("5f28", b"\x01\x56")
-                   + tlv("5f34", b"\x01") + tlv("9f07", b"\xff\x00")
-                   + tlv("8e", bytes.fromhex("000000000000000042031e031f03"))
-                   + tlv("9f0d", bytes.fromhex("b050ac8800")) + tlv("9f0e", bytes(5))
-                   + tlv("9f0f", bytes.fromhex("b070ac9800")) + tlv("9f4a", b"\x82"))
-        self.records = {(1, 1): rec1, (1, 2): rec2}
-        self.selected = False
-
-    def apdu(self, c):
-        if len(c) < 4:
-            return b"\x67\x00"
-        cla, ins, p1, p2 = c[0], c[1], c[2], c[3]
-        if ins == 0xA4 and p1 == 0x04:
-            lc = c[4] if len(c) > 4 else 0
-            name = bytes(c[5:5 + lc])
-            if name == b"2PAY.SYS.DDF01":
-                return self.ppse + b"\x90\x00"
-            if name == self.aid:
-                self.selected = True
-                return self.fci + b"\x90\x00"
-            return b"\x6a\x82"
-        if ins == 0xA8 and cla == 0x80:
-            if not self.selected:
-                return b"\x69\x85"
-            if len(c) < 7 or c[5] != 0x83 or c[6] != self.pdol_len:
-                return b"\x67\x00"
-            return tlv("77", tlv("82", b"\x20\x00") + tlv("94", b"\x08\x01\x02\x00")) + b"\x90\x00"
-        if ins == 0xB2:
-            rec = self.records.get((p2 >> 3, p1))
-            return rec + b"\x90\x00" if rec else b"\x6a\x83"
-        return b"\x6d\x00"
+def _app(aid, pan, exp):
+    # -> (PPSE FCI, AID FCI, GPO answer, {record p2p1: data}) for one card.
+    a = bytes.fromhex(aid)
+    lab = _LABEL.get(aid, b"CARD")
+    ppse = tlv("6f", tlv("84", b"2PAY.SYS.DDF01") + tlv("a5", tlv("bf0c", tlv(
+        "61", tlv("4f", a) + tlv("50", lab) + tlv("87", b"\x01")))))
+    # PDOL: TTQ 9F66(4), amount 9F02(6), currency 5F2A(2), UN 9F37(4) = 16 bytes
+    fci = tlv("6f", tlv("84", a) + tlv("a5", tlv("50", lab) + tlv("87", b"\x01")
+                                       + tlv("9f38", bytes.fromhex("9f66049f02065f2a029f3704"))))
+    gpo = tlv("77", tlv("82", b"\x20\x00") + tlv("94", b"\x08\x01\x02\x00"))  # SFI 1, records 1-2
+    p = pan + ("f" if len(pan) % 2 else "")
+    t2 = pan + "d" + exp[:4] + "2010000000000"
+    t2 += "f" if len(t2) % 2 else ""
+    rec1 = tlv("70", tlv("57", bytes.fromhex(t2)) + tlv("5f20", b"CARD/TEST")
+               + tlv("9f1f", b"0" * 22))
+    rec2 = tlv("70", tlv("5a", bytes.fromhex(p)) + tlv("5f24", bytes.fromhex(exp))
+               + tlv("5f25", b"\x20\x01\x01") + tlv("5f28", b"\x01\x56") + tlv("5f34", b"\x01")
+               + tlv("8e", bytes.fromhex("000000000000000042031e031f03"))
+               + tlv("9f0d", bytes.fromhex("b050ac8800")) + tlv("9f0e", bytes(5))
+               + tlv("9f0f", bytes.fromhex("b070ac9800")) + tlv("9f4a", b"\x82"))
+    return ppse, fci, gpo, {0x0C01: rec1, 0x0C02: rec2}
 
 
 class Card:
     def __init__(self, name):
-        p = PROFILES[name]
+        uid, aid, pan, exp, self.how = PROFILES[name].split()
         self.name = name
-        self.p = p
-        self.uid = bytes.fromhex(p["uid"])
-        self.sak = p.get("sak", 0x20)
-        atqa = p.get("atqa", 0x0044 if len(self.uid) == 7 else 0x0004)
-        self.atqa = bytes((atqa & 0xFF, atqa >> 8))
-        # ATS: TL, T0 = TA TB TC present, FSCI 5 (64 bytes); TA 00 (106 kBd
-        # only); TB FWI 7 (38.7 ms), SFGI 0; TC 02 (CID not supported).
-        self.ats = None if "sak" in p else bytes.fromhex("0575007002")
-        self.app = EmvApp(p) if "aid" in p else None
+        self.uid = bytes.fromhex(uid)
+        self.sak = 0x20 if aid != "-" else 0x08
+        self.atqa = b"\x44\x00" if len(self.uid) == 7 else b"\x04\x00"
+        # ATS: TL 05, T0 75 (TA TB TC present, FSCI 5 = 64 bytes), TA 00
+        # (106 kBd only), TB 70 (FWI 7 = 38.7 ms, SFGI 0), TC 02.
+        self.ats = bytes.fromhex("0575007002") if aid != "-" else None
+        self.app = _app(aid, pan, exp) if aid != "-" else None
         self.state = "idle"
         self.gone = False
-        self.frames = 0       # ISO 14443-4 frames received
-        self.wtx_left = p.get("wtx", 0)
-        self._bad_crc_at = p.get("bad_crc_at", -1)
+        self.frames = 0
+        self.wtx = 2 if self.how == "w" else 0
+        self.selected = False
 
-    def _levels(self):
-        u = self.uid
-        if len(u) == 4:
-            return [u]
-        return [b"\x88" + u[:3], u[3:7]]
+    def apdu(self, c):
+        # EMV commands: SELECT by name, GPO, READ RECORD (EMV Book 3 §6.5).
+        ppse, fci, gpo, recs = self.app
+        if len(c) < 4:
+            return b"\x67\x00"
+        if c[1] == 0xA4 and c[2] == 0x04:
+            name = c[5:5 + c[4]] if len(c) > 4 else b""
+            if name == b"2PAY.SYS.DDF01":
+                return ppse + b"\x90\x00"
+            if name == fci[4:4 + fci[3]]:
+                self.selected = True
+                return fci + b"\x90\x00"
+            return b"\x6a\x82"
+        if c[:2] == b"\x80\xa8":
+            if not self.selected:
+                return b"\x69\x85"
+            if len(c) < 7 or c[5] != 0x83 or c[6] != 16:
+                return b"\x67\x00"
+            return gpo + b"\x90\x00"
+        if c[1] == 0xB2:
+            r = recs.get((c[3] << 8) | c[2])
+            return r + b"\x90\x00" if r else b"\x6a\x83"
+        return b"\x6d\x00"
 
     def receive(self, data, bits):
-        # One frame in (bytes as on air, CRC included where sent) -> (bytes,
-        # last bits) or None for silence.
+        # One frame in (as on air, CRC included where sent) -> (bytes, last
+        # bits) or None for silence.
         if self.gone:
             return None
-        if bits == 7 and len(data) == 1:
-            if data[0] == 0x26 and self.state == "idle" or \
-                    data[0] == 0x52 and self.state in ("idle", "halt", "ready", "active"):
+        if bits == 7 and len(data) == 1:         # REQA / WUPA
+            if data[0] == 0x26 and self.state == "idle" or data[0] == 0x52:
                 self.state = "ready"
                 self.level = 0
                 return self.atqa, 0
             return None
-        if self.state == "ready" and len(data) >= 2 and data[0] in (0x93, 0x95, 0x97):
-            lv = self._levels()
-            if data[0] != (0x93, 0x95, 0x97)[self.level]:
-                return None
-            part = lv[self.level]
-            bcc = part[0] ^ part[1] ^ part[2] ^ part[3]
+        u = self.uid
+        levels = [u] if len(u) == 4 else [b"\x88" + u[:3], u[3:7]]
+        if self.state == "ready" and len(data) >= 2 and data[0] == (0x93, 0x95, 0x97)[self.level]:
+            part = levels[self.level]
+            part += bytes((part[0] ^ part[1] ^ part[2] ^ part[3],))
             if data[1] == 0x20 and len(data) == 2:
-                return part + bytes((bcc,)), 0
-            if data[1] == 0x70 and len(data) == 9 and self._crc_ok(data) and data[2:7] == part + bytes((bcc,)):
+                return part, 0
+            if data[1] == 0x70 and len(data) == 9 and self._ok(data) and data[2:7] == part:
                 self.level += 1
-                if self.level < len(lv):
-                    return self._crc(bytes((0x04,))), 0
+                if self.level < len(levels):
+                    return self._c(b"\x04"), 0    # SAK: UID not complete
                 self.state = "active"
-                return self._crc(bytes((self.sak,))), 0
+                return self._c(bytes((self.sak,))), 0
             return None
-        if not self._crc_ok(data):
-            return None  # a PICC ignores a damaged frame (ISO 14443-4 §7.5.5)
+        if not self._ok(data):
+            return None      # a PICC ignores a damaged frame
         data = data[:-2]
         if self.state == "active":
             if data == b"\x50\x00":
                 self.state = "halt"
-                return None
-            if data[0] == 0xE0 and self.ats:
-                self.fsd = FSD[min(data[1] >> 4, 8)]
+            elif data[0] == 0xE0 and self.ats:
+                self.fsd = _FSD[min(data[1] >> 4, 8)]
                 self.state = "t4"
-                self.bn = 1              # PICC rule C: block number starts at 1
-                self.chain_in = bytearray()
+                self.bn = 1                      # PICC rule C
+                self.inbuf = b""
                 self.out = b""
                 self.last = None
-                return self._crc(self.ats), 0
+                return self._c(self.ats), 0
             return None
         if self.state == "t4":
             return self._block(data)
         return None
 
-    def _crc(self, data):
+    def _c(self, data):
         return data + crc_a(data)
 
-    def _crc_ok(self, data):
+    def _ok(self, data):
         return len(data) >= 3 and crc_a(data[:-2]) == data[-2:]
 
     def _send(self, block):
-        self.last = self._crc(block)
-        if self.frames == self._bad_crc_at:  # damage one answer on air
+        self.last = self._c(block)
+        if self.how == "f" and self.frames == 4:  # damaged on air, once
             return self.last[:-1] + bytes((self.last[-1] ^ 0xFF,)), 0
         return self.last, 0
 
-    def _next_chunk(self):
+    def _next(self):
         room = self.fsd - 3
         chunk, self.out = self.out[:room], self.out[room:]
-        pcb = 0x02 | self.bn | (0x10 if self.out else 0)
-        return self._send(bytes((pcb,)) + chunk)
+        return self._send(bytes((0x02 | self.bn | (0x10 if self.out else 0),)) + chunk)
 
     def _block(self, d):
+        # ISO 14443-4 §7.5.4 PICC rules, for one block in.
         self.frames += 1
-        if self.p.get("leave_after", -1) == self.frames:
-            self.gone = True    # pulled away while the reader was talking
+        if self.how == "p" and self.frames == 3:
+            self.gone = True                     # pulled away mid-exchange
             return None
         pcb = d[0]
-        if pcb & 0xE2 == 0x02:                       # I-block
-            self.bn = pcb & 1                        # PICC rule D (toggle = follow the PCD)
-            if pcb & 0x10:                           # chained: acknowledge
-                self.chain_in += d[1:]
+        if pcb & 0xE2 == 0x02:                   # I-block
+            self.bn = pcb & 1                    # rule D: toggle = follow the PCD
+            if pcb & 0x10:                       # chained: acknowledge
+                self.inbuf += d[1:]
                 return self._send(bytes((0xA2 | self.bn,)))
-            apdu = bytes(self.chain_in) + d[1:]
-            self.chain_in = bytearray()
-            self.out = self.app.apdu(apdu)
-            if self.wtx_left and apdu[:2] == b"\x80\xa8":  # GPO "takes time"
-                self.wtx_left -= 1
-                return self._send(b"\xf2\x01")
-            return self._next_chunk()
-        if pcb & 0xE6 == 0xA2:                       # R-block (b5 = NAK)
-            if pcb & 0x10:                           # NAK
-                if pcb & 1 == self.bn:
-                    return (self.last, 0) if self.last else None
+            apdu, self.inbuf = self.inbuf + d[1:], b""
+            self.out = self.apdu(apdu)
+            if self.wtx and apdu[:2] == b"\x80\xa8":
+                self.wtx -= 1
+                return self._send(b"\xf2\x01")   # S(WTX): GPO "takes time"
+            return self._next()
+        if pcb & 0xE6 == 0xA2:                   # R-block, b5 = NAK
+            if pcb & 0x10 and pcb & 1 != self.bn:
                 return self._send(bytes((0xA2 | self.bn,)))
-            if pcb & 1 != self.bn:                   # ACK: next chained block
-                self.bn ^= 1
-                return self._next_chunk()
+            if not pcb & 0x10 and pcb & 1 != self.bn:
+                self.bn ^= 1                     # ACK: next chained block
+                return self._next()
             return (self.last, 0) if self.last else None
-        if pcb == 0xF2 and len(d) == 2:              # WTX answered: the result
-            if self.wtx_left:
-                self.wtx_left -= 1
+        if pcb == 0xF2 and len(d) == 2:          # our WTX acknowledged
+            if self.wtx:
+                self.wtx -= 1
                 return self._send(b"\xf2\x01")
-            return self._next_chunk()
-        if pcb == 0xC2:                              # DESELECT
+            return self._next()
+        if pcb == 0xC2:                          # S(DESELECT)
             self.state = "halt"
-            return self._crc(b"\xc2"), 0
+            return self._c(b"\xc2"), 0
         return None

@@ -35,5 +35,6 @@ class UART:
         return len(data)
 
     def write(self, buf):
-        self.model.rx(bytes(buf))
+        # machine.UART.write takes str too
+        self.model.rx(buf.encode() if isinstance(buf, str) else bytes(buf))
         return len(buf)

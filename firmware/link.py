@@ -1,0 +1,223 @@
+# The link manager: brings up WiFi or cellular in the order of the region
+# profile, keeps state.link / state.location / signal current, reconnects
+# with back-off, and gives the app "online with a socket factory" or
+# "offline". Configured by the parameter code (issue 4) through configure().
+import asyncio
+
+from firmware import boards, console, state
+
+_cfg = {"wifi": [], "apn": {}, "order": ["wifi", "cell"]}
+_task = None
+_kick = None
+_wifi = None
+_ppp = None              # network.PPP object when the cell link runs PPP
+info = {"signal_dbm": None, "detail": "not configured", "attempts": 0}
+CHECK_MS = 1000          # health check period while online
+PREFER_MS = 5000         # how often a better link is tried while on a worse one
+BACKOFF_MS = (1000, 2000, 4000, 8000, 16000, 30000)
+
+
+def configure(wifi=None, apn=None, order=None):
+    # wifi: [{"ssid": .., "psk": ..}] in order of preference; apn: {"46000":
+    # "cmnet", ...} by MCC+MNC ("*" = any); order: ["wifi", "cell"].
+    global _task, _kick
+    if wifi is not None:
+        _cfg["wifi"] = list(wifi)
+    if apn is not None:
+        _cfg["apn"] = dict(apn)
+    if order is not None:
+        _cfg["order"] = [k for k in order if k in ("wifi", "cell")]
+    if _task is None:
+        from firmware import cmd_system
+        cmd_system.STATUS.append(status)
+        _kick = asyncio.Event()
+        _task = asyncio.create_task(_run())
+    _kick.set()
+
+
+def status():
+    return {"link": state.link, "location": state.location,
+            "signal_dbm": info["signal_dbm"], "link_detail": info["detail"]}
+
+
+def online():
+    return state.link != "offline"
+
+
+def socket_module():
+    # What to use as the `socket` module (socket(), getaddrinfo()), or None.
+    if state.link == "wifi":
+        import socket
+        return socket
+    if state.link == "cell" and _ppp is not None:
+        import socket
+        return socket
+    if state.link == "cell":
+        from drivers.modemsock import Resolver
+        return Resolver(boards.get().modem)
+    return None
+
+
+def _set(link, detail, location=None):
+    changed = link != state.link
+    state.link = link
+    info["detail"] = detail
+    if location is not None or link == "offline":
+        state.location = location
+    if changed:
+        console.event({"link": link, "detail": detail})
+        from firmware import ui
+        ui.refresh()
+
+
+async def _wait(ms):
+    # Sleep, but wake at once when configure() or a test kicks us.
+    try:
+        await asyncio.wait_for_ms(_kick.wait(), ms)
+    except asyncio.TimeoutError:
+        pass
+    _kick.clear()
+
+
+async def _up(kind):
+    if kind == "wifi":
+        return await _wifi_up()
+    return _cell_up()
+
+
+async def _wifi_up():
+    global _wifi
+    nets = _cfg["wifi"]
+    if not nets:
+        return False
+    b = boards.get()
+    wlan = getattr(b, "wlan", None)
+    if wlan is None:
+        return False
+    if _wifi is None:
+        from drivers.wifi import WiFi
+        _wifi = WiFi(wlan)
+    ssid = await _wifi.connect(nets, 8000)
+    if ssid is None:
+        info["detail"] = "no WiFi network joined"
+        return False
+    info["signal_dbm"] = _wifi.rssi()
+    _set("wifi", "joined " + ssid, {"bssid": _wifi.bssid()})
+    return True
+
+
+def _cell_up():
+    from drivers.atmodem import ATError
+    b = boards.get()
+    m = getattr(b, "modem", None)
+    if m is None:
+        return False
+    try:
+        if not m.synced:
+            m.power_on()
+        sim = m.sim()
+        if sim != "READY":
+            info["detail"] = "SIM " + sim
+            return False
+        reg = m.registration()
+        if reg is None or reg["stat"] not in (1, 5):
+            from drivers.sim7600 import REG
+            info["detail"] = "cell " + REG.get(reg["stat"] if reg else 4, "unknown")
+            return False
+        op = m.operator()
+        mccmnc = op[0] + op[1] if op else ""
+        apn = _cfg["apn"].get(mccmnc, _cfg["apn"].get("*", ""))
+        m.set_apn(apn)
+        global _ppp
+        _ppp = _ppp_up(m)
+        if _ppp is None:
+            m.net_open()
+        info["signal_dbm"] = m.signal()
+        _set("cell", "registered %s apn %s" % (mccmnc, apn or "-"), _cell_loc(op, reg))
+        return True
+    except Exception as e:  # AT, OS or parse errors: stay alive, report, retry
+        info["detail"] = "cell: %s: %s" % (type(e).__name__, e)
+        return False
+
+
+def _ppp_up(m, timeout_ms=30000):
+    # network.PPP where the firmware has it (MicroPython >= 1.24 on esp32 and
+    # rp2 builds with PPP): the modem dials and the IP stack runs here, so
+    # the real `socket` module works. Otherwise the module's TCP commands.
+    try:
+        import network
+        ppp_cls = network.PPP
+    except (ImportError, AttributeError):
+        return None
+    import time
+    m.dial_ppp()
+    ppp = ppp_cls(m.at.uart)
+    ppp.active(True)
+    ppp.connect()
+    end = time.ticks_add(time.ticks_ms(), timeout_ms)
+    while not ppp.isconnected():
+        if time.ticks_diff(end, time.ticks_ms()) <= 0:
+            ppp.active(False)
+            raise OSError(110, "PPP not up in %d ms" % timeout_ms)
+        time.sleep_ms(100)
+    return ppp
+
+
+def _cell_loc(op, reg):
+    return {"mcc": op[0] if op else None, "mnc": op[1] if op else None,
+            "lac": reg["lac"], "ci": reg["ci"]}
+
+
+def _check():
+    # True while the current link is healthy; refreshes signal and location.
+    if state.link == "wifi":
+        if not _wifi.isconnected():
+            return False
+        info["signal_dbm"] = _wifi.rssi()
+        return True
+    if _ppp is not None:
+        return _ppp.isconnected()   # the UART is in data mode: no AT here
+    m = boards.get().modem
+    try:
+        m.at.poll()
+        reg = m.registration()
+        if m.no_carrier or reg is None or reg["stat"] not in (1, 5) or m.sim_lost:
+            m.no_carrier = False
+            return False
+        loc = state.location or {}
+        if reg["lac"] != loc.get("lac") or reg["ci"] != loc.get("ci"):
+            op = m.operator()
+            state.location = _cell_loc(op, reg)
+            console.event({"location": state.location})
+        info["signal_dbm"] = m.signal()
+    except Exception as e:
+        info["detail"] = "cell check: %s" % e
+        return False
+    return True
+
+
+async def _run():
+    fails = 0
+    since_prefer = 0
+    while True:
+        info["attempts"] += 1
+        if state.link == "offline":
+            for kind in _cfg["order"]:
+                if await _up(kind):
+                    fails = 0
+                    break
+            else:
+                _set("offline", info["detail"])
+                await _wait(BACKOFF_MS[min(fails, len(BACKOFF_MS) - 1)])
+                fails += 1
+                continue
+        await _wait(CHECK_MS)
+        if not _check():
+            _set("offline", "%s lost" % state.link)
+            continue
+        since_prefer += CHECK_MS
+        order = _cfg["order"]
+        if order and state.link != order[0] and since_prefer >= PREFER_MS:
+            since_prefer = 0
+            if order[0] == "wifi":
+                await _wifi_up()     # switches state.link when it joins

@@ -1,0 +1,76 @@
+"""Shared helpers for host tests (constants, HostEnv); conftest.py wires them into fixtures."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from roampos.termsim import MqttLink, SimTerminal
+
+TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+TID, MID, SERIAL = "SHA00001", "310000000000001", "RP-S3-000001"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port}")
+
+
+def roampos_bin() -> str:
+    exe = Path(sys.executable).parent / "roampos"
+    return str(exe) if exe.exists() else (shutil.which("roampos") or "roampos")
+
+
+class HostEnv:
+    """A worker thread (same code as `roampos host`) on a real broker plus one simulated terminal."""
+
+    def __init__(self, broker_url: str, db_url: str, db):
+        from roampos.host.service import Worker
+        self.broker_url, self.db_url, self.db = broker_url, db_url, db
+        self.worker = Worker(broker_url, db_url, index=int(uuid.uuid4().int % 10000))
+        self.thread = threading.Thread(target=self.worker.serve_forever, daemon=True)
+        self.thread.start()
+        self.link = MqttLink(broker_url)
+        self.link.subscribe([TID])
+        self.term = SimTerminal(TID, MID, SERIAL, TMK)
+        assert self.worker.ready.wait(10), "worker did not subscribe"
+        self.term.apply_signon(self.send(self.term.signon(), raw_out=True))
+
+    def send(self, msg: bytes, tid: str = TID, raw_out: bool = False, timeout: float = 10.0):
+        """Request/response through the broker; returns the decoded, MAC-checked response."""
+        resp = self.link.request(tid, msg, timeout)
+        assert resp is not None, f"no response to {msg.hex()}"
+        return resp if raw_out else self.term.check(resp)
+
+    def rows(self) -> int:
+        return self.db.one("SELECT COUNT(*) FROM txns")[0]
+
+    def row(self, stan: str, kind: str = "financial") -> dict:
+        cols = ("rc", "status", "flags", "fee", "amount", "region", "masked_pan", "rrn", "location")
+        r = self.db.one(f"SELECT {','.join(cols)} FROM txns WHERE terminal_id=? AND stan=? AND kind=?",
+                        (TID, stan, kind))
+        assert r is not None, f"no {kind} row for STAN {stan}"
+        return dict(zip(cols, r))
+
+    def close(self) -> None:
+        self.link.close()
+        self.worker.stop()
+        self.thread.join(10)
+        self.worker.db.close()

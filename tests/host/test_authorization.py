@@ -1,0 +1,179 @@
+"""Authorization rules through a real broker: issuers, PIN, limits, refunds, voids, reversals, replays."""
+import time
+
+import pytest
+
+from roampos import iso
+from hostkit import MID, SERIAL, TID, TMK
+
+CELL = {"310000": "460-00-6200-1", "440300": "460-01-10000-7", "330100": "460-11-8800-3",
+        "810000": "454-00-100-1"}
+
+
+def card(n: int, prefix: str = "622848") -> str:
+    return prefix + f"{n:010d}"
+
+
+def sale(env, pan, amount, region="310000", **kw):
+    kw.setdefault("cell", CELL.get(region))
+    return env.send(env.term.financial(pan, amount, region=region, **kw))
+
+
+def test_signon_keys_rotate_and_old_mac_key_is_refused(env):
+    old_tak = env.term.tak
+    r = sale(env, card(1), 1000)
+    assert r["39"] == "00"
+    raw_old = env.term.financial(card(1), 1000)          # MAC'd with the old TAK
+    env.term.apply_signon(env.send(env.term.signon(), raw_out=True))
+    assert env.term.tak != old_tak and len(env.term.tak) == 16
+    resp = env.link.request(TID, raw_old)
+    assert iso.decode(resp)["39"] == "A0"
+
+
+def test_approval_stores_masked_pan_fee_and_no_secret(env):
+    pan = card(2)
+    r = sale(env, pan, 1000)
+    assert r["39"] == "00" and len(r["37"]) == 12 and len(r["38"]) == 6
+    row = env.row(r["11"])
+    assert row["masked_pan"] == "622848******0002"
+    assert row["fee"] == 6          # 1000 * 55 bps = 5.5 -> rounds half up to 6 (Shanghai card fee)
+    dump = repr(env.db.all("SELECT * FROM txns")) + repr(env.db.all("SELECT * FROM pin_tries"))
+    assert pan not in dump
+
+
+def test_duplicate_resent_replay_and_stale_refused(env):
+    raw = env.term.financial(card(3), 1500, cell=CELL["310000"])
+    first = env.send(raw, raw_out=True)
+    again = env.send(raw, raw_out=True)
+    assert first == again and env.rows() == 1
+    stan = iso.decode(raw)["11"]
+    env.term.clock = lambda: time.time() + 5
+    r = env.send(env.term.financial(card(3), 1500, stan=stan))
+    assert r["39"] == "94" and env.rows() == 1
+    env.term.clock = lambda: time.time() - 3600
+    r = env.send(env.term.financial(card(3), 1500))
+    assert r["39"] == "94" and env.rows() == 1
+
+
+def test_identity_and_mac_rejections(env):
+    raw = bytearray(env.term.financial(card(4), 100))
+    raw[-1] ^= 1
+    assert iso.decode(env.link.request(TID, bytes(raw)))["39"] == "A0"
+    wrong_merchant = env.term.financial(card(4), 100)
+    env.term.mid = "999999999999999"
+    assert env.send(env.term.financial(card(4), 100))["39"] == "03"
+    env.term.mid, env.term.serial = MID, "CLONED-DEVICE"
+    assert env.send(env.term.financial(card(4), 100))["39"] == "03"
+    env.term.serial = SERIAL
+    # a message for TID sent on another terminal's topic
+    env.link.subscribe(["OTHER001"])
+    resp = env.link.request("OTHER001", wrong_merchant)
+    assert iso.decode(resp)["39"] == "03"
+    env.term.tid = "OTHER001"
+    resp = env.link.request("OTHER001", env.term.financial(card(4), 100))
+    assert iso.decode(resp)["39"] == "03"     # unknown terminal
+    assert env.rows() == 0
+
+
+def test_test_issuers(env):
+    assert sale(env, card(1, "6228481"), 6000)["39"] == "51"
+    assert sale(env, card(2, "6228481"), 4000)["39"] == "00"
+    assert sale(env, card(3), 1000, expiry="2001")["39"] == "54"
+    r = sale(env, card(4, "6228482"), 1000)
+    assert r["39"] == "43" and "stolen_card" in env.row(r["11"])["flags"]
+    assert sale(env, card(5, "6228483"), 1000)["39"] == "75"
+    assert sale(env, card(6, "6228484"), 1000)["39"] == "91"
+    assert sale(env, card(7, "999999"), 1000)["39"] == "14"
+
+
+def test_pin_threshold_and_pin_tries(env):
+    assert sale(env, card(10), 150000)["39"] == "65"         # over Shanghai's 1,000.00 no-PIN line
+    assert sale(env, card(10), 150000, pin="1234")["39"] == "00"
+    assert sale(env, card(10), 90000, method="Q")["39"] == "00"  # QR needs no card PIN
+    pan = card(11)
+    assert sale(env, pan, 500, pin="9999")["39"] == "55"
+    assert sale(env, pan, 500, pin="9999")["39"] == "55"
+    assert sale(env, pan, 500, pin="9999")["39"] == "75"
+    assert sale(env, pan, 500, pin="1234")["39"] == "75"     # locked after three wrong tries
+
+
+def test_daily_limits_per_card_and_terminal(env):
+    # Hangzhou 330100: txn limit 20,000.00, per card per day 30,000.00, per terminal per day 200,000.00
+    a = card(20)
+    assert sale(env, a, 2_000_001, region="330100", method="Q")["39"] == "61"
+    assert sale(env, a, 1_500_000, region="330100", method="Q")["39"] == "00"
+    assert sale(env, a, 1_500_000, region="330100", method="Q")["39"] == "00"
+    r = sale(env, a, 1, region="330100", method="Q")
+    assert r["39"] == "61" and "daily_card_limit" in env.row(r["11"])["flags"]
+    for i in range(8):
+        assert sale(env, card(30 + i), 2_000_000, region="330100", method="Q")["39"] == "00"
+    assert sale(env, card(40), 1_000_000, region="330100", method="Q")["39"] == "00"   # exactly 200,000.00
+    r = sale(env, card(41), 1, region="330100", method="Q")
+    assert r["39"] == "61" and "daily_terminal_limit" in env.row(r["11"])["flags"]
+
+
+def test_refunds_bounded_by_original_sale(env):
+    pan = card(50)
+    s = sale(env, pan, 10000)
+    rrn = s["37"]
+    assert sale(env, pan, 6000, proc="200000", orig_rrn=rrn)["39"] == "00"
+    assert sale(env, pan, 5000, proc="200000", orig_rrn=rrn)["39"] == "64"
+    r = sale(env, pan, 4000, proc="200000", orig_rrn=rrn)
+    assert r["39"] == "00" and env.row(r["11"])["fee"] == 0
+    assert sale(env, pan, 1, proc="200000", orig_rrn=rrn)["39"] == "64"
+    assert sale(env, pan, 100, proc="200000", orig_rrn="000000999999")["39"] == "25"
+    assert sale(env, card(51), 100, proc="200000", orig_rrn=rrn)["39"] == "12"
+
+
+def test_voids_are_idempotent(env):
+    pan = card(60)
+    s = sale(env, pan, 2000)
+    v1 = sale(env, pan, 2000, proc="020000", orig_rrn=s["37"])
+    assert v1["39"] == "00" and env.row(s["11"])["status"] == "voided"
+    v2 = sale(env, pan, 2000, proc="020000", orig_rrn=s["37"])
+    assert v2["39"] == "00" and "already_voided" in env.row(v2["11"])["flags"]
+    assert env.row(v2["11"])["status"] == "noop"
+    s2 = sale(env, pan, 3000)
+    assert sale(env, pan, 2999, proc="020000", orig_rrn=s2["37"])["39"] == "64"
+
+
+def test_reversals_are_idempotent(env):
+    pan = card(70)
+    s = sale(env, pan, 4000)
+    first = env.send(env.term.reversal(s["11"], pan, 4000), raw_out=True)
+    assert iso.decode(first)["39"] == "00" and env.row(s["11"])["status"] == "reversed"
+    n = env.rows()
+    second = env.send(env.term.reversal(s["11"], pan, 4000), raw_out=True)
+    assert second == first and env.rows() == n            # a second reversal does nothing
+    r = env.send(env.term.reversal("777777", pan, 500))
+    assert r["39"] == "00" and "orphan_reversal" in env.row("777777", "reversal")["flags"]
+    late = sale(env, pan, 500, stan="777777")               # the original arrives after its reversal
+    assert env.row(late["11"])["status"] == "reversed"
+
+
+def test_advice_stored_exactly_once(env):
+    raw = env.term.financial(card(80), 800, mti="0220", cell=CELL["310000"])
+    a = env.send(raw, raw_out=True)
+    assert iso.decode(a)["t"] == "0230" and iso.decode(a)["39"] == "00"
+    assert env.send(raw, raw_out=True) == a and env.rows() == 1
+    r = env.send(env.term.financial(card(81), 800, mti="0220", region="810000", cell=CELL["810000"]))
+    assert r["39"] == "00" and "advice_rc_R1" in env.row(r["11"])["flags"]
+
+
+def test_unknown_processing_code_and_missing_tag(env):
+    assert sale(env, card(90), 100, proc="310000")["39"] == "12"
+    raw = env.term.financial(card(90), 100)
+    doc = iso.decode(raw)
+    tlv = iso.decode_tlv(doc["48"])
+    del tlv["EP"]
+    doc["48"] = iso.encode_tlv(tlv)
+    assert env.send(iso.encode(doc, env.term.tak))["39"] == "30"
+    assert env.rows() == 1
+
+
+def test_replayed_signon_does_not_rotate_keys(env):
+    raw = env.term.signon()
+    env.term.apply_signon(env.send(raw, raw_out=True))
+    again = env.term.check(env.send(raw, raw_out=True), iso.derive_key(env.term.tmk, iso.LABEL_NM_MAC))
+    assert again["t"] == "0810" and again["39"] == "94"
+    assert sale(env, card(95), 100)["39"] == "00"      # keys from the first sign-on still valid

@@ -1,0 +1,118 @@
+"""The message contract in roampos.iso: exact bytes, standard test vectors, the docs' worked example."""
+import pytest
+
+from roampos import iso
+
+TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+TAK = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+TDK = bytes.fromhex("FFEEDDCCBBAA99887766554433221100")
+PAN = "6228480000000001"
+
+# docs/messages.md "Worked example": the same fields must give the same bytes and MAC.
+WORKED_HEX = (
+    "303230307224040000C1800131363632323834382A2A2A2A2A2A30303031303030303030303030303030303132"
+    "3334353131323730383330303030303030343233303132303731534841303030303133313030303030303030"
+    "303030303131363542 4E3030363030303030315247303036343430333030504D30303143534E303132525"
+    "02D53332D30303030303145503039363030303130323033303430353036303730383039304130423043304430"
+    "453046353730323939333535443646383730313738303945354542463444443333343739383130354632303633"
+    "444230304430463043444237333846443339363042354C433031343436302D30312D31303030302D3731353"
+    "60F3C11026E7024C5").replace(" ", "")
+
+
+def worked_doc():
+    return {"t": "0200", "2": iso.mask_pan(PAN), "3": "000000", "4": "000000012345", "7": "1127083000",
+            "11": "000042", "14": "3012", "22": "071", "41": "SHA00001", "42": "310000000000001",
+            "48": iso.encode_tlv({"BN": "000001", "RG": "440300", "PM": "C", "SN": "RP-S3-000001",
+                                  "EP": iso.encrypt_pan(TDK, PAN, iv=bytes(range(16))),
+                                  "LC": "460-01-10000-7"}),
+            "49": "156"}
+
+
+def test_worked_example_bytes_and_mac():
+    raw = iso.encode(worked_doc(), TAK)
+    assert raw.hex().upper() == WORKED_HEX
+    assert raw[-8:].hex().upper() == "0F3C11026E7024C5"
+    assert iso.mac_of(TAK, raw) == iso.cmac(TAK, raw[:-8])[:8]
+    assert iso.verify_mac(TAK, raw)
+    doc = iso.decode(raw)
+    assert doc["64"] == "0F3C11026E7024C5" and iso.decrypt_pan(TDK, iso.decode_tlv(doc["48"])["EP"]) == PAN
+
+
+def test_cmac_rfc4493_vectors():
+    k = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+    assert iso.cmac(k, b"").hex() == "bb1d6929e95937287fa37d129b756746"
+    assert iso.cmac(k, bytes.fromhex("6bc1bee22e409f96e93d7e117393172a")).hex() == "070a16b46b4d4144f79bdd9dd04a287c"
+
+
+def test_key_check_value_wrap_and_derivation():
+    # FIPS-197 appendix C.1: AES-128(000102..0f, 00112233..ff) = 69c4e0d86a7b0430d8cdb78070b4c55a
+    assert iso.aes_ecb_encrypt(bytes(range(16)), TAK).hex() == "69c4e0d86a7b0430d8cdb78070b4c55a"
+    assert iso.kcv(TAK).hex().upper() == "FDE4FB"
+    wrapped = iso.wrap_key(TMK, TAK)
+    assert wrapped.hex().upper() == "71A55BFC8650E37183984CF11D111C32"
+    assert iso.unwrap_key(TMK, wrapped) == TAK
+    assert iso.derive_key(TMK, iso.LABEL_NM_MAC).hex().upper() == "D1E313DC4E45CB109A8E2E5B4DC0CE7B"
+    with pytest.raises(ValueError):
+        iso.wrap_key(TMK, b"short")
+
+
+def test_field_52_is_16_bytes_format_4():
+    block = iso.pin_block(TAK, "1234", PAN)
+    assert len(block) == 16
+    raw = iso.encode({"t": "0200", "11": "000001", "52": block.hex()}, TAK)
+    assert iso.decode(raw)["52"] == block.hex().upper()
+    assert iso.pin_from_block(TAK, block, PAN) == "1234"
+    with pytest.raises(ValueError):
+        iso.pin_from_block(TAK, block, "6228480000000002")   # PAN-bound: another card fails
+
+
+def test_tlv_roundtrip_and_errors():
+    text = iso.encode_tlv({"BN": "000001", "RG": "310000", "FL": ""})
+    assert text == "BN006000001RG006310000FL000"
+    assert iso.decode_tlv(text) == {"BN": "000001", "RG": "310000", "FL": ""}
+    for bad in ("BN0060000", "bn003abc", "BN00x", "BN001ABN001B"):
+        with pytest.raises(iso.MessageError) as e:
+            iso.decode_tlv(bad)
+        assert e.value.field == "48"
+
+
+def test_decode_rejections_name_the_field():
+    raw = iso.encode(worked_doc(), TAK)
+    with pytest.raises(iso.MessageError) as e:
+        iso.decode(raw[:-3])
+    assert "64" in str(e.value)
+    with pytest.raises(iso.MessageError):
+        iso.decode(b"0200")
+    doc = worked_doc()
+    doc["4"] = "00000001234X"
+    with pytest.raises(iso.MessageError) as e:
+        iso.decode(iso.encode(doc))
+    assert e.value.field == "4"
+    secondary = bytearray(raw)
+    secondary[4] |= 0x80
+    with pytest.raises(iso.MessageError):
+        iso.decode(bytes(secondary))
+    with pytest.raises(iso.MessageError):
+        iso.encode({"t": "0200", "90": "0" * 42})
+
+
+def test_pan_encryption_and_masking():
+    ep = iso.encrypt_pan(TDK, PAN)
+    assert ep != iso.encrypt_pan(TDK, PAN)            # random IV: equal PANs do not look equal
+    assert iso.decrypt_pan(TDK, ep) == PAN
+    with pytest.raises(iso.MessageError):
+        iso.decrypt_pan(TAK, ep)                       # wrong key fails the padding check
+    assert iso.mask_pan("6228480000000001") == "622848******0001"
+    assert iso.mask_pan("6228480000000000001") == "622848*********0001"
+
+
+def test_location_and_transmission_time():
+    assert iso.parse_location({"LC": "460-00-6200-1"}) == ("cell", (460, 0, 6200, 1))
+    assert iso.parse_location({"WF": "AA:BB:CC:DD:EE:FF"})[0] == "wifi"
+    assert iso.parse_location({}) == ("none", None)
+    with pytest.raises(iso.MessageError):
+        iso.parse_location({"LC": "460-00-6200"})
+    now = 1798364400.0          # 2026-12-27 UTC
+    assert iso.parse_transmission_time(iso.transmission_time(now), now) == now
+    # 31 Dec 23:59:59 seen on 1 Jan belongs to the previous year
+    assert iso.parse_transmission_time("1231235959", 1767225600.0) == 1767225599.0

@@ -1,0 +1,191 @@
+"""The `roampos host` / `terminal` commands, signed parameters, redelivery and database outages."""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from roampos import iso
+from roampos.host import registry
+from roampos.host.db import DatabaseError
+from roampos.host.handler import Outcome
+from roampos.host.service import Worker
+from roampos.termsim import MqttLink, SimTerminal
+from hostkit import MID, SERIAL, TID, TMK, free_port, roampos_bin, wait_port
+from test_authorization import card
+
+
+def cli(*args, check=True):
+    out = subprocess.run([roampos_bin(), *args], capture_output=True, text=True, timeout=60)
+    if check:
+        assert out.returncode == 0, f"roampos {' '.join(args)}: {out.stderr}"
+    return out
+
+
+def test_terminal_registry_cli_refuses_second_binding(db_url):
+    add = ["terminal", "--db", db_url, "add", "SZX00001", "--serial", "RP-S3-000777", "--merchant",
+           "440300000000009", "--merchant-name", "Dim Sum Cart", "--acquirer", "ACQ002", "--account",
+           "6222030000000009", "--home-region", "440300", "--address", "440300=Stall 3, Nanshan",
+           "--tmk", "00112233445566778899AABBCCDDEEFF"]
+    assert "registered" in cli(*add).stdout
+    again = cli(*add, check=False)
+    assert again.returncode == 2 and "one merchant binding per terminal" in again.stderr
+    clone = cli(*add[:4], "SZX00002", *add[5:], check=False)
+    assert clone.returncode == 2 and "serial RP-S3-000777 is already bound" in clone.stderr
+    bad = cli("terminal", "--db", db_url, "grant-region", "SZX00001", "999999", "--from", "2025-01-01",
+              "--to", "2025-12-31", check=False)
+    assert bad.returncode == 2 and "unknown region 999999" in bad.stderr
+    cli("terminal", "--db", db_url, "grant-region", "SZX00001", "810000", "--from", "2025-01-01", "--to", "2030-12-31")
+    rows = json.loads(cli("terminal", "--db", db_url, "list", "--json").stdout)
+    assert rows[0]["grants"] == [{"region": "810000", "valid_from": "2025-01-01", "valid_to": "2030-12-31"}]
+    assert "revoked" in cli("terminal", "--db", db_url, "revoke-region", "SZX00001", "810000").stdout
+    unknown = cli("terminal", "--db", db_url, "block", "NOPE0001", check=False)
+    assert unknown.returncode == 2 and "unknown terminal NOPE0001" in unknown.stderr
+
+
+def test_parameters_are_signed_and_retained(mosquitto, db):
+    cli("terminal", "--db", db.url, "--broker", mosquitto, "grant-region", TID, "810000",
+        "--from", "2025-01-01", "--to", "2030-12-31")
+    link = MqttLink(mosquitto)          # subscribes after the publish: the package is retained
+    try:
+        link.subscribe([TID])
+        payload = link.wait_params(TID)
+        assert payload is not None
+        body = json.loads(iso.verify_params(TMK, payload))
+        assert body["terminal"] == TID and body["merchant"] == MID and body["home_region"] == "310000"
+        assert {r["code"] for r in body["regions"]} == {"310000", "330100", "440300", "810000"}
+        hk = [r for r in body["regions"] if r["code"] == "810000"][0]
+        assert hk["currency"] == "344" and hk["fees"]["C"] == {"bps": 80, "cap": 0}
+        forged = payload.replace(b'"blocked":false', b'"blocked":true')
+        with pytest.raises(iso.MessageError):
+            iso.verify_params(TMK, forged)
+        with pytest.raises(iso.MessageError):
+            iso.verify_params(bytes(16), payload)     # another terminal's key
+    finally:
+        link.close()
+
+
+def _start_host(args, port_hint=None):
+    proc = subprocess.Popen([roampos_bin(), "host", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "roampos host ready" in line:
+            break
+    assert seen and "ready" in seen[-1], "".join(seen)
+    threading.Thread(target=proc.stdout.read, daemon=True).start()   # keep draining the log
+    return proc
+
+
+def _stop(proc):
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def _run_terminal(url, n):
+    link = MqttLink(url)
+    try:
+        link.subscribe([TID])
+        time.sleep(0.5)
+        t = SimTerminal(TID, MID, SERIAL, TMK)
+        resp = link.request(TID, t.signon(), 15)
+        assert resp is not None, "no sign-on response"
+        t.apply_signon(resp)
+        codes = [t.check(link.request(TID, t.financial(card(100 + i), 500 + i), 15))["39"] for i in range(n)]
+        return codes
+    finally:
+        link.close()
+
+
+@pytest.mark.slow
+def test_host_command_two_workers_on_mosquitto(mosquitto, db):
+    proc = _start_host(["--broker", mosquitto, "--db", db.url, "--workers", "2"])
+    try:
+        assert _run_terminal(mosquitto, 12) == ["00"] * 12
+    finally:
+        _stop(proc)
+    assert db.one("SELECT COUNT(*) FROM txns")[0] == 12
+
+
+@pytest.mark.slow
+def test_host_command_with_embedded_broker(db):
+    port = free_port()
+    proc = _start_host(["--db", db.url, "--port", str(port)])
+    try:
+        wait_port(port)
+        assert _run_terminal(f"mqtt://127.0.0.1:{port}", 4) == ["00"] * 4
+    finally:
+        _stop(proc)
+
+
+def test_request_waits_for_a_restarted_worker(mosquitto, db):
+    """A worker's persistent session keeps its share of requests while it is down (never lost)."""
+    w = Worker(mosquitto, db.url, index=4242)
+    t = threading.Thread(target=w.serve_forever, daemon=True)
+    t.start()
+    assert w.ready.wait(10), "worker did not subscribe"
+    link = MqttLink(mosquitto)
+    try:
+        link.subscribe([TID])
+        term = SimTerminal(TID, MID, SERIAL, TMK)
+        term.apply_signon(link.request(TID, term.signon()))
+        w.stop()
+        t.join(10)
+        raw = term.financial(card(200), 700)
+        link.send(TID, raw)                 # nobody connected: the broker keeps it for host-4242
+        time.sleep(0.3)
+        w2 = Worker(mosquitto, db.url, index=4242)
+        t2 = threading.Thread(target=w2.serve_forever, daemon=True)
+        t2.start()
+        resp = link.wait(TID, iso.decode(raw)["11"], 10)
+        assert resp is not None and term.check(resp)["39"] == "00"
+        w2.stop()
+        t2.join(10)
+    finally:
+        link.close()
+
+
+class _FakeClient:
+    def __init__(self):
+        self.events = []
+
+    def publish(self, topic, payload, qos=0):
+        self.events.append(("publish", topic))
+
+    def ack(self, mid, qos):
+        self.events.append(("ack", mid))
+
+
+class _FlakyHandler:
+    def __init__(self, failures):
+        self.failures = failures
+
+    def handle(self, tid, raw):
+        if self.failures:
+            self.failures -= 1
+            raise DatabaseError("connection refused")
+        return Outcome(b"0210...", rc="00")
+
+
+def test_database_outage_holds_the_acknowledgment(db, caplog):
+    w = Worker.__new__(Worker)           # no broker needed: drive process() with fakes
+    w.index, w.stopping, w.processed, w.max_batch = 0, threading.Event(), 0, 32
+    w.client, w.handler, w.db = _FakeClient(), _FlakyHandler(2), db
+
+    class Msg:
+        topic, payload, qos, mid = f"roampos/v1/{TID}/req", b"x", 1, 17
+    w.process(Msg)
+    assert w.client.events == [("publish", f"roampos/v1/{TID}/resp"), ("ack", 17)]
+    assert caplog.text.count("database unavailable") == 2
+    w.handler, w.client = _FlakyHandler(10**9), _FakeClient()
+    threading.Timer(0.5, w.stopping.set).start()
+    w.process(Msg)                        # shutting down during an outage: neither answered nor acked
+    assert w.client.events == []

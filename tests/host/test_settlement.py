@@ -1,0 +1,92 @@
+"""Settlement in and out of balance, batch upload, and the clearing report checked by hand."""
+import csv
+import subprocess
+import time
+
+from roampos import iso
+from roampos.host import registry
+from hostkit import MID, TID, roampos_bin
+from test_authorization import card, sale
+
+
+def settle(env, totals, proc="920000"):
+    return env.send(env.term.settlement(totals, proc=proc))
+
+
+def today(env, region="310000"):
+    return registry.local_date(registry.region(env.db, region), time.time())
+
+
+def test_settlement_in_balance_and_clearing_report(env, tmp_path):
+    # Shanghai batch 000001: card fee 55 bps cap 20.00, QR 38 bps
+    a = sale(env, card(1), 10000)                       # fee 10000*55/10000 = 55
+    assert a["39"] == "00"
+    assert sale(env, card(2), 25000)["39"] == "00"      # 137.5 -> 138
+    assert sale(env, card(3), 8000, method="Q")["39"] == "00"   # 30.4 -> 30
+    assert sale(env, card(1), 5000, proc="200000", orig_rrn=a["37"])["39"] == "00"   # refund, no fee
+    v = sale(env, card(4), 3000)
+    assert sale(env, card(4), 3000, proc="020000", orig_rrn=v["37"])["39"] == "00"   # voided: not counted
+    r = sale(env, card(5), 4000)
+    assert env.send(env.term.reversal(r["11"], card(5), 4000))["39"] == "00"         # reversed: not counted
+    assert sale(env, card(6), 999, expiry="2001")["39"] == "54"                        # declined: not counted
+    resp = settle(env, (3, 43000, 1, 5000))
+    assert resp["39"] == "00"
+    assert iso.decode_tlv(resp["48"]) == {"BS": "1", "SC": "3", "SA": "43000", "RC": "1", "RA": "5000"}
+    again = settle(env, (3, 43000, 1, 5000))             # repeated settlement: same answer
+    assert again["39"] == "00"
+    # Shenzhen batch 000002: card 60 bps cap 15.00, payment code 35 bps
+    env.term.batch, env.term.region = "000002", "440300"
+    env.term.cell = "460-01-10000-7"
+    assert sale(env, card(11), 300000, region="440300", pin="1234")["39"] == "00"   # 1800 -> cap 1500
+    assert sale(env, card(12, "13"), 12345, region="440300", method="P")["39"] == "00"  # 43.2 -> 43
+    assert settle(env, (2, 312345, 0, 0))["39"] == "00"
+    # a sale after settlement in the closed batch is refused
+    env.term.batch, env.term.region = "000001", "310000"
+    assert sale(env, card(13), 100)["39"] == "12"
+
+    csv_path = tmp_path / "clearing.csv"
+    out = subprocess.run([roampos_bin(), "report", "settlement", "--date", today(env), "--db", env.db_url,
+                          "--csv", str(csv_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = {r["region"]: r for r in csv.DictReader(open(csv_path, encoding="utf-8"))}
+    sh, sz = rows["310000"], rows["440300"]
+    assert (sh["merchant_id"], sh["currency"], sh["settlement_account"]) == (MID, "156", "6222020000000001")
+    assert [int(sh[k]) for k in ("sales_count", "sales_amount", "refund_count", "refund_amount", "fees", "net")] \
+        == [3, 43000, 1, 5000, 55 + 138 + 30, 43000 - 5000 - 223]
+    assert [int(sz[k]) for k in ("sales_count", "sales_amount", "refund_count", "refund_amount", "fees", "net")] \
+        == [2, 312345, 0, 0, 1500 + 43, 312345 - 1543]
+    assert "region 310000: gross 380.00  fees 2.23  net 377.77" in out.stdout
+    assert "region 440300: gross 3,123.45  fees 15.43  net 3,108.02" in out.stdout
+    empty = subprocess.run([roampos_bin(), "report", "settlement", "--date", "2001-01-01", "--db", env.db_url,
+                            "--csv", str(tmp_path / "e.csv")], capture_output=True, text=True, timeout=60)
+    assert "no settled batches" in empty.stdout
+
+
+def test_settlement_out_of_balance_then_batch_upload(env):
+    a = sale(env, card(21), 1000)
+    b = sale(env, card(22), 2000)       # the terminal timed out on this one and never counted it
+    assert a["39"] == b["39"] == "00"
+    # the terminal's batch: A plus an offline approval C the host never saw
+    resp = settle(env, (2, 4000, 0, 0))
+    assert resp["39"] == "95"
+    assert iso.decode_tlv(resp["48"])["BS"] == "2" and iso.decode_tlv(resp["48"])["SA"] == "3000"
+    up_a = env.term.financial(card(21), 1000, mti="0320", stan=a["11"])
+    assert env.send(up_a)["39"] == "00"
+    up_c = env.term.financial(card(23), 3000, mti="0320", stan="000900")
+    assert env.send(up_c)["t"] == "0330"
+    assert env.send(up_c)["39"] == "00"                 # upload is idempotent
+    assert "batch_upload" in env.row("000900")["flags"]
+    done = settle(env, (2, 4000, 0, 0), proc="960000")
+    assert done["39"] == "00"
+    assert env.row(b["11"])["status"] == "excluded" and "not_in_upload" in env.row(b["11"])["flags"]
+    assert settle(env, (2, 4000, 0, 0), proc="960000")["39"] == "00"
+    assert env.db.one("SELECT COUNT(*) FROM txns WHERE stan='000900'")[0] == 1
+    assert env.db.one("SELECT status FROM batches WHERE terminal_id=? AND batch_no='000001'", (TID,))[0] == "settled"
+
+
+def test_still_out_of_balance_after_upload(env):
+    assert sale(env, card(31), 1000)["39"] == "00"
+    assert settle(env, (1, 1500, 0, 0))["39"] == "95"
+    r = settle(env, (1, 1500, 0, 0), proc="960000")     # nothing uploaded, figures still differ
+    assert r["39"] == "95"
+    assert env.db.one("SELECT status FROM batches WHERE terminal_id=? AND batch_no='000001'", (TID,))[0] == "open"

@@ -1,0 +1,165 @@
+"""Drivers through the console of a vterm: keypad amount entry on the screen,
+card taps at idle and in a sale, card pulled away, scanner codes, and
+malformed `sim`/`screen` input answered with ERR while the console keeps serving."""
+import re
+import time
+
+import pytest
+
+pytestmark = pytest.mark.simulation
+
+PANS = {"visa": "476173******0010", "unionpay": "621234*********4569", "flaky": "621234******0012"}
+ERRORS = {"expired": "expired", "mifare": "not_payment", "pulled": "removed"}
+FULL_PANS = ("4761739001010010", "6212345678901234569", "4761739001010127", "6212345600000012")
+
+
+def ok(dut, line, timeout=5):
+    r = dut.command(line, timeout)
+    assert r.ok, "sent %r, got %r" % (line, r.raw)
+    return r
+
+
+def screen(dut):
+    return ok(dut, "screen").data
+
+
+def back_to_idle(dut):
+    ok(dut, "sim key A")
+    ok(dut, "sim key A")
+
+
+def test_digits_start_amount_entry_and_screen_shows_it(dut):
+    back_to_idle(dut)
+    ok(dut, "sim key 1 2 5")
+    s = screen(dut)
+    assert s["screen"] == "amount" and "1.25" in s["big"], "after keys 1 2 5 the screen was %r" % s
+    ok(dut, "sim key B")                    # clear = backspace
+    assert "0.12" in screen(dut)["big"]
+    ok(dut, "sim key A")                    # cancel
+    s = screen(dut)
+    assert s["screen"] == "idle" and "ENTER AMOUNT" in s["text"], s
+
+
+def test_sim_tap_lists_profiles(dut):
+    r = ok(dut, "sim tap")
+    assert set(PANS) | set(ERRORS) <= set(r["cards"]), r.raw
+
+
+@pytest.mark.parametrize("name", sorted(PANS))
+def test_tap_at_idle_reports_masked_pan(dut, name):
+    back_to_idle(dut)
+    ok(dut, "sim tap " + name)
+    ev = dut.wait_event(lambda e: "card" in e, 5)["card"]
+    assert ev.get("pan") == PANS[name], "sim tap %s gave %r" % (name, ev)
+    assert re.fullmatch(r"\d{4}", ev["exp"]) and ev["aid"].startswith("a000000"), ev
+    s = screen(dut)
+    assert s["text"][0] == "CARD" and PANS[name][-4:] in " ".join(s["text"]), s
+
+
+@pytest.mark.parametrize("name", sorted(ERRORS))
+def test_tap_at_idle_reports_clear_error(dut, name):
+    back_to_idle(dut)
+    ok(dut, "sim tap " + name)
+    ev = dut.wait_event(lambda e: "card" in e, 5)["card"]
+    assert ev.get("error") == ERRORS[name], "sim tap %s gave %r" % (name, ev)
+    assert ev["message"]
+    assert ok(dut, "echo alive")["echo"] == "alive"
+
+
+def test_sale_takes_the_card_read(dut):
+    back_to_idle(dut)
+    dut.events.clear()
+    ok(dut, "sim key 1 2 5 C")
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev == {"amount": 125, "state": "waiting card"}, ev
+    s = screen(dut)
+    assert s["screen"] == "tap" and "TAP CARD" in s["text"] and "1.25" in s["big"], s
+    ok(dut, "sim tap visa")
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev["state"] == "card read" and ev["amount"] == 125, ev
+    assert ev["card"]["pan"] == PANS["visa"] and ev["card"]["scheme"] == "visa", ev
+    assert "CARD READ" in screen(dut)["text"]
+
+
+def test_card_pulled_in_a_sale_then_a_good_tap(dut):
+    back_to_idle(dut)
+    dut.events.clear()
+    ok(dut, "sim key 5 0 C")
+    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+    ok(dut, "sim tap pulled")
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev == {"amount": 50, "state": "card error", "error": "removed"}, ev
+    ok(dut, "sim tap unionpay")           # the sale still waits: the next tap completes it
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev["state"] == "card read" and ev["card"]["pan"] == PANS["unionpay"], ev
+
+
+def test_remove_while_card_in_field(dut):
+    back_to_idle(dut)
+    ok(dut, "sim tap visa")
+    dut.wait_event(lambda e: "card" in e, 5)
+    assert ok(dut, "sim remove")["removed"] is True
+    assert ok(dut, "sim remove")["removed"] is False
+
+
+def test_cancel_sale_with_key_a(dut):
+    back_to_idle(dut)
+    dut.events.clear()
+    ok(dut, "sim key 7 C")
+    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+    ok(dut, "sim key A")
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev == {"amount": 7, "state": "cancelled"}, ev
+
+
+def test_payment_code_scan_in_a_sale(dut):
+    back_to_idle(dut)
+    dut.events.clear()
+    ok(dut, "sim key 9 9 C")
+    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+    ok(dut, "sim scan 134567890123456789")
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev["state"] == "code read" and ev["amount"] == 99, ev
+    assert ev["paycode"] == {"kind": "paycode", "scheme": "wechat", "code": "134567********6789"}, ev
+
+
+def test_menu_shows_inverted_selection(dut):
+    back_to_idle(dut)
+    ok(dut, "sim key D")
+    s = screen(dut)
+    assert s["screen"] == "menu" and s["inverted"] == [2], s
+    ok(dut, "sim key B")
+    assert screen(dut)["inverted"] == [3]
+    ok(dut, "sim key A")
+    assert screen(dut)["screen"] == "idle"
+
+
+def test_screen_raw_is_the_panel_image(dut):
+    r = ok(dut, "screen raw")
+    assert r["w"] == 128 and r["h"] == 64 and r["format"] == "MONO_VLSB"
+    assert re.fullmatch(r"[0-9a-f]{2048}", r["hex"]), r.raw[:80]
+    assert r["hex"] != "0" * 2048        # idle screen has text
+
+
+@pytest.mark.parametrize("line,code", [
+    ("sim key Z", "badarg"), ("sim key", "usage"), ("sim key 12", "badarg"),
+    ("sim tap nosuchcard", "nocard"), ("sim cell 460", "usage"), ("sim cell 460 0 1 2", "badarg"),
+    ("sim cell abc 00 1 2", "badarg"), ("sim signal loud", "badarg"), ("sim signal -10", "badarg"),
+    ("sim link wifi sideways", "badarg"), ("sim link wifi denied", "badarg"), ("sim link", "usage"),
+    ("sim bogus", "usage"), ("sim scan", "usage"), ("screen please", "usage"),
+    ("bench", "usage"), ("bench card nosuch", "nocard"),
+])
+def test_malformed_input_gets_err_and_console_keeps_serving(dut, line, code):
+    r = dut.command(line)
+    assert not r.ok and r.code == code, "sent %r, expected ERR %s, got %r" % (line, code, r.raw)
+    assert ok(dut, "echo still here")["echo"] == "still here"
+
+
+def test_no_full_pan_ever_on_the_console(dut):
+    # Everything this module's vterm printed so far (the log) holds masked PANs only.
+    dut.flush_input()
+    with open(dut.log.name, "rb") as f:
+        text = f.read().decode("utf-8", "replace")
+    for pan in FULL_PANS:
+        assert pan not in text, "full PAN %s appeared on the console" % pan
+    assert "476173******0010" in text

@@ -1,0 +1,214 @@
+"""The link manager on a vterm: WiFi first, cellular when WiFi is gone, link
+and cell changes visible in `status`, and real TCP (echo, then MQTT through
+umqtt.simple) over the modem model's data path to host sockets."""
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.simulation
+# The cellular path (AT driver, socket shim, modem model with host sockets,
+# umqtt) on the 64-bit unix port does not fit next to the rest in 128K:
+# see the heap figures in the report. 192K until the memory work lands.
+VTERM_HEAP = "192K"
+
+CONFIG = {"wifi": [{"ssid": "not-here", "psk": "x"}, {"ssid": "roampos-shop", "psk": "secret-psk"}],
+          "apn": {"46000": "cmnet", "46001": "3gnet"}}
+
+
+def ok(dut, line, timeout=5):
+    r = dut.command(line, timeout)
+    assert r.ok, "sent %r, got %r" % (line, r.raw)
+    return r
+
+
+def status_until(dut, pred, timeout=8.0, what=""):
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        last = ok(dut, "status").data
+        if pred(last):
+            return last
+        time.sleep(0.2)
+    raise AssertionError("status never showed %s within %.0fs; last: %r" % (what, timeout, last))
+
+
+class Server:
+    """A TCP server on localhost running handler(conn) per connection."""
+
+    def __init__(self, handler):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.handler = handler
+        self.seen = []
+        self.stop = False
+        self.t = threading.Thread(target=self._loop, daemon=True)
+        self.t.start()
+
+    def _loop(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            c.settimeout(5)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            self.handler(c, self.seen)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        self.sock.close()
+
+
+def echo(c, seen):
+    while True:
+        d = c.recv(256)
+        if not d:
+            return
+        seen.append(d)
+        c.sendall(d)
+
+
+def recv_exact(c, n):
+    out = b""
+    while len(out) < n:
+        d = c.recv(n - len(out))
+        if not d:
+            raise OSError("closed")
+        out += d
+    return out
+
+
+def mqtt_packet(c):
+    head = recv_exact(c, 1)[0]
+    n, mult = 0, 1
+    while True:
+        b = recv_exact(c, 1)[0]
+        n += (b & 0x7F) * mult
+        mult *= 128
+        if not b & 0x80:
+            break
+    return head, recv_exact(c, n)
+
+
+def tiny_broker(c, seen):
+    # MQTT 3.1.1 just enough for connect / publish QoS 0 / disconnect.
+    head, body = mqtt_packet(c)
+    seen.append(("connect", head, body))
+    c.sendall(b"\x20\x02\x00\x00")          # CONNACK, accepted
+    while True:
+        head, body = mqtt_packet(c)
+        seen.append((head >> 4, head, body))
+        if head >> 4 == 14:                 # DISCONNECT
+            return
+
+
+def test_unconfigured_link_is_offline(dut):
+    r = ok(dut, "link")
+    assert r["link"] == "offline", r.raw
+
+
+def test_bad_link_config_is_refused(dut):
+    for line, code in (("link set nope", "badjson"), ('link set [1]', "badjson"),
+                       ('link set {"wifi": "shop"}', "badarg"), ('link set {"apn": {"46000": 5}}', "badarg"),
+                       ('link set {"order": ["lora"]}', "badarg"), ("link echo 127.0.0.1 99999 x", "badarg"),
+                       ("link frobnicate", "usage")):
+        r = dut.command(line)
+        assert not r.ok and r.code == code, "sent %r, expected ERR %s, got %r" % (line, code, r.raw)
+
+
+def test_wifi_first_in_profile_order(dut):
+    ok(dut, "link set " + json.dumps(CONFIG))
+    s = status_until(dut, lambda s: s.get("link") == "wifi", what="link wifi")
+    assert s["location"] == {"bssid": "02:52:50:00:00:01"}, s
+    assert s["signal_dbm"] == -58 and "roampos-shop" in s["link_detail"]
+
+
+def test_wifi_echo_uses_host_tcp(dut):
+    srv = Server(echo)
+    try:
+        r = ok(dut, "link echo 127.0.0.1 %d hello-over-wifi" % srv.port, 10)
+        assert r.data == {"echo": "hello-over-wifi", "via": "wifi"}, r.raw
+    finally:
+        srv.close()
+
+
+def test_wifi_down_falls_back_to_cell_with_location(dut):
+    ok(dut, "sim link wifi down")
+    s = status_until(dut, lambda s: s.get("link") == "cell", what="link cell")
+    assert s["location"] == {"mcc": "460", "mnc": "00", "lac": 0x1840, "ci": 0x1A2B3C}, s
+    assert "apn cmnet" in s["link_detail"], s
+    assert s["signal_dbm"] == -73
+
+
+def test_cell_change_and_signal_show_in_status(dut):
+    ok(dut, "sim cell 460 01 6200 123456")
+    s = status_until(dut, lambda s: (s.get("location") or {}).get("ci") == 123456, what="ci 123456")
+    assert s["location"] == {"mcc": "460", "mnc": "01", "lac": 6200, "ci": 123456}, s
+    ok(dut, "sim signal -91")
+    s = status_until(dut, lambda s: s.get("signal_dbm") == -91, what="signal -91")
+
+
+def test_tcp_echo_over_the_modem(dut):
+    srv = Server(echo)
+    try:
+        r = ok(dut, "link echo 127.0.0.1 %d hello-over-cell" % srv.port, 15)
+        assert r.data == {"echo": "hello-over-cell", "via": "cell"}, r.raw
+        assert b"".join(srv.seen) == b"hello-over-cell"
+    finally:
+        srv.close()
+
+
+def test_umqtt_simple_over_the_modem(dut):
+    srv = Server(tiny_broker)
+    try:
+        r = ok(dut, "link mqtt 127.0.0.1 %d" % srv.port, 20)
+        assert r.data == {"mqtt": "published", "via": "cell"}, r.raw
+        kinds = [s[0] for s in srv.seen]
+        assert kinds == ["connect", 3, 14], srv.seen
+        pub = srv.seen[1][2]
+        assert pub[2:2 + pub[1]] == b"roampos/v1/probe/status" and pub.endswith(b"link check"), pub
+    finally:
+        srv.close()
+
+
+def test_connection_refused_is_an_error_not_a_hang(dut):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                                    # nobody listens there
+    t0 = time.monotonic()
+    r = dut.command("link echo 127.0.0.1 %d x" % port, 30)
+    assert not r.ok and r.code == "neterr", r.raw
+    assert time.monotonic() - t0 < 25
+    ok(dut, "echo alive")
+
+
+def test_cell_lost_then_denied_then_back(dut):
+    ok(dut, "sim link cell down")
+    s = status_until(dut, lambda s: s.get("link") == "offline", what="offline")
+    assert s["location"] is None
+    ok(dut, "sim link cell denied")
+    status_until(dut, lambda s: "denied" in s.get("link_detail", ""), what="denied registration")
+    ok(dut, "sim link cell up")
+    status_until(dut, lambda s: s.get("link") == "cell", timeout=20, what="cell again (back-off)")
+
+
+def test_wifi_back_is_preferred_again(dut):
+    ok(dut, "sim link wifi up")
+    s = status_until(dut, lambda s: s.get("link") == "wifi", timeout=15, what="wifi again")
+    assert s["location"] == {"bssid": "02:52:50:00:00:01"}

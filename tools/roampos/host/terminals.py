@@ -1,0 +1,138 @@
+"""`roampos terminal`: register terminals, grant/revoke regions, block, list, push signed parameters."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Optional
+
+from . import registry
+from .db import DatabaseError, connect
+
+__all__ = ["add_arguments", "run", "push_params"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="database URL (default $ROAMPOS_DB or ./roampos-host.db)")
+    p.add_argument("--broker", help="mqtt://host:port: publish the new parameter package (retained)")
+    sub = p.add_subparsers(dest="action", required=True)
+    a = sub.add_parser("add", help="register a terminal bound to one merchant")
+    a.add_argument("terminal_id")
+    a.add_argument("--serial", required=True)
+    a.add_argument("--merchant", required=True, help="15-digit merchant ID (field 42)")
+    a.add_argument("--merchant-name", default="")
+    a.add_argument("--acquirer", required=True, help="acquirer code")
+    a.add_argument("--account", required=True, help="settlement account")
+    a.add_argument("--home-region", required=True, help="GB/T 2260 code")
+    a.add_argument("--address", action="append", default=[], metavar="REGION=TEXT",
+                   help="deployment address in a region (repeatable)")
+    a.add_argument("--tmk", help="terminal master key, 32 hex digits (default: generated)")
+    a.add_argument("--tmk-file", help="write a generated TMK here (mode 600) for key injection")
+    a.add_argument("--location-policy", choices=("decline", "flag"), default="decline")
+    g = sub.add_parser("grant-region", help="authorize a region for a period")
+    g.add_argument("terminal_id")
+    g.add_argument("region")
+    g.add_argument("--from", dest="valid_from", required=True, help="YYYY-MM-DD (inclusive)")
+    g.add_argument("--to", dest="valid_to", required=True, help="YYYY-MM-DD (inclusive)")
+    r = sub.add_parser("revoke-region", help="withdraw a region grant")
+    r.add_argument("terminal_id")
+    r.add_argument("region")
+    b = sub.add_parser("block", help="block a terminal (effective at its next message)")
+    b.add_argument("terminal_id")
+    b.add_argument("--unblock", action="store_true")
+    ls = sub.add_parser("list", help="list terminals, grants and heartbeat state")
+    ls.add_argument("--json", action="store_true")
+    pp = sub.add_parser("push-params", help="publish the signed parameter package")
+    pp.add_argument("terminal_id")
+
+
+def push_params(db, broker_url: str, terminal_id: str) -> None:
+    """Publish retained on roampos/v1/<tid>/params and wait for the broker's PUBACK."""
+    import paho.mqtt.client as mqtt
+    from urllib.parse import urlparse
+    payload = registry.params_package(db, terminal_id, time.time())
+    u = urlparse(broker_url)
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"roampos-tms-{os.getpid()}")
+    c.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=10)
+    c.loop_start()
+    try:
+        info = c.publish(f"roampos/v1/{terminal_id}/params", payload, qos=1, retain=True)
+        info.wait_for_publish(10)
+        if not info.is_published():
+            raise OSError("broker did not acknowledge the parameter package")
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def _print_table(rows: list) -> None:
+    head = ("terminal", "serial", "merchant", "home", "regions", "blocked", "last seen", "fw", "signal", "region")
+    lines = [head]
+    for t in rows:
+        grants = " ".join(f"{g['region']}({g['valid_from']}..{g['valid_to']})" for g in t["grants"]) or "-"
+        seen = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t["last_seen"])) if t["last_seen"] else "-"
+        lines.append((t["terminal_id"], t["serial"], t["merchant_id"], t["home_region"], grants,
+                      "yes" if t["blocked"] else "no", seen, t["firmware"] or "-",
+                      str(t["signal"]) if t["signal"] is not None else "-", t["seen_region"] or "-"))
+    widths = [max(len(str(r[i])) for r in lines) for i in range(len(head))]
+    for r in lines:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        db = connect(args.db)
+    except DatabaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    tid: Optional[str] = getattr(args, "terminal_id", None)
+    try:
+        if args.action == "add":
+            addresses = {}
+            for item in args.address:
+                code, sep, text = item.partition("=")
+                if not sep:
+                    raise registry.RegistryError(f"--address {item!r} must be REGION=TEXT")
+                addresses[code] = text
+            tmk = args.tmk or os.urandom(16).hex().upper()
+            registry.add_terminal(db, args.terminal_id, args.serial, args.merchant, args.merchant_name,
+                                  args.acquirer, args.account, args.home_region, addresses, tmk,
+                                  args.location_policy)
+            if not args.tmk and args.tmk_file:
+                fd = os.open(args.tmk_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(tmk + "\n")
+            print(f"terminal {args.terminal_id} registered (merchant {args.merchant}, home {args.home_region})")
+        elif args.action == "grant-region":
+            registry.grant_region(db, tid, args.region, args.valid_from, args.valid_to)
+            print(f"terminal {tid}: region {args.region} granted {args.valid_from}..{args.valid_to}")
+        elif args.action == "revoke-region":
+            found = registry.revoke_region(db, tid, args.region)
+            print(f"terminal {tid}: region {args.region} " + ("revoked" if found else "was not granted"))
+        elif args.action == "block":
+            registry.set_blocked(db, tid, not args.unblock)
+            print(f"terminal {tid} " + ("unblocked" if args.unblock else "blocked"))
+        elif args.action == "list":
+            rows = registry.list_terminals(db)
+            if args.json:
+                print(json.dumps(rows, ensure_ascii=False, indent=1))
+            else:
+                _print_table(rows)
+            return 0
+        elif args.action == "push-params":
+            if not args.broker:
+                raise registry.RegistryError("push-params needs --broker")
+        if args.broker and tid and args.action != "list":
+            push_params(db, args.broker, tid)
+            print(f"terminal {tid}: parameter package published")
+        return 0
+    except registry.RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, DatabaseError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
