@@ -17,8 +17,11 @@ async def _run(con):
 
     peripherals.start(con.board)  # screen, keypad, card polling, scanner
     gc.collect()
-    con.write("EVT", {"ready": True, "version": VERSION, "board": con.board.name,
-                      "heap_used": gc.mem_alloc()})
+    ev = {"ready": True, "version": VERSION, "board": con.board.name, "heap_used": gc.mem_alloc()}
+    models = getattr(con.board, "heap_models", None)
+    if models is not None:  # vterm: the device models' share of heap_used
+        ev["heap_models"] = models
+    con.write("EVT", ev)
     await con.stopped.wait()
     task.cancel()
 

@@ -2,18 +2,23 @@
 import asyncio
 import gc
 import os
+import sys
 import time
 
-from firmware import boards
-from firmware.commands import TABLE
+from firmware import boards, commands, state
 from firmware.version import VERSION
 
-# Other subsystems add callables returning dicts to merge into `status`.
-STATUS = []
+# Other subsystems add callables returning dicts to merge into `status`. The
+# list lives in firmware.state: the console drops this module after each
+# command (see console._TRANSIENT), the list must outlive it.
+STATUS = state.status_hooks
+# Modules whose status() joins `status` once they are loaded: registering a
+# hook at boot would import this module at boot.
+_STATUS_MODULES = ("firmware.params",)
 
 
 def cmd_help(args):
-    return {"commands": {name: entry[2] for name, entry in TABLE.items()}}
+    return {"commands": {name: text for name, text in commands.entries()}}
 
 
 def cmd_status(args):
@@ -28,6 +33,13 @@ def cmd_status(args):
         "flash_free": st[0] * st[3],
         "flash_size": st[0] * st[2],
     }
+    models = getattr(boards.get(), "heap_models", None)
+    if models is not None:  # vterm: the device models' share of heap_used
+        s["heap_models"] = models
+    for name in _STATUS_MODULES:
+        mod = sys.modules.get(name)
+        if mod is not None:
+            s.update(mod.status())
     for fn in STATUS:
         s.update(fn())
     return s

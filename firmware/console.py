@@ -10,7 +10,7 @@ import json
 import select
 from micropython import const
 
-from firmware.commands import TABLE
+from firmware import commands
 
 MAX_LINE = const(1024)
 _DRAIN = const(256)  # bytes taken per wake-up before yielding to other tasks
@@ -20,6 +20,12 @@ _CTRL_C = const(3)
 _TOOLONG = const(-1)
 
 _active = None
+# Command modules without state of their own: dropped after each command so
+# that idle keeps only what it needs (they import again from flash, quickly
+# from a ROMFS). Modules that hold state (cmd_param's import in progress,
+# link) stay once loaded.
+_TRANSIENT = ("firmware.cmd_system", "firmware.cmd_screen", "firmware.cmd_sim",
+              "firmware.screen_text")
 
 
 class CommandError(Exception):
@@ -150,17 +156,32 @@ class Console:
             self.error("nomem", "out of memory running %s" % name)
         except Exception as e:  # a bug must not take the console down
             self.error("internal", "%s: %s" % (type(e).__name__, e))
+        _drop_transient(self._handlers)
 
     def _lookup(self, name):
         fn = self._handlers.get(name)
         if fn is None:
-            entry = TABLE.get(name)
+            entry = commands.lookup(name)
             if entry is None:
                 raise CommandError("unknown", "no command %s; try help" % _shown(name))
             mod = __import__(entry[0], None, None, (entry[1],))
             fn = getattr(mod, entry[1])
             self._handlers[name] = fn
         return fn
+
+
+def _drop_transient(handlers):
+    import sys
+    mods = sys.modules
+    pkg = mods.get("firmware")
+    for name in _TRANSIENT:
+        if name in mods:
+            del mods[name]
+            short = name[9:]
+            if hasattr(pkg, short):
+                delattr(pkg, short)
+            for k in [k for k, fn in handlers.items() if fn.__globals__.get("__name__") == name]:
+                del handlers[k]
 
 
 def _shown(text):

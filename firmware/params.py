@@ -42,11 +42,7 @@ def load():
     from firmware import params_core
 
     params_core.load()
-    unload()
-    from firmware import cmd_system
-
-    if status not in cmd_system.STATUS:
-        cmd_system.STATUS.append(status)
+    unload()  # `status` finds status() below through cmd_system._STATUS_MODULES
 
 
 def profile(code=None):

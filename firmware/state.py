@@ -9,3 +9,4 @@ role = None           # params: "cashier" | "supervisor" | "admin" | None
 location = None       # link/modem: {"mcc":..,"mnc":..,"lac":..,"ci":..} or {"bssid":..}
 location_warning = None  # params: text shown when the location is outside the grants
 link = "offline"      # link manager: "offline" | "wifi" | "cell"
+status_hooks = []      # any subsystem: callables returning dicts merged into `status`

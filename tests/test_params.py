@@ -13,9 +13,6 @@ from roampos import provision
 EXAMPLE = os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")
 VTERM_PARAMS = EXAMPLE
 pytestmark = pytest.mark.simulation
-# The whole firmware (peripherals included) idles at ~94 KB on the vterm now,
-# so these parameter tests run with room to spare; see the report on heap.
-VTERM_HEAP = "256K"
 
 
 def ok(dut, line):

@@ -10,7 +10,7 @@ from roampos.image import open_image
 
 EXAMPLE = os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")
 pytestmark = pytest.mark.simulation
-HEAP = "256K"  # the whole firmware idles at ~94 KB on the vterm for now
+HEAP = "64K"
 
 
 def _edit(flash, fn):

@@ -15,9 +15,6 @@ CUTS = int(os.environ.get("ROAMPOS_CUTS", "220"))
 MAX_DELAY_MS = 25  # a write takes ~10 ms on the vterm; cuts land before, in and after it
 _READY = re.compile(rb'(?s)(.*?)EVT \{[^\n]*"ready": true[^\n]*\n')
 pytestmark = pytest.mark.simulation
-# The whole firmware (peripherals included) idles at ~94 KB on the vterm now,
-# so these parameter tests run with room to spare; see the report on heap.
-VTERM_HEAP = "256K"
 
 
 def ok(dut, line):

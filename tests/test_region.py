@@ -37,9 +37,6 @@ def _region_set():
 
 VTERM_PARAMS = _region_set()
 pytestmark = pytest.mark.simulation
-# The whole firmware (peripherals included) idles at ~94 KB on the vterm now,
-# so these parameter tests run with room to spare; see the report on heap.
-VTERM_HEAP = "256K"
 
 
 def ok(dut, line):

@@ -9,10 +9,6 @@ import time
 import pytest
 
 pytestmark = pytest.mark.simulation
-# The cellular path (AT driver, socket shim, modem model with host sockets,
-# umqtt) on the 64-bit unix port does not fit next to the rest in 128K:
-# see the heap figures in the report. 192K until the memory work lands.
-VTERM_HEAP = "192K"
 
 CONFIG = {"wifi": [{"ssid": "not-here", "psk": "x"}, {"ssid": "roampos-shop", "psk": "secret-psk"}],
           "apn": {"46000": "cmnet", "46001": "3gnet"}}

@@ -2,14 +2,8 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import sys
-import threading
-import time
 import uuid
-from pathlib import Path
 from typing import Iterator, List
 
 import pytest
@@ -36,7 +30,7 @@ def mosquitto(tmp_path) -> Iterator[str]:
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    f"max_inflight_messages 0\nmax_queued_messages 10000\n")
+                    f"max_inflight_messages 0\nmax_queued_messages 10000\nset_tcp_nodelay true\n")
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(port)

@@ -1,7 +1,6 @@
 """Shared helpers for host tests (constants, HostEnv); conftest.py wires them into fixtures."""
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import sys

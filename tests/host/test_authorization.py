@@ -1,10 +1,8 @@
 """Authorization rules through a real broker: issuers, PIN, limits, refunds, voids, reversals, replays."""
 import time
 
-import pytest
-
 from roampos import iso
-from hostkit import MID, SERIAL, TID, TMK
+from hostkit import MID, SERIAL, TID
 
 CELL = {"310000": "460-00-6200-1", "440300": "460-01-10000-7", "330100": "460-11-8800-3",
         "810000": "454-00-100-1"}

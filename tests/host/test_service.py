@@ -9,7 +9,6 @@ import time
 import pytest
 
 from roampos import iso
-from roampos.host import registry
 from roampos.host.db import DatabaseError
 from roampos.host.handler import Outcome
 from roampos.host.service import Worker
@@ -76,7 +75,9 @@ def _start_host(args, port_hint=None):
         seen.append(line)
         if "roampos host ready" in line:
             break
-    assert seen and "ready" in seen[-1], "".join(seen)
+    if not seen or "ready" not in seen[-1]:
+        _stop(proc)
+        raise AssertionError("roampos host did not become ready:\n" + "".join(seen))
     threading.Thread(target=proc.stdout.read, daemon=True).start()   # keep draining the log
     return proc
 
@@ -189,3 +190,14 @@ def test_database_outage_holds_the_acknowledgment(db, caplog):
     threading.Timer(0.5, w.stopping.set).start()
     w.process(Msg)                        # shutting down during an outage: neither answered nor acked
     assert w.client.events == []
+
+
+def test_postgres_connection_loss_is_retried_not_lost(env, caplog):
+    if env.db.kind != "pg":
+        pytest.skip("killing a server connection needs PostgreSQL")
+    (pid,) = env.worker.db.one("SELECT pg_backend_pid()")
+    env.db.one("SELECT pg_terminate_backend(?)", (pid,))
+    r = env.send(env.term.financial(card(300), 900, cell="460-00-6200-1"))
+    assert r["39"] == "00"
+    assert env.db.one("SELECT COUNT(*) FROM txns WHERE amount=900")[0] == 1
+    assert "database unavailable" in caplog.text

@@ -57,18 +57,6 @@ def _split_share(filt: str) -> Tuple[Optional[str], str]:
     return None, filt
 
 
-def _utf8(buf: bytes, pos: int) -> Tuple[str, int]:
-    if pos + 2 > len(buf):
-        raise ProtocolError("string length beyond packet")
-    (n,) = struct.unpack_from("!H", buf, pos)
-    if pos + 2 + n > len(buf):
-        raise ProtocolError("string beyond packet")
-    try:
-        return buf[pos + 2:pos + 2 + n].decode("utf-8"), pos + 2 + n
-    except UnicodeDecodeError:
-        raise ProtocolError("string is not UTF-8") from None
-
-
 def _bin(buf: bytes, pos: int) -> Tuple[bytes, int]:
     if pos + 2 > len(buf):
         raise ProtocolError("length beyond packet")
@@ -76,6 +64,14 @@ def _bin(buf: bytes, pos: int) -> Tuple[bytes, int]:
     if pos + 2 + n > len(buf):
         raise ProtocolError("data beyond packet")
     return buf[pos + 2:pos + 2 + n], pos + 2 + n
+
+
+def _utf8(buf: bytes, pos: int) -> Tuple[str, int]:
+    raw, pos = _bin(buf, pos)
+    try:
+        return raw.decode("utf-8"), pos
+    except UnicodeDecodeError:
+        raise ProtocolError("string is not UTF-8") from None
 
 
 def _packet(ptype: int, flags: int, body: bytes) -> bytes:
@@ -222,7 +218,6 @@ class Broker:
             client_id = f"anon-{next(self._anon)}"
         old = self.sessions.get(client_id)
         if old and old.conn:
-            old.conn.will = None if old.conn.will is None else old.conn.will
             old.conn.writer.close()   # session takeover
             old.conn.session = None
             old.conn = None

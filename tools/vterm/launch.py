@@ -1,6 +1,8 @@
 # The vterm's ROM: what a board's firmware does before boot.py. Runs inside
 # the MicroPython unix port: mounts the littlefs2 flash image at / (as a board
-# mounts its filesystem partition), mounts the device models (package vhw) at /vterm, then
+# mounts its filesystem partition), the ROMFS image of the compiled code at
+# /rom (as a board with a ROMFS partition does: code runs in place, not from
+# the heap), or without a ROMFS the device models (package vhw) at /vterm, then
 # runs boot.py and main.py from flash. When main.py returns (Ctrl-C), the
 # unix port's REPL takes over because the vterm starts us with -i.
 import os
@@ -37,6 +39,7 @@ class _FileFlash:
 def _boot():
     image = os.getenv("ROAMPOS_FLASH")
     vhw = os.getenv("ROAMPOS_VHW")
+    rom = os.getenv("ROAMPOS_ROM")  # "address:size" mapped by roampos.vterm.mp
     ctrl = os.getenv("ROAMPOS_CTRL")
     # Host paths vanish when / becomes the flash: open the reset line now.
     ctrl = open(ctrl, "wb") if ctrl else None
@@ -46,10 +49,19 @@ def _boot():
     bdev = _FileFlash(f, 4096, size // 4096)
     vfs.umount("/")
     vfs.mount(vfs.VfsLfs2(bdev), "/")
+    if rom:
+        import uctypes
+
+        addr, size = rom.split(":")
+        vfs.mount(vfs.VfsRom(uctypes.bytearray_at(int(addr), int(size))), "/rom")
+        del uctypes
     if vhw:
         vfs.mount(vfs.VfsPosix(vhw), "/vterm")
     os.chdir("/")
-    sys.path[:] = ["", ".frozen", "/lib", "/vterm"]  # .frozen: asyncio etc., as on a board
+    # As on a board with a ROMFS (MicroPython >= 1.25): what is written to the
+    # filesystem ("" and /lib: mpremote, mip) overrides the ROM. .frozen:
+    # asyncio etc.; /vterm: the device models when they are not in the ROM.
+    sys.path[:] = ["", ".frozen", "/rom", "/rom/lib", "/lib", "/vterm"]
     import vhw
 
     vhw.CTRL = ctrl

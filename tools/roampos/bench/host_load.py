@@ -42,7 +42,7 @@ def _start_broker(kind: str, tmp: str) -> Tuple[subprocess.Popen, str]:
         conf = os.path.join(tmp, "mosquitto.conf")
         with open(conf, "w") as fh:
             fh.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\n"
-                     "max_queued_messages 100000\n")
+                     "max_queued_messages 100000\nset_tcp_nodelay true\n")
         proc = subprocess.Popen([MOSQUITTO, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     else:
         proc = subprocess.Popen([sys.executable, "-m", "roampos.broker", "--port", str(port)],
@@ -237,7 +237,7 @@ def _table(results: List[dict]) -> str:
 def main(argv: Optional[List[str]] = None) -> List[dict]:
     p = argparse.ArgumentParser(prog="python -m roampos.bench.host_load", description=__doc__)
     p.add_argument("--terminals", type=int, default=20)
-    p.add_argument("--requests", type=int, default=40, help="authorizations per terminal")
+    p.add_argument("--requests", type=int, default=50, help="authorizations per terminal")
     p.add_argument("--broker", choices=("embedded", "mosquitto"), default="embedded")
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     args = p.parse_args(argv)

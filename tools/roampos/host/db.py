@@ -97,7 +97,10 @@ class Database:
                 path = self.url[len("sqlite:///"):] if self.url.startswith("sqlite:///") else self.url
                 conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")  # an acknowledged message survives power loss
+                # FULL: an acknowledged message survives power loss. NORMAL (WAL) survives a crash
+                # of the process but not of the machine; only for benchmarks and tests.
+                sync = os.environ.get("ROAMPOS_SQLITE_SYNC", "FULL").upper()
+                conn.execute(f"PRAGMA synchronous={sync if sync in ('FULL', 'EXTRA', 'NORMAL') else 'FULL'}")
                 conn.execute("PRAGMA busy_timeout=30000")
                 self._conn = conn
                 if path != ":memory:" and self._lockfile is None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from typing import Dict, List, Optional
@@ -30,9 +31,30 @@ def get_terminal(db: Database, terminal_id: str) -> Optional[dict]:
     return dict(zip(TERMINAL_COLUMNS, row)) if row else None
 
 
+# Reference data (regions, fees, cells) changes only when the data files are reloaded, so each
+# process keeps it for a short while; terminals, grants and blocks are always read fresh.
+_REF_TTL = float(os.environ.get("ROAMPOS_REF_TTL", "30"))
+_ref: Dict[tuple, tuple] = {}
+
+
+def _cached(db: Database, key: tuple, load):  # type: ignore[no-untyped-def]
+    k = (db.url,) + key
+    hit = _ref.get(k)
+    now = time.monotonic()
+    if hit and hit[0] > now:
+        return hit[1]
+    value = load()
+    if len(_ref) > 10000:
+        _ref.clear()
+    _ref[k] = (now + _REF_TTL, value)
+    return value
+
+
 def region(db: Database, code: str) -> Optional[dict]:
-    row = db.one(f"SELECT {','.join(_REGION_COLUMNS)} FROM regions WHERE code=?", (code,))
-    return dict(zip(_REGION_COLUMNS, row)) if row else None
+    def load() -> Optional[dict]:
+        row = db.one(f"SELECT {','.join(_REGION_COLUMNS)} FROM regions WHERE code=?", (code,))
+        return dict(zip(_REGION_COLUMNS, row)) if row else None
+    return _cached(db, ("region", code), load)
 
 
 def local_date(reg: dict, now: float) -> str:
@@ -138,17 +160,19 @@ def grant_check(db: Database, terminal: dict, code: str, now: float) -> Optional
 
 
 def region_of_cell(db: Database, mcc: int, mnc: int, lac: int) -> Optional[str]:
-    for reg, cmnc in db.all("SELECT region, mnc FROM cells WHERE mcc=? AND lac_from<=? AND lac_to>=?",
-                            (mcc, lac, lac)):
-        if cmnc == "*" or int(cmnc) == mnc:
+    rows = _cached(db, ("cells", mcc), lambda: db.all(
+        "SELECT region, mnc, lac_from, lac_to FROM cells WHERE mcc=? ORDER BY lac_from", (mcc,)))
+    for reg, cmnc, lo, hi in rows:
+        if lo <= lac <= hi and (cmnc == "*" or int(cmnc) == mnc):
             return reg
     return None
 
 
 def fee_for(db: Database, code: str, method: str, amount: int) -> int:
     """Fee = min(cap, round_half_up(amount * bps / 10000)); cap 0 means uncapped. Integers only."""
-    row = db.one("SELECT bps, cap FROM fees WHERE region=? AND method=?", (code, method)) or \
-        db.one("SELECT bps, cap FROM fees WHERE region='*' AND method=?", (method,))
+    row = _cached(db, ("fee", code, method), lambda: db.one(
+        "SELECT bps, cap FROM fees WHERE region=? AND method=?", (code, method)) or db.one(
+        "SELECT bps, cap FROM fees WHERE region='*' AND method=?", (method,)))
     if row is None:
         return 0
     bps, cap = int(row[0]), int(row[1])

@@ -10,7 +10,7 @@ __all__ = ["VTermProcess"]
 
 
 class VTermProcess:
-    def __init__(self, flash: str, heap: str = "128K", fresh: bool = True,
+    def __init__(self, flash: str, heap: str = "64K", fresh: bool = True,
                  params: Optional[str] = None, log: Optional[str] = None,
                  extra: Optional[List[str]] = None):
         cmd = [sys.executable, "-m", "roampos.cli", "vterm", "--flash", flash, "--heap", heap]

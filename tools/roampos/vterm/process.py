@@ -19,10 +19,10 @@ import sys
 import tempfile
 import time
 import tty
-from typing import Optional
+from typing import List, Optional
 
 from roampos import ROOT
-from roampos.image import build, compile_py
+from roampos.image import CODE_DIRS, build, build_romfs, compile_py
 
 __all__ = ["VirtualTerminal", "add_arguments", "run", "parse_size"]
 
@@ -75,14 +75,54 @@ def compiled_vhw(cache: str = os.path.join(ROOT, "build", "vterm-vhw")) -> str:
     return cache
 
 
+def romfs_path(flash: str) -> str:
+    """The vterm's second flash region, next to its littlefs image."""
+    return flash + ".romfs"
+
+
+def _newest(top: str) -> float:
+    t = 0.0
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for fn in filenames:
+            if fn.endswith(".py"):
+                t = max(t, os.path.getmtime(os.path.join(dirpath, fn)))
+    return t
+
+
+def ensure_romfs(flash: str, fresh: bool = False) -> str:
+    """(Re)build the ROMFS image of the code (firmware/, drivers/, lib/ and the
+    device models, compiled) when asked, when missing, or when the tree's code
+    is newer than it, so code edits take effect at the next vterm start."""
+    rom = romfs_path(flash)
+    vhw = compiled_vhw()
+    if not fresh and os.path.exists(rom):
+        built = os.path.getmtime(rom)
+        tops = [os.path.join(ROOT, d) for d in CODE_DIRS] + [os.path.join(VHW, "vhw")]
+        if max(_newest(t) for t in tops) <= built:
+            return rom
+    build_romfs(rom, "vterm", extra=vhw)
+    return rom
+
+
+def micropython_command(rom: Optional[str], heap: str) -> List[str]:
+    """The unix port, in our wrapper that maps the ROMFS outside the heap."""
+    cmd = [sys.executable, "-m", "roampos.vterm.mp"]
+    if rom:
+        cmd += ["--rom", rom]
+    return cmd + ["-X", "heapsize=" + heap]
+
+
 def micropython_binary() -> str:
     here = os.path.join(os.path.dirname(sys.executable), "micropython")
     return here if os.path.exists(here) else (shutil.which("micropython") or "micropython")
 
 
 class VirtualTerminal:
-    def __init__(self, flash: str, heap: str = "128K", log: Optional[str] = None):
+    def __init__(self, flash: str, heap: str = "64K", log: Optional[str] = None,
+                 rom: Optional[str] = None):
         self.flash = flash
+        self.rom = rom  # the ROMFS image, or None: code from the littlefs only
         self.heap = heap
         self.con_master, self.con_slave = os.openpty()
         tty.setraw(self.con_slave)  # no echo, no CR/LF mangling, Ctrl-C is a byte
@@ -105,18 +145,21 @@ class VirtualTerminal:
         self.stopping = False
         self.log = open(log, "ab") if log else None
         self.boots = 0
-        self.vhw = compiled_vhw()
+        self.vhw = None if rom else compiled_vhw()  # the ROMFS holds the models
 
     # -- child process ---------------------------------------------------
     def start_child(self, no_main: bool = False) -> None:
         master, slave = os.openpty()
         tty.setraw(slave)
         env = dict(os.environ, ROAMPOS_FLASH=os.path.abspath(self.flash),
-                   ROAMPOS_VHW=self.vhw, ROAMPOS_CTRL=self.ctrl_path)
-        env.pop("ROAMPOS_NO_MAIN", None)
+                   ROAMPOS_CTRL=self.ctrl_path)
+        for k in ("ROAMPOS_NO_MAIN", "ROAMPOS_VHW", "ROAMPOS_ROM"):
+            env.pop(k, None)
+        if self.vhw:
+            env["ROAMPOS_VHW"] = self.vhw
         if no_main:
             env["ROAMPOS_NO_MAIN"] = "1"
-        cmd = [micropython_binary(), "-X", "heapsize=" + self.heap, "-i", LAUNCH]
+        cmd = micropython_command(self.rom, self.heap) + ["-i", LAUNCH]
         self.child = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave,
                                       cwd=self.tmp, env=env, start_new_session=True)
         os.close(slave)
@@ -277,13 +320,16 @@ class VirtualTerminal:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flash", default=os.path.join(ROOT, "build", "vterm-flash.img"),
                    help="littlefs2 flash image (built from the tree when missing)")
-    p.add_argument("--heap", default="128K", type=heap_arg, help="MicroPython heap, e.g. 64K")
-    p.add_argument("--fresh", action="store_true", help="rebuild the flash image first")
+    p.add_argument("--heap", default="64K", type=heap_arg, help="MicroPython heap, e.g. 64K")
+    p.add_argument("--fresh", action="store_true", help="rebuild the flash images first")
+    p.add_argument("--no-romfs", action="store_true",
+                   help="no ROMFS: the code goes into the littlefs image and runs from the heap")
     p.add_argument("--params", help="with a new image: parameter set to bake in")
     p.add_argument("--log", help="append all console output to this file")
 
 
 def run(args: argparse.Namespace) -> int:
+    rom = None if args.no_romfs else ensure_romfs(args.flash, args.fresh)
     if args.fresh or not os.path.exists(args.flash):
-        build(args.flash, "vterm", params=args.params)
-    return VirtualTerminal(args.flash, args.heap, args.log).serve()
+        build(args.flash, "vterm", params=args.params, code=rom is None)
+    return VirtualTerminal(args.flash, args.heap, args.log, rom).serve()
