@@ -45,3 +45,22 @@ def test_run_gives_a_prompt_that_reaches_the_console(tmp_path):
     assert lines[0].startswith("console: ")
     assert any(l.startswith("OK {") and '"board": "vterm"' in l for l in lines), r.stdout
     assert any(l.startswith("ERR unknown") for l in lines), r.stdout
+
+
+def test_run_starts_the_host_with_the_terminal_registered(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path / "host.db"
+    r = subprocess.run(CLI + ["run", "--flash", str(tmp_path / "f.img"), "--db", str(db),
+                              "--broker-port", str(port)],
+                       input="status\nquit\n", capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "registered terminal SH000001" in r.stdout, r.stdout
+    assert '"region": "310000"' in r.stdout and '"mode": "ready"' in r.stdout, r.stdout
+    log = (tmp_path / "host.log").read_text()
+    assert "127.0.0.1:%d" % port in log, log
+    listed = subprocess.run(CLI + ["terminal", "--db", "sqlite:///%s" % db, "list"],
+                            capture_output=True, text=True, timeout=60)
+    assert "SH000001" in listed.stdout and "440300" in listed.stdout, listed.stdout

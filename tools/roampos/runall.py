@@ -29,12 +29,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="parameter set baked into a new image")
     p.add_argument("--no-host", action="store_true", help="the terminal alone")
     p.add_argument("--db", default=os.path.join(ROOT, "build", "roampos-host.db"))
+    p.add_argument("--broker-port", type=int, default=18830, help="the embedded broker's port")
 
 
-def start_host(db: str) -> "subprocess.Popen[str]":
-    os.makedirs(os.path.dirname(db), exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "roampos.cli", "host", "--db", "sqlite:///" + db],
-                            stdout=sys.stderr, stderr=sys.stderr, text=True)
+def register_terminal(db_url: str, params_path: str) -> None:
+    """Register the parameter set's terminal and its region grants with the
+    host, as the acquirer does before it ships a terminal."""
+    import json
+    with open(params_path) as f:
+        p = json.load(f)
+    m = p["merchant"]
+    cli = [sys.executable, "-m", "roampos.cli", "terminal", "--db", db_url]
+    out = subprocess.run(cli + ["list"], capture_output=True, text=True)
+    if m["terminal_id"] in out.stdout:
+        return
+    subprocess.run(cli + ["add", m["terminal_id"], "--serial", m["serial"],
+                          "--merchant", m["id"], "--merchant-name", m.get("name", ""),
+                          "--acquirer", m["acquirer"], "--account", "demo-settlement-account",
+                          "--home-region", m["home_region"]], check=True, capture_output=True)
+    for g in p.get("authorized", []):
+        subprocess.run(cli + ["grant-region", m["terminal_id"], g["region"],
+                              "--from", g["from"], "--to", g["to"]], check=True, capture_output=True)
+    print("run: registered terminal %s (merchant %s) with the host" % (m["terminal_id"], m["id"]))
+
+
+def start_host(db: str, port: int, log: str) -> "subprocess.Popen[str]":
+    # The host's log goes to a file so that it does not run over the prompt.
+    os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
+    out = open(log, "a")
+    return subprocess.Popen([sys.executable, "-m", "roampos.cli", "host", "--db", "sqlite:///" + db,
+                             "--port", str(port)], stdout=out, stderr=out, text=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_host:
         try:
             import roampos.host.service  # noqa: F401  (present once the host is built)
-            host = start_host(args.db)
+            if os.path.exists(args.params):
+                register_terminal("sqlite:///" + args.db, args.params)
+            log = os.path.splitext(args.db)[0] + ".log"
+            host = start_host(args.db, args.broker_port, log)
+            print("host: embedded MQTT broker on 127.0.0.1:%d, ledger %s, log %s"
+                  % (args.broker_port, args.db, log))
         except ImportError:
             print("run: no acquirer host in this tree; the terminal runs alone", file=sys.stderr)
     fresh = args.fresh or not os.path.exists(args.flash)
