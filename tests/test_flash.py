@@ -30,8 +30,14 @@ def idle(dut):
 
 def test_fs_ls_shows_the_board_files(idle):
     out = mpremote(idle, "fs", "ls", ":")
-    for name in ("boot.py", "main.py", "firmware/", "data/"):
+    for name in ("boot.py", "main.py", "data/", "rom/"):
         assert name in out, out
+    # The code runs in place from the ROMFS mounted at /rom, as on a board
+    # with a ROMFS partition; the littlefs keeps boot.py, main.py and data.
+    out = mpremote(idle, "fs", "ls", ":/rom")
+    for name in ("firmware/", "drivers/", "lib/"):
+        assert name in out, out
+    assert "console.mpy" in mpremote(idle, "fs", "ls", ":/rom/firmware")
 
 
 def test_exec_and_run(idle, tmp_path):

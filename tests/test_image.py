@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from roampos.image import BOARDS, open_image
+from roampos.image import BOARDS, ROMFS, open_image
 from roampos.vterm.process import micropython_binary
 
 MOUNT = r"""
@@ -48,3 +48,22 @@ def test_image_refuses_unknown_board(tmp_path):
                         str(tmp_path / "x.img")], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice" in r.stderr
     assert not os.path.exists(tmp_path / "x.img")
+
+
+def test_romfs_image_holds_the_code_and_littlefs_the_rest(tmp_path):
+    out, rom = tmp_path / "esp32s3.img", tmp_path / "esp32s3.romfs"
+    r = subprocess.run([sys.executable, "-m", "roampos.cli", "image", "--board", "esp32s3", "-o", str(out),
+                        "--romfs", str(rom)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    offset, size = ROMFS["esp32s3"]
+    assert "0x%X" % offset in r.stdout, r.stdout
+    assert 0 < rom.stat().st_size <= size
+    names = open_image(str(out), "esp32s3").listdir("/")
+    assert "firmware" not in names and "boot.py" in names, names
+    # MicroPython's own VfsRom mounts it and lists the compiled code.
+    script = tmp_path / "rom.py"
+    script.write_text("import vfs, os, sys\n"
+                      "vfs.mount(vfs.VfsRom(open(sys.argv[1], 'rb').read()), '/rom')\n"
+                      "print(sorted(os.listdir('/rom')), 'console.mpy' in os.listdir('/rom/firmware'))\n")
+    m = subprocess.run([micropython_binary(), str(script), str(rom)], capture_output=True, text=True, timeout=30)
+    assert m.stdout.strip() == "['drivers', 'firmware', 'lib'] True", m.stdout + m.stderr

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.simulation
 
 def test_screen_png_matches_panel(tmp_path):
     # A vterm of its own: `roampos screen` must be the only reader of the port.
-    vt = VTermProcess(str(tmp_path / "flash.img"))
+    vt = VTermProcess(str(tmp_path / "flash.img"), heap="96K")
     try:
         out = tmp_path / "screen.png"
         cmd = [sys.executable, "-m", "roampos.cli", "screen", "--port", vt.console,

@@ -2,7 +2,8 @@
 # a time, and prints the heap in use (after gc.collect) and the change per
 # step, so the top consumers at boot show. Run by `python -m
 # roampos.vterm.heapprobe`, never on a board (it reads the launcher's source
-# from the host before the flash replaces /).
+# from the host before the flash replaces /). PROBE_QSTR=1 in the
+# environment also prints the qstr pools after each step.
 import gc
 import os
 import sys
@@ -38,18 +39,6 @@ from firmware import console  # noqa: E402
 m("firmware.console + commands table")
 from firmware import boards  # noqa: E402
 
-import vhw.oled
-m("vhw.oled")
-import vhw.keys
-m("vhw.keys")
-import vhw.nfc
-m("vhw.nfc")
-import drivers.ssd1306
-m("drivers.ssd1306")
-import drivers.keypad
-m("drivers.keypad")
-import drivers.mfrc522
-m("drivers.mfrc522")
 _b = boards.get()
 m("Board(): drivers + device models + instances")
 _con = console.Console(_b)
@@ -72,7 +61,7 @@ async def _steps():
 
 asyncio.run(_steps())
 try:
-    _models = _b.heap_models()
+    _models = _b.heap_models
 except AttributeError:
     _models = None
 print("%-52s %7s %7s" % ("step", "in use", "change"))
