@@ -8,9 +8,9 @@ import time
 from micropython import const
 
 LEGENDS = "123A456B789C*0#D"  # row-major, key index = row * 4 + col
-# Function keys (the application maps them; documented here once):
+# Function keys (the application maps them; documented here once, not as a
+# dict that would sit in the heap for nothing):
 #   A = CANCEL, B = CLEAR (backspace), C = ENTER, D = MENU, # = ENTER too.
-FUNCTIONS = {"A": "cancel", "B": "clear", "C": "enter", "D": "menu", "#": "enter"}
 
 _NKEYS = const(16)
 

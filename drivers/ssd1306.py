@@ -31,24 +31,24 @@ PAGES = const(8)
 # Power-on sequence of the datasheet's software initialization flow chart
 # (Appendix "Application Example"), with horizontal addressing so that one
 # data stream fills the whole GDDRAM, and the internal charge pump on.
-INIT = bytes((
-    _DISP_OFF,
-    _CLK_DIV, 0x80,
-    _MUX_RATIO, HEIGHT - 1,
-    _DISP_OFFSET, 0x00,
-    _START_LINE | 0,
-    _CHARGE_PUMP, 0x14,
-    _MEM_ADDR, 0x00,
-    _SEG_REMAP,
-    _COM_DIR,
-    _COM_PINS, 0x12,
-    _SET_CONTRAST, 0xCF,
-    _PRECHARGE, 0xF1,
-    _VCOM_DESEL, 0x40,
-    _ENTIRE_ON,
-    _NORM_INV,
-    _DISP_ON,
-))
+INIT = (  # one bytes constant (a tuple would stay in the heap too)
+    b"\xae"                 # _DISP_OFF
+    b"\xd5\x80"             # _CLK_DIV: reset value
+    b"\xa8\x3f"             # _MUX_RATIO: HEIGHT - 1
+    b"\xd3\x00"             # _DISP_OFFSET
+    b"\x40"                 # _START_LINE 0
+    b"\x8d\x14"             # _CHARGE_PUMP: enable
+    b"\x20\x00"             # _MEM_ADDR: horizontal
+    b"\xa1"                 # _SEG_REMAP
+    b"\xc8"                 # _COM_DIR
+    b"\xda\x12"             # _COM_PINS: alternative, 64 rows
+    b"\x81\xcf"             # _SET_CONTRAST
+    b"\xd9\xf1"             # _PRECHARGE
+    b"\xdb\x40"             # _VCOM_DESEL
+    b"\xa4"                 # _ENTIRE_ON: follow RAM
+    b"\xa6"                 # _NORM_INV: normal
+    b"\xaf"                 # _DISP_ON
+)
 
 
 class SSD1306(framebuf.FrameBuffer):

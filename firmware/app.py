@@ -4,7 +4,7 @@ import asyncio
 import gc
 
 from firmware import boards
-from firmware.console import Console
+from firmware.console import Console, drop_transient
 from firmware.version import VERSION
 
 
@@ -13,17 +13,18 @@ async def _run(con):
     from firmware import params
 
     params.load()  # before "ready": never raises, sets state.mode for screen and status
+    del params  # dropped below with what idle does not use: keep no reference
     from firmware import peripherals
 
     peripherals.start(con.board)  # screen, keypad, card polling, scanner
+    drop_transient()  # what boot imported and idle does not use (params, version)
     gc.collect()
     ev = {"ready": True, "version": VERSION, "board": con.board.name, "heap_used": gc.mem_alloc()}
     models = getattr(con.board, "heap_models", None)
     if models is not None:  # vterm: the device models' share of heap_used
         ev["heap_models"] = models
     con.write("EVT", ev)
-    await con.stopped.wait()
-    task.cancel()
+    await task  # the console returns on Ctrl-C
 
 
 def main():

@@ -2,7 +2,6 @@
 import asyncio
 import gc
 import os
-import sys
 import time
 
 from firmware import boards, commands, state
@@ -12,9 +11,6 @@ from firmware.version import VERSION
 # list lives in firmware.state: the console drops this module after each
 # command (see console._TRANSIENT), the list must outlive it.
 STATUS = state.status_hooks
-# Modules whose status() joins `status` once they are loaded: registering a
-# hook at boot would import this module at boot.
-_STATUS_MODULES = ("firmware.params",)
 
 
 def cmd_help(args):
@@ -36,10 +32,9 @@ def cmd_status(args):
     models = getattr(boards.get(), "heap_models", None)
     if models is not None:  # vterm: the device models' share of heap_used
         s["heap_models"] = models
-    for name in _STATUS_MODULES:
-        mod = sys.modules.get(name)
-        if mod is not None:
-            s.update(mod.status())
+    from firmware import params  # not kept at idle; dropped again after the command
+
+    s.update(params.status())
     for fn in STATUS:
         s.update(fn())
     return s

@@ -5,12 +5,10 @@
 # Bytes are assembled into a fixed buffer; a line that is too long, holds a
 # control byte or is not UTF-8 gets an ERR and the console keeps serving.
 # Ctrl-C (0x03) stops the application and leaves the REPL (mpremote needs it).
-import asyncio
 import json
 import select
+from asyncio import core
 from micropython import const
-
-from firmware import commands
 
 MAX_LINE = const(1024)
 _DRAIN = const(256)  # bytes taken per wake-up before yielding to other tasks
@@ -20,12 +18,13 @@ _CTRL_C = const(3)
 _TOOLONG = const(-1)
 
 _active = None
-# Command modules without state of their own: dropped after each command so
-# that idle keeps only what it needs (they import again from flash, quickly
-# from a ROMFS). Modules that hold state (cmd_param's import in progress,
-# link) stay once loaded.
+# Modules without state of their own that idle does not need: dropped after
+# each command, and once after boot (app), so that idle keeps only what it
+# needs (they import again from flash, quickly from a ROMFS). Modules that
+# hold state (cmd_param's import in progress, link) stay once loaded.
 _TRANSIENT = ("firmware.cmd_system", "firmware.cmd_screen", "firmware.cmd_sim",
-              "firmware.screen_text")
+              "firmware.screen_text", "firmware.params", "firmware.commands",
+              "firmware.version")
 
 
 class CommandError(Exception):
@@ -67,7 +66,7 @@ class Console:
         self._poll = select.poll()
         self._poll.register(board.stdin, select.POLLIN)
         self._handlers = {}  # name -> function, filled on first use
-        self.stopped = asyncio.Event()
+        self.stopped = False  # Ctrl-C seen: run() returns
         _active = self
 
     def write(self, kind, obj):
@@ -86,30 +85,31 @@ class Console:
         out.write(b"\r\n")
 
     async def run(self):
+        # Returns when Ctrl-C arrives (app.main awaits this task).
         stdin = self.board.stdin
-        reader = asyncio.StreamReader(stdin)
         one = self._one
         poll = self._poll.poll
-        while not self.stopped.is_set():
-            await reader.readinto(one)
+        while not self.stopped:
+            await _readable(stdin)
+            stdin.readinto(one)
             budget = _DRAIN
             while True:
                 line = self._feed(one[0])
                 if line is not None:
                     await self._dispatch(line)
-                if self.stopped.is_set():
+                if self.stopped:
                     return
                 budget -= 1
                 if budget == 0 or not poll(0):
                     break
                 stdin.readinto(one)
-            await asyncio.sleep_ms(0)
+            await core.sleep_ms(0)
 
     def _feed(self, c):
         # Returns a complete line (a memoryview of the shared buffer), an int
         # for a bad line (_TOOLONG or the control byte), or None meanwhile.
         if c == _CTRL_C and self.board.ctrl_c_is_byte:
-            self.stopped.set()
+            self.stopped = True
             return None
         if c == _CR or c == _LF:
             n, over, ctrl = self._n, self._overflow, self._ctrl
@@ -156,11 +156,13 @@ class Console:
             self.error("nomem", "out of memory running %s" % name)
         except Exception as e:  # a bug must not take the console down
             self.error("internal", "%s: %s" % (type(e).__name__, e))
-        _drop_transient(self._handlers)
+        drop_transient(self._handlers)
 
     def _lookup(self, name):
         fn = self._handlers.get(name)
         if fn is None:
+            from firmware import commands
+
             entry = commands.lookup(name)
             if entry is None:
                 raise CommandError("unknown", "no command %s; try help" % _shown(name))
@@ -170,7 +172,15 @@ class Console:
         return fn
 
 
-def _drop_transient(handlers):
+async def _readable(stream):
+    # Wait until the stream has input, as asyncio.StreamReader.readinto does
+    # (asyncio/stream.py) before it reads: without the stream module and its
+    # classes, ~2 KB of heap the console would keep for this one wait.
+    yield core._io_queue.queue_read(stream)
+
+
+def drop_transient(handlers=None):
+    # handlers: a console's cache of command functions, cleared of theirs.
     import sys
     mods = sys.modules
     pkg = mods.get("firmware")
@@ -180,8 +190,9 @@ def _drop_transient(handlers):
             short = name[9:]
             if hasattr(pkg, short):
                 delattr(pkg, short)
-            for k in [k for k, fn in handlers.items() if fn.__globals__.get("__name__") == name]:
-                del handlers[k]
+            if handlers:
+                for k in [k for k, fn in handlers.items() if fn.__globals__.get("__name__") == name]:
+                    del handlers[k]
 
 
 def _shown(text):

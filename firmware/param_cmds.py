@@ -88,7 +88,7 @@ def p_get(args):
     _ready()
     path = words(args, 1)[0]
     if path == "version":
-        return {"path": path, "value": params.version}
+        return {"path": path, "value": state.params_version}
     if path == "profiles":
         return {"path": path, "value": sorted(n[1:] for n in _store().names() if n[0] == "r")}
     rec, keys = _locate(path)
@@ -148,7 +148,7 @@ def p_set(args):
 
 def p_export(args):
     _ready()
-    out = {"version": params.version, "profiles": {}}
+    out = {"version": state.params_version, "profiles": {}}
     for top, rec in _TOP.items():
         out[top] = redact(rec, _core().record(rec))
     for n in _store().names():

@@ -32,7 +32,7 @@ def load():
         _set_mode(DAMAGED, "out of memory loading parameters")
     except Exception as e:  # flash errors: report, keep the console alive
         _set_mode(DAMAGED, "%s: %s" % (type(e).__name__, e))
-    params.refresh_ui()
+    refresh_ui()
 
 
 def _load():
@@ -84,7 +84,7 @@ def apply():
     from firmware import params_store as store
 
     active = store.get("active")["region"]
-    params.version = store.manifest()["pv"]
+    state.params_version = store.manifest()["pv"]
     state.region = active
     state.region_name = store.get("r" + active)["name"]
     state.mode = READY
@@ -105,7 +105,7 @@ def record(name):
             raise
         alert("%s; falling back" % e)
         _load()
-        params.refresh_ui()
+        refresh_ui()
         return store.get(name)
 
 
@@ -119,7 +119,7 @@ def commit(changes, pv=None):
         from firmware import params_region
 
         params_region.locate()
-    params.refresh_ui()
+    refresh_ui()
 
 
 
@@ -134,3 +134,35 @@ def today(offset_min, now=None):
 def clock_ok():
     # A board without a set RTC starts in 2000: no grant can be judged then.
     return time.gmtime(int(time.time()))[0] >= 2024
+
+
+def profile(code=None):
+    # The active (or given) region's profile, or None when not provisioned.
+    if state.mode != READY:
+        return None
+    p = record("r" + (code or state.region))
+    params.unload()  # callers are tasks between commands (link manager)
+    return p
+
+
+def location_changed():
+    # Map state.location to a region and warn when it is outside the grants.
+    # For the link code, between commands (it unloads the helpers again).
+    try:
+        from firmware import params_region
+
+        params_region.locate()
+    except Exception as e:  # called from the link code: never raise into it
+        state.location_warning = "location check failed: %s" % e
+    params.unload()
+    refresh_ui()
+
+
+def refresh_ui():
+    try:
+        from firmware import ui
+    except ImportError:  # the UI subsystem may be absent (headless build)
+        return
+    fn = getattr(ui, "refresh", None)
+    if fn is not None:
+        fn()

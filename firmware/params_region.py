@@ -103,8 +103,8 @@ def locate():
         region = where(loc)
         if region is not None and region not in authorized_today():
             warn = "location %s not authorized" % region
-    changed = warn != state.location_warning or region != params.location_region
+    changed = warn != state.location_warning or region != state.location_region
     state.location_warning = warn
-    params.location_region = region
+    state.location_region = region
     if changed:
         console.event({"location": loc, "location_region": region, "warning": warn})

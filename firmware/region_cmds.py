@@ -45,8 +45,10 @@ def cmd_region(args):
                 if loc is not None and not isinstance(loc, dict):
                     raise CommandError("invalid", 'location must be {"mcc","mnc","lac","ci"} or {"bssid"}')
                 state.location = loc
-                params.location_changed()
-            return {"location": state.location, "location_region": params.location_region,
+                from firmware import params_core
+
+                params_core.location_changed()
+            return {"location": state.location, "location_region": state.location_region,
                     "warning": state.location_warning}
         raise CommandError("usage", "region list|use <code>|locate")
     finally:

@@ -61,7 +61,8 @@ def card_read(card):
     a, amount = amount, None
     _stop_timer()
     console.event({"sale": {"amount": a, "card": card, "state": "card read"}})
-    ui.message("CARD READ", (ui.draw.money(a), card["pan"][-8:]))
+    from firmware.ui_draw import money
+    ui.message("CARD READ", (money(a), card["pan"][-8:]))
     return True
 
 
@@ -81,5 +82,6 @@ def code_read(code):
     a, amount = amount, None
     _stop_timer()
     console.event({"sale": {"amount": a, "paycode": code, "state": "code read"}})
-    ui.message("CODE READ", (ui.draw.money(a), code.get("scheme", "")))
+    from firmware.ui_draw import money
+    ui.message("CODE READ", (money(a), code.get("scheme", "")))
     return True

@@ -8,5 +8,7 @@ operator = None       # params: logged-in operator id, or None
 role = None           # params: "cashier" | "supervisor" | "admin" | None
 location = None       # link/modem: {"mcc":..,"mnc":..,"lac":..,"ci":..} or {"bssid":..}
 location_warning = None  # params: text shown when the location is outside the grants
+location_region = None  # params: region code that `location` maps to, or None
+params_version = 0    # params: the acquirer's parameter set version (status, sign-on)
 link = "offline"      # link manager: "offline" | "wifi" | "cell"
 status_hooks = []      # any subsystem: callables returning dicts merged into `status`

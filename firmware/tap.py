@@ -1,51 +1,40 @@
-# Card polling: looks for a card in the field a few times a second; a card
-# is read (firmware.emv, imported on the first tap) and either attached to
+# A card read: imported when the idle poll (firmware.peripherals) finds a
+# card in the field, and dropped again with the reader's full driver after
+# the read (unload()). The card is read (firmware.emv) and either attached to
 # the sale waiting for it or reported as an event at idle.
-import asyncio
 import gc
 import time
 
 from drivers.nfcerr import NfcError
 from firmware import console, state, ui
 
-POLL_MS = 150
-last = {}                  # figures of the last read: ms, heap (for bench)
+_EMV = (("firmware", "emv"), ("drivers", "iso14443"), ("drivers", "iso14443a"))
+# With the reader's full driver and its errors, and this module: back to idle.
+_CARD = _EMV + (("drivers", "mfrc522"), ("drivers", "nfcerr"), ("firmware", "tap"))
 
 
-async def run(board):
-    rd = board.reader
-    try:
-        rd.init()
-    except Exception as e:  # no reader wired: the rest of the terminal works
-        console.event({"reader": "absent", "error": str(e)})
-        return
-    while True:
-        await asyncio.sleep_ms(POLL_MS)
-        try:
-            atqa = rd.request()
-        except NfcError:
-            continue
-        if atqa is not None:
-            read_once(rd, atqa)
-
-
-def _unload():
+def _unload(names=_EMV):
     # The EMV and ISO 14443-4 code (~10 KB) leaves the heap after each read;
     # importing it again at the next tap costs a few milliseconds.
     import sys
-    import drivers
-    import firmware
-    for pkg, name in ((firmware, "emv"), (drivers, "iso14443"), (drivers, "iso14443a")):
-        sys.modules.pop(pkg.__name__ + "." + name, None)
-        try:
+    for pkg_name, name in names:
+        pkg = sys.modules.get(pkg_name)
+        sys.modules.pop(pkg_name + "." + name, None)
+        if hasattr(pkg, name):
             delattr(pkg, name)
-        except AttributeError:
-            pass
     gc.collect()
 
 
+def unload():
+    # After the last read with a driver from reader.driver(): a driver (and
+    # its error classes) must not outlive the modules that define them, or a
+    # fresh import would catch other classes than the driver raises.
+    _unload(_CARD)
+
+
 def read_once(rd, atqa=None):
-    # Activate and read the card in the field; report it. Returns the event.
+    # Activate and read the card in the field with the full driver `rd`
+    # (reader.driver()); report it. Returns the event.
     from firmware import emv, sale
     t0 = time.ticks_ms()
     try:
@@ -59,10 +48,7 @@ def read_once(rd, atqa=None):
         del card
     except emv.CardError as e:
         ev = {"error": e.code, "message": e.message}
-    ms = time.ticks_diff(time.ticks_ms(), t0)
-    last["ms"] = ms
-    last["heap"] = gc.mem_alloc()
-    ev["ms"] = ms
+    ev["ms"] = time.ticks_diff(time.ticks_ms(), t0)
     _unload()
     if "error" in ev:
         if not sale.card_error(ev["error"], ev["message"]):

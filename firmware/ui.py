@@ -3,10 +3,12 @@
 # firmware.state (mode, region, location warning, link) to redraw idle.
 # Keys (drivers/keypad.py): digits enter the amount; A = CANCEL,
 # B = CLEAR (backspace), C or # = ENTER, D = MENU; * is not used.
+# The drawing code (ui_draw, stateless) is imported per screen and dropped
+# once idle is drawn: the terminal idles without it (~1 KB of heap).
 import asyncio
+import sys
 
 from firmware import state
-from firmware import ui_draw as draw
 
 _MAX_DIGITS = 9            # 9,999,999.99 at most
 
@@ -15,7 +17,6 @@ screen = "idle"            # what is shown: idle, amount, tap, message, menu
 digits = ""                # amount being typed, minor units as a string
 _back = None               # task that returns to idle after a message
 
-LINK = {"wifi": "WIFI", "cell": "4G", "offline": "--"}
 
 
 def start(board):
@@ -48,6 +49,24 @@ def refresh():
         show_idle()
 
 
+def link_label(link):
+    # state.link as the idle screen's corner shows it.
+    return "WIFI" if link == "wifi" else "4G" if link == "cell" else "--"
+
+
+def _draw():
+    from firmware import ui_draw
+    return ui_draw
+
+
+def _drop_draw():
+    # Idle is drawn: modules that imported ui_draw keep their copy, we do not.
+    sys.modules.pop("firmware.ui_draw", None)
+    pkg = sys.modules.get("firmware")
+    if hasattr(pkg, "ui_draw"):
+        delattr(pkg, "ui_draw")
+
+
 def show_idle():
     global screen, digits
     screen, digits = "idle", ""
@@ -55,9 +74,10 @@ def show_idle():
     fb = _fb
     if fb is None:
         return
+    draw = _draw()
     fb.fill(0)
     draw.row(fb, 0, "RoamPOS")
-    link = LINK.get(state.link, "--")
+    link = link_label(state.link)
     fb.text(link, 128 - 8 * len(link), 0, 1)
     draw.row(fb, 1, state.region_name or (state.region or ""))
     if state.mode != "ready":
@@ -66,6 +86,7 @@ def show_idle():
         draw.row(fb, 4, state.location_warning, inverted=True, center=True)
     draw.row(fb, 7, "ENTER AMOUNT", center=True)
     _show()
+    _drop_draw()
 
 
 def _amount_screen():
@@ -74,6 +95,7 @@ def _amount_screen():
     fb = _fb
     if fb is None:
         return
+    draw = _draw()
     fb.fill(0)
     draw.row(fb, 0, "SALE")
     draw.big(fb, 3, draw.money(int(digits or "0")))
@@ -84,6 +106,7 @@ def _amount_screen():
 def _amount_update():
     # Partial refresh: only the two pages of the amount line.
     if _fb is not None:
+        draw = _draw()
         draw.big(_fb, 3, draw.money(int(digits or "0")))
         _show(3, 4)
 
@@ -95,6 +118,7 @@ def show_tap(amount):
     fb = _fb
     if fb is None:
         return
+    draw = _draw()
     fb.fill(0)
     draw.row(fb, 0, "SALE")
     draw.big(fb, 2, draw.money(amount))
@@ -110,6 +134,7 @@ def message(title, lines=(), back_ms=3000, inverted=False):
     _cancel_back()
     fb = _fb
     if fb is not None:
+        draw = _draw()
         fb.fill(0)
         draw.row(fb, 0, title, inverted=inverted, center=True)
         for i, ln in enumerate(lines[:6]):

@@ -51,4 +51,4 @@ def _enter():
         ui.message("SIGNAL", ("%s dBm" % s.get("signal_dbm", "--"),))
     else:
         loc = state.location or {}
-        ui.message("LINK", (ui.LINK.get(state.link, "--"),) + tuple("%s %s" % kv for kv in sorted(loc.items()))[:4])
+        ui.message("LINK", (ui.link_label(state.link),) + tuple("%s %s" % kv for kv in sorted(loc.items()))[:4])

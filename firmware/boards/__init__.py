@@ -7,6 +7,8 @@
 #                         a KeyboardInterrupt (the vterm's raw pty)
 #   reset()               hard reset of the board
 #   display, keypad, reader, modem, wlan, scanner   drivers, or None if absent
+#                         (reader: the MFRC522's idle part, init() and poll();
+#                         reader.driver() gives the full driver for one read)
 #   sim                   (vterm only) simulated-input hooks for `sim ...`
 import sys
 import time
@@ -16,13 +18,21 @@ BOOT_MS = time.ticks_ms()  # boot.py imports us first: the uptime origin
 _module = None
 _board = None
 
-# sys.platform -> board module. One port, one board module.
-_BY_PLATFORM = {"linux": "vterm", "darwin": "vterm", "esp32": "esp32s3", "rp2": "rp2"}
+
+def _for_platform(p):
+    # sys.platform -> board module. One port, one board module.
+    if p == "linux" or p == "darwin":
+        return "vterm"
+    if p == "esp32":
+        return "esp32s3"
+    if p == "rp2":
+        return "rp2"
+    return None
 
 
 def select(name=None):
     global _module
-    name = name or _BY_PLATFORM.get(sys.platform)
+    name = name or _for_platform(sys.platform)
     if name is None:
         raise OSError("no board module for platform %s" % sys.platform)
     _module = __import__("firmware.boards." + name, None, None, ("Board",))

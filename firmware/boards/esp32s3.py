@@ -19,7 +19,7 @@ class Board:
     def __init__(self):
         from drivers.ssd1306 import SSD1306_I2C
         from drivers.keypad import Keypad
-        from drivers.mfrc522 import MFRC522
+        from drivers.mfrc522_poll import MFRC522Poll
 
         self.stdin = sys.stdin.buffer
         self.stdout = sys.stdout.buffer
@@ -32,7 +32,7 @@ class Board:
         # MFRC522 SPI: mode 0, MSB first, up to 10 Mbit/s (datasheet §8.1.2)
         spi = machine.SPI(2, baudrate=4000000, polarity=0, phase=0,
                           sck=Pin(12), mosi=Pin(11), miso=Pin(13))
-        self.reader = MFRC522(spi, Pin(10, Pin.OUT, value=1), Pin(14, Pin.OUT, value=1))
+        self.reader = MFRC522Poll(spi, Pin(10, Pin.OUT, value=1), Pin(14, Pin.OUT, value=1))
 
     def __getattr__(self, name):
         # Built on first use: the link manager and the sale ask for them.

@@ -19,7 +19,7 @@ class Board:
     def __init__(self):
         from drivers.ssd1306 import SSD1306_I2C
         from drivers.keypad import Keypad
-        from drivers.mfrc522 import MFRC522
+        from drivers.mfrc522_poll import MFRC522Poll
 
         self.stdin = sys.stdin.buffer
         self.stdout = sys.stdout.buffer
@@ -29,7 +29,7 @@ class Board:
         self.keypad = Keypad(rows, cols)
         spi = machine.SPI(0, baudrate=4000000, polarity=0, phase=0,
                           sck=Pin(18), mosi=Pin(19), miso=Pin(16))
-        self.reader = MFRC522(spi, Pin(17, Pin.OUT, value=1), Pin(20, Pin.OUT, value=1))
+        self.reader = MFRC522Poll(spi, Pin(17, Pin.OUT, value=1), Pin(20, Pin.OUT, value=1))
 
     def __getattr__(self, name):
         if name == "modem":

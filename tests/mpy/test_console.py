@@ -43,7 +43,7 @@ def test_control_byte_reported():
 def test_ctrl_c_stops():
     con = Console(FakeBoard(b""))
     feed(con, b"sta\x03")
-    assert con.stopped.is_set()
+    assert con.stopped
 
 
 def test_dispatch_replies():

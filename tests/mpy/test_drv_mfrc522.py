@@ -6,6 +6,7 @@ from vhw.bus import SPI, Pin
 from vhw.nfc import MFRC522Model, crc_a
 from vhw.cards import Card
 from drivers.mfrc522 import MFRC522, INIT
+from drivers.mfrc522_poll import MFRC522Poll
 from drivers.iso14443 import T4, parse_ats
 from drivers.nfcerr import FrameError, CardRemoved, NoAnswer
 from drivers import iso14443a
@@ -81,6 +82,56 @@ def test_reqa_is_7_bit_short_frame():
     fr = [bytes(f) for f in tap.frames]
     assert b"\x1a\x87" in fr, fr                      # BitFramingReg <- StartSend | 7 bits
     assert b"\x12\x26" in fr                          # FIFO <- 26
+
+
+def test_idle_poll_finds_a_card_then_the_full_driver_reads_it():
+    # The idle part alone (drivers.mfrc522_poll): REQA with CRC off, ATQA
+    # back; then driver() continues from that ATQA (the card is READY).
+    spi = SPI(1)
+    cs = Pin("cs", Pin.OUT, value=1)
+    model = MFRC522Model()
+    tap = Tap(model)
+    spi.attach(cs, tap)
+    idle = MFRC522Poll(spi, cs)
+    assert idle.init() == 0x92
+    assert idle.poll() is None                        # empty field: the timer ran out
+    model.card = Card("unionpay")
+    model.log = []
+    assert idle.poll() == 0x0044, model.log
+    assert model.log[0][0] == b"\x26", model.log      # REQA on air, no CRC
+    fr = [bytes(f) for f in tap.frames]
+    assert b"\x1a\x87" in fr and b"\x12\x26" in fr, fr
+    rd = idle.driver()
+    uid, sak, _ = iso14443a.activate(rd, atqa=0x0044)
+    assert uid == bytes.fromhex("0488776655443f") and sak == 0x20, uid
+    model.card = Card("visa")                         # the driver set CRC on: poll resets it
+    assert idle.poll() == 0x0004, model.log[-1]
+
+
+def test_empty_field_model_then_the_full_model_takes_over():
+    # The vterm idles with vhw.nfc_idle on the bus: init and polls work on
+    # it; full() puts vhw.nfc's model on the bus with the chip's registers
+    # (antenna on, timer), so the next poll finds the card.
+    from vhw.nfc_idle import EmptyField
+    spi = SPI(1)
+    cs = Pin("cs", Pin.OUT, value=1)
+    field = EmptyField(spi, cs)
+    idle = MFRC522Poll(spi, cs)
+    assert idle.init() == 0x92
+    assert idle.poll() is None and idle.poll() is None
+    model = field.full()
+    assert model.regs[0x14] == 0x83, model.regs[0x14]     # TxControl: antenna on, as init set it
+    model.card = Card("visa")
+    assert idle.poll() == 0x0004
+
+
+def test_idle_poll_counts_a_damaged_answer_as_no_card():
+    rd, model, _ = rig("visa")
+    model.faults = ["short"]                          # a 1-byte ATQA
+    assert MFRC522Poll.poll(rd) is None
+    model.card = Card("visa")
+    model.faults = ["parity"]                         # an error bit: something answered
+    assert MFRC522Poll.poll(rd) == 0xFFFF
 
 
 def test_activate_4_and_7_byte_uids():

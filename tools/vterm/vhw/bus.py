@@ -9,15 +9,18 @@ class Pin:
     OPEN_DRAIN = 2
     PULL_UP = 1
 
+    # Model hooks, set on the pins a model uses; class defaults so that a pin
+    # instance holds only what it needs (the vterm idles in a small heap).
+    _read = None                 # model callback for an input: (pin) -> 0/1
+    on_change = None             # model callback for an output: (v) -> None
+
     def __init__(self, id=None, mode=-1, pull=-1, value=1):
         self.id = id
         self._v = 1 if value else 0
-        self._read = None        # model callback for an input: () -> 0/1
-        self.on_change = None    # model callback for an output: (v) -> None
 
     def value(self, v=None):
         if v is None:
-            return self._read() if self._read is not None else self._v
+            return self._read(self) if self._read is not None else self._v
         v = 1 if v else 0
         if v != self._v:
             self._v = v

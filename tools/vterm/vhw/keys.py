@@ -13,8 +13,9 @@ class KeypadModel:
         self.cols = cols
         self.held = {}        # key index -> ticks_ms of the last change
         self.bounce_ms = bounce_ms
-        for j, c in enumerate(cols):
-            c._read = (lambda j=j: self._col(j))
+        read = self._read  # one bound method for the four columns
+        for c in cols:
+            c._read = read
 
     def press(self, legend):
         k = LEGENDS.find(legend)
@@ -34,7 +35,9 @@ class KeypadModel:
             return (now // 2) & 1 == 0  # chatter every 2 ms
         return True
 
-    def _col(self, j):
+    def _read(self, pin):
+        # The level of column `pin`.
+        j = self.cols.index(pin)
         now = time.ticks_ms()
         keys = [k for k in self.held if self._closed(k, now)]
         # Flood from the columns through closed keys to find the rows reached.

@@ -4,6 +4,8 @@
 # SoftReset, TxCRCEn/RxCRCEn, RxLastBits, ComIrq/Error bits, the timer IRQ
 # on silence. MFRC522 datasheet Rev 3.9 section numbers in comments.
 
+from vhw.nfc_idle import reset_regs
+
 _FIFO_MAX = 64
 
 
@@ -28,15 +30,8 @@ class MFRC522Model:
         self._mode = None
 
     def _soft_reset(self):
-        r = self.regs = bytearray(64)
-        r[0x01] = 0x20          # CommandReg: RcvOff... after reset (§9.3.1.2)
-        r[0x02] = 0x80
-        r[0x04] = 0x14
-        r[0x0B] = 0x08
-        r[0x0C] = 0x10
-        r[0x11] = 0x3F
-        r[0x14] = 0x80          # antenna off after reset (§9.3.2.5)
-        r[0x37] = 0x92          # VersionReg: MFRC522 v2.0 (§9.3.4.8)
+        self.regs = bytearray(64)
+        reset_regs(self.regs)   # RcvOff, antenna off, VersionReg v2.0 (§9.3)
         self.fifo = bytearray()
         self._fi = 0            # read index: MicroPython bytearrays cannot del
         self._waking = 2        # reads of CommandReg showing PowerDown=1

@@ -32,6 +32,9 @@ class Sim:
         from vhw.cards import Card, PROFILES
         if name not in PROFILES:
             raise KeyError(name)
+        full = getattr(self.nfc, "full", None)
+        if full is not None:  # the empty-field model (vhw.nfc_idle) until now
+            self.nfc = full()
         self.nfc.card = Card(name)
 
     def remove(self):
