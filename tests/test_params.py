@@ -9,6 +9,7 @@ import pytest
 
 from roampos import ROOT
 from roampos import provision
+from console_helpers import ok, err
 
 EXAMPLE = os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")
 VTERM_PARAMS = EXAMPLE
@@ -17,17 +18,6 @@ pytestmark = pytest.mark.simulation
 # qstr pool in one piece on the 64-bit unix port; see README, heap.
 
 
-def ok(dut, line):
-    r = dut.command(line)
-    assert r.ok, "sent %r, got %r" % (line, r.raw)
-    return r.data
-
-
-def err(dut, line, code, text):
-    r = dut.command(line)
-    assert not r.ok and r.code == code and text in r.message, \
-        "sent %r, expected ERR %s ...%s..., got %r" % (line, code, text, r.raw)
-    return r.message
 
 
 def test_get_and_export_hold_no_secrets(dut):

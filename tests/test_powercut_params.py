@@ -9,6 +9,7 @@ import time
 import pytest
 
 from roampos import ROOT
+from console_helpers import ok
 
 VTERM_PARAMS = os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")
 CUTS = int(os.environ.get("ROAMPOS_CUTS", "220"))
@@ -16,11 +17,6 @@ MAX_DELAY_MS = 25  # a write takes ~10 ms on the vterm; cuts land before, in and
 _READY = re.compile(rb'(?s)(.*?)EVT \{[^\n]*"ready": true[^\n]*\n')
 pytestmark = pytest.mark.simulation
 
-
-def ok(dut, line):
-    r = dut.command(line)
-    assert r.ok, "sent %r, got %r" % (line, r.raw)
-    return r.data
 
 
 def observe(dut):

@@ -7,6 +7,7 @@ import tempfile
 import pytest
 
 from roampos import ROOT
+from console_helpers import ok, err
 
 EXAMPLE = os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")
 
@@ -39,17 +40,6 @@ VTERM_PARAMS = _region_set()
 pytestmark = pytest.mark.simulation
 
 
-def ok(dut, line):
-    r = dut.command(line)
-    assert r.ok, "sent %r, got %r" % (line, r.raw)
-    return r.data
-
-
-def err(dut, line, code, text):
-    r = dut.command(line)
-    assert not r.ok and r.code == code and text in r.message, \
-        "sent %r, expected ERR %s ...%s..., got %r" % (line, code, text, r.raw)
-    return r.message
 
 
 def test_starts_ready_in_home_region(dut):
