@@ -169,7 +169,10 @@ class _FlakyHandler:
     def __init__(self, failures):
         self.failures = failures
 
-    def handle(self, tid, raw):
+    def decode(self, tid, raw):
+        return {"t": "0200"}
+
+    def handle(self, tid, raw, now=None, decoded=None):
         if self.failures:
             self.failures -= 1
             raise DatabaseError("connection refused")

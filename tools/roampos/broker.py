@@ -1,4 +1,4 @@
-"""Embedded asyncio MQTT 3.1.1 broker: QoS 0/1, retained, last will, wildcards, $share groups."""
+"""Embedded asyncio MQTT 3.1.1 broker: sessions, QoS 0/1, retained, last will, wildcards, $share groups."""
 from __future__ import annotations
 
 import argparse
@@ -10,90 +10,15 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from .mqtt_codec import (CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PUBACK, PUBLISH, SUBACK,
+                         SUBSCRIBE, UNSUBACK, UNSUBSCRIBE, Message, ProtocolError, packet,
+                         publish_packet, read_bin, read_packet, read_utf8, split_share, topic_matches,
+                         valid_filter)
+
 __all__ = ["Broker", "BrokerThread", "topic_matches", "DEFAULT_PORT", "main"]
 
 DEFAULT_PORT = 18830
-MAX_PACKET = 1 << 20   # a terminal message is < 2 kB; anything this big is garbage
 log = logging.getLogger("roampos.broker")
-
-CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
-SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
-
-
-class ProtocolError(Exception):
-    """The peer broke MQTT 3.1.1; the connection is closed, the broker carries on."""
-
-
-def topic_matches(filt: str, topic: str) -> bool:
-    f, t = filt.split("/"), topic.split("/")
-    if topic.startswith("$") and f[0] in ("+", "#"):
-        return False  # MQTT 4.7.2: wildcards at the first level do not match $-topics
-    for i, part in enumerate(f):
-        if part == "#":
-            return True
-        if i >= len(t) or (part != "+" and part != t[i]):
-            return False
-    return len(f) == len(t)
-
-
-def _valid_filter(filt: str) -> bool:
-    if not filt or "\0" in filt:
-        return False
-    parts = filt.split("/")
-    for i, p in enumerate(parts):
-        if "#" in p and (p != "#" or i != len(parts) - 1):
-            return False
-        if "+" in p and p != "+":
-            return False
-    return True
-
-
-def _split_share(filt: str) -> Tuple[Optional[str], str]:
-    if filt.startswith("$share/"):
-        parts = filt.split("/", 2)
-        if len(parts) == 3 and parts[1] and parts[2]:
-            return parts[1], parts[2]
-        raise ProtocolError(f"bad shared subscription {filt!r}")
-    return None, filt
-
-
-def _bin(buf: bytes, pos: int) -> Tuple[bytes, int]:
-    if pos + 2 > len(buf):
-        raise ProtocolError("length beyond packet")
-    (n,) = struct.unpack_from("!H", buf, pos)
-    if pos + 2 + n > len(buf):
-        raise ProtocolError("data beyond packet")
-    return buf[pos + 2:pos + 2 + n], pos + 2 + n
-
-
-def _utf8(buf: bytes, pos: int) -> Tuple[str, int]:
-    raw, pos = _bin(buf, pos)
-    try:
-        return raw.decode("utf-8"), pos
-    except UnicodeDecodeError:
-        raise ProtocolError("string is not UTF-8") from None
-
-
-def _packet(ptype: int, flags: int, body: bytes) -> bytes:
-    n, out = len(body), bytearray([(ptype << 4) | flags])
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out) + body
-
-
-def _s(text: str) -> bytes:
-    raw = text.encode("utf-8")
-    return struct.pack("!H", len(raw)) + raw
-
-
-@dataclass
-class Message:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool = False
 
 
 @dataclass
@@ -120,21 +45,8 @@ class Connection:
             self.writer.write(data)
 
     async def read_packet(self) -> Tuple[int, int, bytes]:
-        timeout = self.keepalive * 1.5 if self.keepalive else None
-        first = await asyncio.wait_for(self.reader.readexactly(1), timeout)
-        mult, length = 1, 0
-        for _ in range(4):
-            (b,) = await self.reader.readexactly(1)
-            length += (b & 0x7F) * mult
-            mult *= 128
-            if not b & 0x80:
-                break
-        else:
-            raise ProtocolError("remaining length longer than 4 bytes")
-        if length > MAX_PACKET:
-            raise ProtocolError(f"packet of {length} bytes")
-        body = await self.reader.readexactly(length) if length else b""
-        return first[0] >> 4, first[0] & 0x0F, body
+        # A silent client is dropped after 1.5 keepalive periods (MQTT 3.1.1 §3.1.2.10).
+        return await read_packet(self.reader, self.keepalive * 1.5 if self.keepalive else None)
 
 
 class Broker:
@@ -190,30 +102,30 @@ class Broker:
             writer.close()
 
     def _connect(self, conn: Connection, body: bytes) -> bool:
-        name, pos = _utf8(body, 0)
+        name, pos = read_utf8(body, 0)
         if pos + 4 > len(body):
             raise ProtocolError("CONNECT header truncated")
         level, flags = body[pos], body[pos + 1]
         (conn.keepalive,) = struct.unpack_from("!H", body, pos + 2)
         pos += 4
         if name not in ("MQTT", "MQIsdp") or level not in (3, 4):
-            conn.send(_packet(CONNACK, 0, b"\x00\x01"))  # unacceptable protocol version
+            conn.send(packet(CONNACK, 0, b"\x00\x01"))  # unacceptable protocol version
             return False
         if flags & 0x01:
             raise ProtocolError("reserved CONNECT flag set")
-        client_id, pos = _utf8(body, pos)
+        client_id, pos = read_utf8(body, pos)
         clean = bool(flags & 0x02)
         if flags & 0x04:
-            wtopic, pos = _utf8(body, pos)
-            wmsg, pos = _bin(body, pos)
+            wtopic, pos = read_utf8(body, pos)
+            wmsg, pos = read_bin(body, pos)
             conn.will = Message(wtopic, wmsg, min((flags >> 3) & 3, 1), bool(flags & 0x20))
         if flags & 0x80:
-            _, pos = _utf8(body, pos)
+            _, pos = read_utf8(body, pos)
         if flags & 0x40:
-            _, pos = _bin(body, pos)
+            _, pos = read_bin(body, pos)
         if not client_id:
             if not clean:
-                conn.send(_packet(CONNACK, 0, b"\x00\x02"))  # identifier rejected
+                conn.send(packet(CONNACK, 0, b"\x00\x02"))  # identifier rejected
                 return False
             client_id = f"anon-{next(self._anon)}"
         old = self.sessions.get(client_id)
@@ -229,9 +141,9 @@ class Broker:
         session.conn = conn
         conn.session = session
         self.sessions[client_id] = session
-        conn.send(_packet(CONNACK, 0, bytes([1 if present else 0, 0])))
+        conn.send(packet(CONNACK, 0, bytes([1 if present else 0, 0])))
         for mid, (msg, share) in list(session.inflight.items()):
-            conn.send(self._publish_packet(msg, mid, dup=True))
+            conn.send(publish_packet(msg, mid, dup=True))
         pending, session.queue = session.queue, []
         for msg, share in pending:
             self._deliver(session, msg, msg.qos, share)
@@ -266,7 +178,7 @@ class Broker:
             qos = (flags >> 1) & 3
             if qos > 1:
                 raise ProtocolError("QoS 2 is not supported")
-            topic, pos = _utf8(body, 0)
+            topic, pos = read_utf8(body, 0)
             if not topic or "+" in topic or "#" in topic:
                 raise ProtocolError(f"bad topic name {topic!r}")
             mid = 0
@@ -276,7 +188,7 @@ class Broker:
                 (mid,) = struct.unpack_from("!H", body, pos)
                 pos += 2
             if qos:  # ack first: umqtt.simple's publish() returns on the first PUBACK it sees
-                conn.send(_packet(PUBACK, 0, struct.pack("!H", mid)))
+                conn.send(packet(PUBACK, 0, struct.pack("!H", mid)))
             self.publish(Message(topic, bytes(body[pos:]), qos, bool(flags & 1)))
         elif ptype == PUBACK:
             if len(body) != 2:
@@ -289,15 +201,15 @@ class Broker:
                 raise ProtocolError("UNSUBSCRIBE length")
             pos = 2
             while pos < len(body):
-                filt, pos = _utf8(body, pos)
-                group, f = _split_share(filt)
+                filt, pos = read_utf8(body, pos)
+                group, f = split_share(filt)
                 if group:
                     s.shares.pop((group, f), None)
                 else:
                     s.subs.pop(f, None)
-            conn.send(_packet(UNSUBACK, 0, body[:2]))
+            conn.send(packet(UNSUBACK, 0, body[:2]))
         elif ptype == PINGREQ:
-            conn.send(_packet(PINGRESP, 0, b""))
+            conn.send(packet(PINGRESP, 0, b""))
         else:
             raise ProtocolError(f"unexpected packet type {ptype}")
 
@@ -306,16 +218,16 @@ class Broker:
             raise ProtocolError("SUBSCRIBE length")
         pos, granted, new = 2, bytearray(), []
         while pos < len(body):
-            filt, pos = _utf8(body, pos)
+            filt, pos = read_utf8(body, pos)
             if pos >= len(body):
                 raise ProtocolError("SUBSCRIBE without QoS byte")
             qos = body[pos] & 3
             pos += 1
             try:
-                group, f = _split_share(filt)
+                group, f = split_share(filt)
             except ProtocolError:
                 group, f = None, ""
-            if not _valid_filter(f):
+            if not valid_filter(f):
                 granted.append(0x80)
                 continue
             qos = min(qos, 1)
@@ -325,7 +237,7 @@ class Broker:
                 s.subs[f] = qos
                 new.append((f, qos))
             granted.append(qos)
-        conn.send(_packet(SUBACK, 0, body[:2] + bytes(granted)))
+        conn.send(packet(SUBACK, 0, body[:2] + bytes(granted)))
         for f, qos in new:  # retained messages go to new plain subscriptions only
             for msg in list(self.retained.values()):
                 if topic_matches(f, msg.topic):
@@ -372,13 +284,7 @@ class Broker:
             while mid in s.inflight:
                 mid = next(s.mids)
             s.inflight[mid] = (Message(msg.topic, msg.payload, qos, msg.retain), share)
-        s.conn.send(self._publish_packet(Message(msg.topic, msg.payload, qos, msg.retain), mid))
-
-    @staticmethod
-    def _publish_packet(msg: Message, mid: int, dup: bool = False) -> bytes:
-        flags = (msg.qos << 1) | (1 if msg.retain else 0) | (8 if dup else 0)
-        body = _s(msg.topic) + (struct.pack("!H", mid) if msg.qos else b"") + msg.payload
-        return _packet(PUBLISH, flags, body)
+        s.conn.send(publish_packet(Message(msg.topic, msg.payload, qos, msg.retain), mid))
 
 
 class BrokerThread:

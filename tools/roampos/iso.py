@@ -206,6 +206,88 @@ def mac_of(key: bytes, raw: bytes) -> bytes:
     return cmac(key, raw[:-8])[:8]
 
 
+# Fast path for the host's hot loop. pyiso8583 is general (any spec, headers, BCD, nibbles) and
+# costs ~70 us per message each way; the RoamPOS spec only uses ASCII-length ASCII fields and
+# fixed binary fields, which take a few slices. Anything the fast path is not sure about (a bad
+# length, non-ASCII data, trailing bytes, an unexpected spec entry) goes to pyiso8583, so results
+# and error messages stay pyiso8583's; test_iso.py checks both agree on valid and mutated input.
+def _simple(spec: dict) -> bool:
+    return (spec.get("len_count", "bytes") == "bytes" and spec["len_enc"] == "ascii"
+            and spec["len_type"] in (0, 2, 3) and spec["max_len"] > 0
+            and (spec["data_enc"] == "ascii" or (spec["data_enc"] == "b" and spec["len_type"] == 0)))
+
+
+_FAST = {i: (SPEC[str(i)]["len_type"], SPEC[str(i)]["max_len"], SPEC[str(i)]["data_enc"] == "b")
+         for i in range(2, 65) if _simple(SPEC[str(i)])}
+_FAST_OK = SPEC["h"]["max_len"] <= 0 and SPEC["t"]["max_len"] == 4 and SPEC["p"]["data_enc"] == "b"
+
+
+def _fast_decode(raw: bytes) -> Optional[Dict[str, str]]:
+    """Decode like iso8583.decode(raw, SPEC)[0], or None to let pyiso8583 decide."""
+    if not _FAST_OK or len(raw) < 12:
+        return None
+    bitmap = int.from_bytes(raw[4:12], "big")
+    if bitmap >> 63:
+        return None  # secondary bitmap: pyiso8583 / the caller reject it with the field named
+    try:
+        doc = {"t": raw[:4].decode("ascii"), "p": raw[4:12].hex().upper()}
+        idx, end = 12, len(raw)
+        for i in range(2, 65):
+            if not (bitmap >> (64 - i)) & 1:
+                continue
+            spec = _FAST.get(i)
+            if spec is None:
+                return None
+            len_type, max_len, binary = spec
+            if len_type:
+                prefix = raw[idx:idx + len_type]
+                if len(prefix) != len_type or not prefix.isdigit():
+                    return None
+                n = int(prefix)
+                idx += len_type
+                if n > max_len or n == 0:
+                    return None
+            else:
+                n = max_len
+            data = raw[idx:idx + n]
+            if len(data) != n:
+                return None
+            doc[str(i)] = data.hex().upper() if binary else data.decode("ascii")
+            idx += n
+        return doc if idx == end else None
+    except UnicodeDecodeError:
+        return None
+
+
+def _fast_encode(doc: Dict[str, str]) -> Optional[bytes]:
+    """Encode like iso8583.encode(doc, SPEC)[0] for plain fields, or None to let pyiso8583 decide."""
+    if not _FAST_OK:
+        return None
+    mti = doc.get("t")
+    if not isinstance(mti, str) or len(mti) != 4:
+        return None
+    bitmap = 0
+    parts = []
+    try:
+        for key in sorted((k for k in doc if k != "t"), key=int):
+            i = int(key)
+            spec = _FAST.get(i)
+            value = doc[key]
+            if spec is None or not isinstance(value, str) or not value:
+                return None
+            len_type, max_len, binary = spec
+            data = bytes.fromhex(value) if binary else value.encode("ascii")
+            if len(data) > max_len or (not len_type and len(data) != max_len):
+                return None
+            if len_type:
+                parts.append(str(len(data)).zfill(len_type).encode("ascii"))
+            parts.append(data)
+            bitmap |= 1 << (64 - i)
+        return mti.encode("ascii") + bitmap.to_bytes(8, "big") + b"".join(parts)
+    except (ValueError, UnicodeEncodeError):
+        return None
+
+
 def encode(fields: Dict[str, str], mac_key: Optional[bytes] = None) -> bytes:
     """Encode with the RoamPOS spec; with mac_key, append a MAC as field 64."""
     doc = {k: v for k, v in fields.items() if k not in ("p", "1", "64")}
@@ -213,11 +295,12 @@ def encode(fields: Dict[str, str], mac_key: Optional[bytes] = None) -> bytes:
         raise MessageError("fields above 64 (secondary bitmap) are not used")
     if mac_key is not None:
         doc["64"] = "00" * 8
-    try:
-        raw, _ = iso8583.encode(doc, SPEC)
-    except iso8583.EncodeError as exc:
-        raise MessageError(str(exc)) from None
-    raw = bytes(raw)
+    raw = _fast_encode(doc)
+    if raw is None:
+        try:
+            raw = bytes(iso8583.encode(doc, SPEC)[0])
+        except iso8583.EncodeError as exc:
+            raise MessageError(str(exc)) from None
     if mac_key is not None:
         raw = raw[:-8] + mac_of(mac_key, raw)
     return raw
@@ -227,10 +310,12 @@ def decode(raw: bytes) -> Dict[str, str]:
     """Decode and validate the framing; raises MessageError naming the field."""
     if len(raw) < 12:
         raise MessageError("message shorter than MTI + bitmap")
-    try:
-        doc, _ = iso8583.decode(bytes(raw), SPEC)
-    except iso8583.DecodeError as exc:
-        raise MessageError(str(exc), getattr(exc, "field", None)) from None
+    doc = _fast_decode(bytes(raw))
+    if doc is None:
+        try:
+            doc, _ = iso8583.decode(bytes(raw), SPEC)
+        except iso8583.DecodeError as exc:
+            raise MessageError(str(exc), getattr(exc, "field", None)) from None
     if "1" in doc:
         raise MessageError("secondary bitmap is not allowed", "1")
     if doc["t"] not in MTI_RESPONSE and doc["t"] not in MTI_RESPONSE.values():
@@ -263,6 +348,11 @@ def parse_transmission_time(value: str, now: float) -> float:
     if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s < 60):
         raise MessageError("not a valid MMDDhhmmss", "7")
     year = time.gmtime(now).tm_year
+    if d <= calendar.monthrange(year, mo)[1]:
+        t = calendar.timegm((year, mo, d, h, mi, s, 0, 0, 0))
+        if abs(t - now) <= 90 * 86400:
+            # The same date a year earlier or later is >= 275 days from now: this year wins.
+            return float(t)
     best = None
     for y in (year - 1, year, year + 1):
         if d > calendar.monthrange(y, mo)[1]:

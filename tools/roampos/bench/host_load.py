@@ -5,6 +5,7 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["main", "rows", "run_once"]
+from ..host.service import no_delay
+
+__all__ = ["main", "rows", "run_once", "ClosedLoop"]
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 TMK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
@@ -74,14 +77,16 @@ def _own_group(proc: subprocess.Popen) -> bool:
 class ClosedLoop:
     """Each terminal keeps exactly one request outstanding; the next goes when its answer arrives."""
 
-    def __init__(self, url: str, plans: Dict[str, List[bytes]], check: bool):
+    def __init__(self, url: str, plans: Dict[str, List[bytes]], root: str = "roampos"):
         import paho.mqtt.client as mqtt
         from urllib.parse import urlparse
-        self.plans, self.check = plans, check
+        self.plans, self.root = plans, root
         self.next = {tid: 0 for tid in plans}
         self.sent_at: Dict[str, float] = {}
         self.latencies: List[float] = []
-        self.codes: Dict[str, int] = {}
+        # Responses are only kept while timing; decoding them afterwards keeps the generator's
+        # per-message work identical for the echo and the host phases.
+        self.responses: List[bytes] = []
         self.done = threading.Event()
         self.remaining = sum(len(p) for p in plans.values())
         u = urlparse(url)
@@ -92,15 +97,16 @@ class ClosedLoop:
         subscribed = threading.Event()
         self.c.on_subscribe = lambda *a: subscribed.set()
         self.c.connect(u.hostname, u.port, keepalive=60)
+        no_delay(self.c)   # as the host workers and the echo responders do
         self.c.loop_start()
-        self.c.subscribe("roampos/v1/+/resp", qos=1)
+        self.c.subscribe(f"{root}/v1/+/resp", qos=1)
         subscribed.wait(10)
 
     def _send(self, tid: str) -> None:
         i = self.next[tid]
         self.next[tid] = i + 1
         self.sent_at[tid] = time.perf_counter()
-        self.c.publish(f"roampos/v1/{tid}/req", self.plans[tid][i], qos=1)
+        self.c.publish(f"{self.root}/v1/{tid}/req", self.plans[tid][i], qos=1)
 
     def _on_message(self, client, userdata, msg) -> None:
         tid = msg.topic.split("/")[2]
@@ -108,10 +114,7 @@ class ClosedLoop:
         if t0 is None:
             return
         self.latencies.append(time.perf_counter() - t0)
-        if self.check:
-            from .. import iso
-            rc = iso.decode(msg.payload).get("39", "??")
-            self.codes[rc] = self.codes.get(rc, 0) + 1
+        self.responses.append(msg.payload)
         self.remaining -= 1
         if self.next[tid] < len(self.plans[tid]):
             self._send(tid)
@@ -128,22 +131,80 @@ class ClosedLoop:
         self.c.loop_stop()
         return elapsed
 
+    def codes(self) -> Dict[str, int]:
+        from .. import iso
+        out: Dict[str, int] = {}
+        for raw in self.responses:
+            try:
+                rc = iso.decode(raw).get("39", "??")
+            except iso.MessageError:
+                rc = "undecodable"
+            out[rc] = out.get(rc, 0) + 1
+        return out
 
-def _echo_main(url: str, size: int) -> None:
-    """An echo responder: the fastest any MQTT request/response service can be on this broker."""
+
+def _echo_main(url: str, size: int, index: int) -> None:
+    """An echo responder: the fastest any MQTT request/response service can be on this broker.
+
+    It is a client exactly like a host worker as the broker sees it: persistent session, shared
+    subscription, QoS 1 both ways, the PUBACK sent after the response is published, a response of
+    the host's response size. Only the work in between (the host's authorization) is missing.
+    """
     import paho.mqtt.client as mqtt
     from urllib.parse import urlparse
     u = urlparse(url)
     reply = b"E" * size
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"echo-{os.getpid()}")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"echo-{index}", clean_session=False,
+                    manual_ack=True)
     c.max_inflight_messages_set(0)
     c.max_queued_messages_set(0)
-    c.on_connect = lambda cl, *a: cl.subscribe("$share/echo/roampos/v1/+/req", qos=1)
+    gone = threading.Event()
+
+    def on_message(cl, userdata, m) -> None:  # type: ignore[no-untyped-def]
+        cl.publish(m.topic[:-3] + "resp", reply, qos=1)
+        cl.ack(m.mid, m.qos)
+
+    def on_connect(cl, *a) -> None:  # type: ignore[no-untyped-def]
+        no_delay(cl)   # the same socket option as a host worker
+        cl.subscribe(ECHO_FILTER, qos=1)
+
+    c.on_connect = on_connect
     c.on_subscribe = lambda *a: print("ready", flush=True)
-    c.on_message = lambda cl, u_, m: cl.publish(m.topic[:-3] + "resp", reply, qos=1)
+    c.on_unsubscribe = lambda *a: gone.set()
+    c.on_message = on_message
     c.connect(u.hostname, u.port, keepalive=60)
-    signal.signal(signal.SIGTERM, lambda *a: c.disconnect())
-    c.loop_forever()
+    c.loop_start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    while not stop.wait(0.5):
+        pass
+    # Leave no shared-subscription member behind: a later phase's requests must not queue for it.
+    c.unsubscribe(ECHO_FILTER)
+    gone.wait(5)
+    c.disconnect()
+    c.loop_stop()
+
+
+# The echo lives on its own topic tree of the same length as roampos/..., so that echo and host
+# rounds can alternate with both services running (a burst of other work on the machine then
+# hits both phases alike) and no request ever reaches both.
+ECHO_ROOT = "echopos"
+ECHO_FILTER = f"$share/echo/{ECHO_ROOT}/v1/+/req"
+
+
+def _response_size(request: bytes) -> int:
+    """Size of the host's approval for `request`: the echoed fields + RRN, approval code, RC, MAC."""
+    from .. import iso
+    doc = iso.decode(request)
+    resp = {k: doc[k] for k in ("3", "4", "7", "11", "41", "42", "49") if k in doc}
+    resp.update({"t": iso.MTI_RESPONSE[doc["t"]], "37": "0" * 12, "38": "0" * 6, "39": "00"})
+    return len(iso.encode(resp, bytes(16)))
+
+
+def _plans(sims: list, requests: int, round_no: int) -> Dict[str, List[bytes]]:
+    """Fresh authorizations (new STANs, current field 7) for one round; distinct cards per request."""
+    return {s.tid: [s.financial("622848" + f"{k:03d}{round_no % 10}{j:06d}", 100 + j, cell="460-00-6200-1")
+                    for j in range(requests)] for k, s in enumerate(sims)}
 
 
 def _pct(values: List[float], p: float) -> float:
@@ -151,7 +212,10 @@ def _pct(values: List[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] * 1000 if s else float("nan")
 
 
-def run_once(broker_kind: str, workers: int, terminals: int, requests: int, timeout: float = 120) -> dict:
+def run_once(broker_kind: str, workers: int, terminals: int, requests: int, rounds: int = 5,
+             timeout: float = 120) -> dict:
+    """One configuration: `rounds` pairs of an echo round and a host round on the same broker and
+    the same load generator; rates are the median round of each."""
     from .. import iso
     from ..host import db as dbm, registry
     from ..termsim import MqttLink, SimTerminal
@@ -161,30 +225,29 @@ def run_once(broker_kind: str, workers: int, terminals: int, requests: int, time
     try:
         db_url = f"sqlite:///{tmp}/ledger.db"
         db = dbm.connect(db_url)
-        sims = []
+        sims, twins = [], []
         for i in range(terminals):
             tid = f"BEN{i:05d}"
             registry.add_terminal(db, tid, f"SN-BENCH-{i:05d}", "310000000000777", "Bench", "ACQ", "62220",
                                   "310000", {}, TMK.hex())
             sims.append(SimTerminal(tid, "310000000000777", f"SN-BENCH-{i:05d}", TMK))
-        # Phase 1: the broker's own request/response rate with an echo responder per worker.
-        size = 0
+            # The echo phase sends the same kind of message, built with throw-away session keys.
+            twin = SimTerminal(tid, "310000000000777", f"SN-BENCH-{i:05d}", TMK)
+            twin.tpk = twin.tak = twin.tdk = os.urandom(16)
+            twins.append(twin)
+        req_size = len(_plans(twins[:1], 1, 0)[twins[0].tid][0])
+        resp_size = _response_size(_plans(twins[:1], 1, 0)[twins[0].tid][0])
+        # The echo responders (one per worker) and the host run side by side on separate topics.
         echo = [subprocess.Popen([sys.executable, "-c", "import sys; from roampos.bench.host_load import "
-                                  f"_echo_main; _echo_main({url!r}, 120)"],
-                                 stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+                                  f"_echo_main; _echo_main({url!r}, {resp_size}, {k})"],
+                                 stdout=subprocess.PIPE, text=True) for k in range(workers)]
         procs += echo
         for p in echo:
             p.stdout.readline()
-        dummy = b"0200" + b"\0" * 300
-        loop = ClosedLoop(url, {s.tid: [dummy] * requests for s in sims}, check=False)
-        echo_s = loop.run(timeout)
-        echo_rate = terminals * requests / echo_s if not loop.remaining else float("nan")
-        for p in echo:
-            _stop(p)
-        # Phase 2: the host.
-        host = subprocess.Popen([sys.executable, "-m", "roampos.cli", "host", "--broker", url, "--db", db_url,
-                                 "--workers", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                text=True, start_new_session=True)
+        with open(os.path.join(tmp, "host.log"), "w") as log_file:  # the child keeps its own copy
+            host = subprocess.Popen([sys.executable, "-m", "roampos.cli", "host", "--broker", url, "--db",
+                                     db_url, "--workers", str(workers)], stdout=subprocess.PIPE, stderr=log_file,
+                                    text=True, start_new_session=True)
         procs.append(host)
         for line in host.stdout:
             if "ready" in line:
@@ -195,31 +258,42 @@ def run_once(broker_kind: str, workers: int, terminals: int, requests: int, time
         for s in sims:
             s.apply_signon(link.request(s.tid, s.signon(), 30))
         link.close()
-        plans = {}
-        for k, s in enumerate(sims):
-            plans[s.tid] = [s.financial("622848" + f"{k:04d}{j:06d}", 100 + j, cell="460-00-6200-1")
-                            for j in range(requests)]
-        size = len(plans[sims[0].tid][0])
-        loop = ClosedLoop(url, plans, check=True)
-        host_s = loop.run(timeout)
-        total = terminals * requests
-        answered = len(loop.latencies)
-        approved = loop.codes.get("00", 0)
+        echo_rates: List[float] = []
+        host_rates, latencies, codes, answered, resp_sizes = [], [], {}, 0, set()
+        for r in range(rounds):  # alternate: echo round, host round
+            loop = ClosedLoop(url, _plans(twins, requests, r), root=ECHO_ROOT)
+            echo_s = loop.run(timeout)
+            echo_rates.append(terminals * requests / echo_s if not loop.remaining else float("nan"))
+            loop = ClosedLoop(url, _plans(sims, requests, r))
+            host_s = loop.run(timeout)
+            host_rates.append(len(loop.latencies) / host_s)
+            latencies += loop.latencies
+            answered += len(loop.latencies)
+            resp_sizes.update(len(x) for x in loop.responses)
+            for rc, n in loop.codes().items():
+                codes[rc] = codes.get(rc, 0) + n
+        total = terminals * requests * rounds
+        approved = codes.get("00", 0)
         time.sleep(0.2)
         (rows,) = db.one("SELECT COUNT(*) FROM txns")
-        (distinct,) = db.one("SELECT COUNT(DISTINCT terminal_id || '/' || stan) FROM txns")
+        (distinct,) = db.one("SELECT COUNT(DISTINCT terminal_id || '/' || batch_no || '/' || stan || '/' || kind)"
+                             " FROM txns")
         db.close()
-        rate = answered / host_s
+        rate, echo_rate = statistics.median(host_rates), statistics.median(echo_rates)
         return {"broker": "mosquitto" if broker_kind == "mosquitto" else "embedded", "workers": workers,
                 "terminals": terminals, "requests": total, "answered": answered, "approved": approved,
-                "auth_per_s": rate, "p50_ms": _pct(loop.latencies, 50), "p99_ms": _pct(loop.latencies, 99),
+                "auth_per_s": rate, "p50_ms": _pct(latencies, 50), "p99_ms": _pct(latencies, 99),
                 "echo_per_s": echo_rate, "ratio": rate / echo_rate if echo_rate else float("nan"),
+                "rounds": rounds, "host_rounds": host_rates, "echo_rounds": echo_rates,
                 "ledger_rows": rows, "lost": approved - min(rows, approved), "duplicated": rows - distinct,
-                "req_bytes": size, "codes": dict(loop.codes)}
+                "req_bytes": req_size, "resp_bytes": resp_size, "host_resp_bytes": sorted(resp_sizes),
+                "codes": codes}
     finally:
         for p in procs:
             _stop(p)
         _stop(broker)
+        if os.environ.get("ROAMPOS_BENCH_LOG") and os.path.exists(os.path.join(tmp, "host.log")):
+            shutil.copy(os.path.join(tmp, "host.log"), os.environ["ROAMPOS_BENCH_LOG"])
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -240,11 +314,13 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     p.add_argument("--requests", type=int, default=50, help="authorizations per terminal")
     p.add_argument("--broker", choices=("embedded", "mosquitto"), default="embedded")
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    p.add_argument("--rounds", type=int, default=5, help="echo and host rounds per configuration (median)")
     args = p.parse_args(argv)
     if args.broker == "mosquitto" and not os.path.exists(MOSQUITTO):
         print(f"{MOSQUITTO} missing: using the embedded broker", file=sys.stderr)
         args.broker = "embedded"
-    results = [run_once(args.broker, int(w), args.terminals, args.requests) for w in args.workers.split(",")]
+    results = [run_once(args.broker, int(w), args.terminals, args.requests, args.rounds)
+               for w in args.workers.split(",")]
     print(_table(results))
     for r in results:
         if r["lost"] or r["duplicated"] or r["answered"] != r["requests"] or r["ledger_rows"] != r["requests"]:

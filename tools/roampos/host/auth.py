@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from .. import iso
-from . import registry, risk
+from . import registry, risk, totals
 from .db import Database, read_csv
 
 __all__ = ["Ctx", "Decision", "authorize", "reverse", "issuer_for", "TEST_PIN"]
@@ -14,6 +14,8 @@ __all__ = ["Ctx", "Decision", "authorize", "reverse", "issuer_for", "TEST_PIN"]
 TEST_PIN = "1234"      # every test issuer card uses this PIN
 _MAX_PIN_TRIES = 3
 _ISSUERS = sorted(read_csv("test_issuers.csv"), key=lambda r: -len(r["prefix"]))
+# What totals.add_row() needs of a row whose status changes.
+_TOTALS_COLUMNS = "card_hash, terminal_id, region, local_date, amount, proc"
 
 
 @dataclass
@@ -128,13 +130,11 @@ def _daily(ctx: Ctx, d: Decision, reg: dict) -> Optional[str]:
     if d.amount > reg["txn_limit"]:
         d.flags.append("txn_limit")
         return "61"
-    q = ("SELECT COALESCE(SUM(amount),0) FROM txns WHERE {} =? AND region=? AND local_date=?"
-         " AND status='approved' AND kind='financial' AND proc LIKE '00%'")
-    (card_sum,) = ctx.db.one(q.format("card_hash"), (d.card_hash, d.region, today))
+    # Running totals (one indexed read) instead of SUM over a ledger that grows all day.
+    card_sum, term_sum = totals.daily(ctx.db, d.card_hash, ctx.terminal["terminal_id"], d.region, today)
     if card_sum + d.amount > reg["daily_card_limit"]:
         d.flags.append("daily_card_limit")
         return "61"
-    (term_sum,) = ctx.db.one(q.format("terminal_id"), (ctx.terminal["terminal_id"], d.region, today))
     if term_sum + d.amount > reg["daily_terminal_limit"]:
         d.flags.append("daily_terminal_limit")
         return "61"
@@ -232,7 +232,8 @@ def _void(ctx: Ctx, d: Decision) -> Optional[str]:
         return None
     if orig[3] != "approved":
         return "25"
-    ctx.db.execute("UPDATE txns SET status='voided' WHERE id=?", (orig[0],))
+    totals.add_row(ctx.db, ctx.db.one(
+        "UPDATE txns SET status='voided' WHERE id=? RETURNING " + _TOTALS_COLUMNS, (orig[0],)), -1)
     return None
 
 
@@ -284,7 +285,8 @@ def reverse(ctx: Ctx) -> Decision:
     if orig[1] != d.amount:
         d.flags.append("amount_mismatch")
     if orig[2] == "approved":
-        ctx.db.execute("UPDATE txns SET status='reversed' WHERE id=?", (orig[0],))
+        totals.add_row(ctx.db, ctx.db.one(
+            "UPDATE txns SET status='reversed' WHERE id=? RETURNING " + _TOTALS_COLUMNS, (orig[0],)), -1)
     else:
         d.flags.append(f"original_{orig[2]}")
     return d

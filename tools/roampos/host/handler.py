@@ -5,15 +5,15 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from .. import iso
-from . import auth, registry, settle
+from . import auth, registry, settle, totals
 from .auth import Ctx, Decision
 from .db import Database, DatabaseError
 from .risk import Policy
 
-__all__ = ["Outcome", "Handler"]
+__all__ = ["Outcome", "Handler", "TerminalKeys"]
 
 log = logging.getLogger("roampos.host")
 
@@ -27,6 +27,19 @@ class Outcome:
     rc: str = ""
 
 
+class TerminalKeys(NamedTuple):
+    """A terminal's keys as bytes; `tak` is None before its first sign-on."""
+    tmk: bytes
+    nm_mac: bytes   # derive(TMK, RPOS-NMAC), MACs 0800/0810
+    tak: Optional[bytes]
+    tpk: Optional[bytes]
+    tdk: Optional[bytes]
+
+
+def _unhex(value: Optional[str]) -> Optional[bytes]:
+    return bytes.fromhex(value) if value else None
+
+
 class Handler:
     """Stateless between messages: everything lives in the database, so workers can be many."""
 
@@ -34,20 +47,51 @@ class Handler:
         self.db = db
         self.policy = policy or Policy.from_env()
         self.card_key = db.card_key()
+        # Decoded and derived keys per terminal, keyed by the stored hex values: a sign-on or a new
+        # TMK (from any worker) changes them, so a stale entry can never be used. Not shared state:
+        # it is only a cache of what the terminal row says on every message.
+        self._keys: Dict[str, Tuple[tuple, TerminalKeys]] = {}
+
+    def keys(self, term: dict) -> TerminalKeys:
+        version = (term["tmk"], term["tak"], term["tpk"], term["tdk"])
+        hit = self._keys.get(term["terminal_id"])
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        tmk = bytes.fromhex(term["tmk"])
+        k = TerminalKeys(tmk, iso.derive_key(tmk, iso.LABEL_NM_MAC), _unhex(term["tak"]),
+                         _unhex(term["tpk"]), _unhex(term["tdk"]))
+        if len(self._keys) > 100000:
+            self._keys.clear()
+        self._keys[term["terminal_id"]] = (version, k)
+        return k
 
     # ------------------------------------------------------------ entry point
-    def handle(self, topic_tid: str, raw: bytes, now: Optional[float] = None) -> Outcome:
-        """Never raises for bad input; DatabaseError propagates so the transport can hold the ack."""
-        now = time.time() if now is None else now
+    def decode(self, topic_tid: str, raw: bytes) -> "Dict[str, str] | Outcome":
+        """The decoded request, or the Outcome (no response) of one that cannot be handled.
+
+        Needs no database: the worker calls it before taking the write lock, once per message
+        even when a database outage makes it handle the group again.
+        """
         try:
             doc = iso.decode(raw)
         except iso.MessageError as exc:
             return Outcome(None, f"malformed message on {topic_tid}: {exc}")
         except Exception as exc:  # pyiso8583 raising something unexpected must not stop the worker
             return Outcome(None, f"undecodable message on {topic_tid}: {type(exc).__name__}")
-        mti = doc["t"]
-        if mti not in iso.MTI_RESPONSE:
-            return Outcome(None, f"{topic_tid}: MTI {mti} is not a request")
+        if doc["t"] not in iso.MTI_RESPONSE:
+            return Outcome(None, f"{topic_tid}: MTI {doc['t']} is not a request")
+        return doc
+
+    def handle(self, topic_tid: str, raw: bytes, now: Optional[float] = None,
+               decoded: "Dict[str, str] | Outcome | None" = None) -> Outcome:
+        """Never raises for bad input; DatabaseError propagates so the transport can hold the ack.
+
+        `decoded` is what decode(topic_tid, raw) returned, when the caller already has it.
+        """
+        now = time.time() if now is None else now
+        doc = self.decode(topic_tid, raw) if decoded is None else decoded
+        if isinstance(doc, Outcome):
+            return doc
         try:
             return self._handle(topic_tid, raw, doc, now)
         except iso.MessageError as exc:
@@ -67,14 +111,18 @@ class Handler:
         tid = doc["41"]
         if tid != topic_tid:
             return self._reply(doc, "03", None, f"field 41 {tid!r} does not match topic terminal {topic_tid}")
-        term = registry.get_terminal(self.db, tid)
+        # Inside the worker's group transaction the read also takes the PostgreSQL row lock that
+        # serializes this terminal across workers, saving the separate SELECT ... FOR UPDATE.
+        locked = self.db.kind == "pg" and self.db.in_transaction()
+        term = registry.get_terminal(self.db, tid, for_update=locked)
         if term is None:
             return self._reply(doc, "03", None, f"unknown terminal {tid}")
-        tmk = bytes.fromhex(term["tmk"])
+        keys = self.keys(term)
+        tmk = keys.tmk
         if mti == "0800":
-            mac_key: Optional[bytes] = iso.derive_key(tmk, iso.LABEL_NM_MAC)
+            mac_key: Optional[bytes] = keys.nm_mac
         else:
-            mac_key = bytes.fromhex(term["tak"]) if term["tak"] else None
+            mac_key = keys.tak
             if mac_key is None:
                 return self._reply(doc, "A0", None, f"terminal {tid} has no session keys; sign on first")
         if "64" not in doc or not iso.verify_mac(mac_key, raw):
@@ -97,20 +145,23 @@ class Handler:
         batch = tlv.get("BN", "")
         if len(batch) != 6 or not batch.isdigit():
             raise iso.MessageError("tag BN (6-digit batch number) required", "48")
-        ctx = Ctx(self.db, self.policy, term, doc, tlv, now, bytes.fromhex(term["tpk"]),
-                  bytes.fromhex(term["tdk"]), self.card_key)
+        ctx = Ctx(self.db, self.policy, term, doc, tlv, now, keys.tpk or b"", keys.tdk or b"", self.card_key)
         with self.db.transaction():
-            self.db.lock_terminal(tid)
+            if not locked:
+                self.db.lock_terminal(tid)
             if mti == "0500":
                 d = settle.settle(ctx)
                 return self._reply(doc, d.rc, mac_key, d.reason, resp48=d.resp48)
             kind = "reversal" if mti == "0400" else "financial"
-            prior = self.db.one("SELECT tx_time, response, rc FROM txns WHERE terminal_id=? AND batch_no=?"
-                                " AND stan=? AND kind=?", (tid, batch, doc["11"], kind))
+            # One read finds both an earlier copy of this message and a reversal that overtook it.
+            same = {r[0]: r for r in self.db.all("SELECT kind, tx_time, response, rc FROM txns WHERE"
+                                                 " terminal_id=? AND batch_no=? AND stan=?",
+                                                 (tid, batch, doc["11"]))}
+            prior = same.get(kind)
             if prior is not None and mti != "0320":
-                if prior[0] == doc["7"] or mti == "0400":
+                if prior[1] == doc["7"] or mti == "0400":
                     # Same message again (QoS 1 redelivery, terminal retry, repeated reversal): same answer.
-                    return Outcome(bytes(prior[1]), f"terminal {tid} STAN {doc['11']}: duplicate, resent", rc=prior[2])
+                    return Outcome(bytes(prior[2]), f"terminal {tid} STAN {doc['11']}: duplicate, resent", rc=prior[3])
                 return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']} batch {batch}"
                                                       " already used with another transmission time")
             if mti == "0200":
@@ -121,9 +172,7 @@ class Handler:
                 d = auth.reverse(ctx)
             else:
                 d = settle.upload(ctx)
-            if d.kind == "financial" and d.status == "approved" and self.db.one(
-                    "SELECT id FROM txns WHERE terminal_id=? AND batch_no=? AND stan=? AND kind='reversal'",
-                    (tid, batch, doc["11"])):
+            if d.kind == "financial" and d.status == "approved" and "reversal" in same:
                 d.status = "reversed"  # its reversal overtook it
                 d.flags.append("reversed_before_arrival")
             return self._store(ctx, d, mac_key)
@@ -135,23 +184,26 @@ class Handler:
         reg = registry.region(self.db, d.region)
         day = registry.local_date(reg, ctx.now) if reg else time.strftime("%Y-%m-%d", time.gmtime(ctx.now))
         flags = ",".join(d.flags)
-        (row_id,) = self.db.one(
-            "INSERT INTO txns (terminal_id, batch_no, stan, kind, mti, proc, tx_time, amount, currency, region,"
-            " method, merchant_id, masked_pan, card_hash, rc, status, rrn, auth_code, orig_rrn, fee, flags,"
-            " location, local_date, created, uploaded) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            " RETURNING id",
-            (ctx.terminal["terminal_id"], ctx.tlv["BN"], doc["11"], d.kind, doc["t"], doc["3"], doc["7"],
-             d.amount, d.currency, d.region, d.method, ctx.terminal["merchant_id"], d.masked_pan,
-             d.card_hash, d.rc, d.status, "", "", d.orig_rrn, d.fee, flags, d.location, day, int(ctx.now),
-             d.uploaded))
+        tid = ctx.terminal["terminal_id"]
+        row_id = self.db.next_txn_id()
         rrn = f"{row_id:012d}"
         approval = f"{(row_id * 7919 + 104729) % 1000000:06d}" if d.rc == "00" else ""
         extra48 = dict(d.resp48)
         if flags:
             extra48["FL"] = flags[:200]
         out = self._reply(doc, d.rc, mac_key, d.reason, resp48=extra48, rrn=rrn, approval=approval)
-        self.db.execute("UPDATE txns SET rrn=?, auth_code=?, response=? WHERE id=?",
-                        (rrn, approval, out.response, row_id))
+        # The UNIQUE (terminal, batch, STAN, kind) key still guards against a second row.
+        self.db.execute(
+            "INSERT INTO txns (id, terminal_id, batch_no, stan, kind, mti, proc, tx_time, amount, currency,"
+            " region, method, merchant_id, masked_pan, card_hash, rc, status, rrn, auth_code, orig_rrn, fee,"
+            " flags, location, local_date, created, uploaded, response)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (row_id, tid, ctx.tlv["BN"], doc["11"], d.kind, doc["t"], doc["3"], doc["7"],
+             d.amount, d.currency, d.region, d.method, ctx.terminal["merchant_id"], d.masked_pan,
+             d.card_hash, d.rc, d.status, rrn, approval, d.orig_rrn, d.fee, flags, d.location, day,
+             int(ctx.now), d.uploaded, out.response))
+        if totals.counts(d.kind, doc["3"], d.status):
+            totals.add(self.db, d.card_hash, tid, d.region, day, d.amount)
         out.stored = True
         return out
 

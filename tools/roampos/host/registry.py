@@ -26,8 +26,13 @@ class RegistryError(ValueError):
     """A registry change that is refused; the message names the terminal or field."""
 
 
-def get_terminal(db: Database, terminal_id: str) -> Optional[dict]:
-    row = db.one(f"SELECT {','.join(TERMINAL_COLUMNS)} FROM terminals WHERE terminal_id=?", (terminal_id,))
+_TERMINAL_SELECT = f"SELECT {','.join(TERMINAL_COLUMNS)} FROM terminals WHERE terminal_id=?"
+
+
+def get_terminal(db: Database, terminal_id: str, for_update: bool = False) -> Optional[dict]:
+    """The terminal row; `for_update` also locks it until commit (PostgreSQL, inside a transaction)."""
+    sql = _TERMINAL_SELECT + " FOR UPDATE" if for_update and db.kind == "pg" else _TERMINAL_SELECT
+    row = db.one(sql, (terminal_id,))
     return dict(zip(TERMINAL_COLUMNS, row)) if row else None
 
 

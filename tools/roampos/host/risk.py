@@ -31,15 +31,16 @@ def check(db: Database, policy: Policy, card_hash: str, region: str, amount: int
     """Return (decline code or None, flags). Only approved, still-standing sales count."""
     flags: List[str] = []
     rc: Optional[str] = None
-    since = int(now) - policy.velocity_window_s
-    (n,) = db.one("SELECT COUNT(*) FROM txns WHERE card_hash=? AND created>=? AND status='approved'"
-                  " AND kind='financial' AND proc LIKE '00%'", (card_hash, since))
+    since_v = int(now) - policy.velocity_window_s
+    since_t = int(now) - policy.travel_window_s
+    # Both rules in one read of the card's recent approvals (index card_hash, created).
+    n, other = db.one("SELECT COALESCE(SUM(CASE WHEN created>=? AND proc LIKE '00%' THEN 1 ELSE 0 END), 0),"
+                      " MAX(CASE WHEN created>=? AND region<>? THEN region END) FROM txns"
+                      " WHERE card_hash=? AND created>=? AND status='approved' AND kind='financial'",
+                      (since_v, since_t, region, card_hash, min(since_v, since_t)))
     if n >= policy.velocity_count:
         flags.append("velocity")
         rc = "59"
-    other = db.one("SELECT region FROM txns WHERE card_hash=? AND created>=? AND region<>?"
-                   " AND status='approved' AND kind='financial' LIMIT 1",
-                   (card_hash, int(now) - policy.travel_window_s, region))
     if other:
         flags.append("impossible_travel")
         rc = rc or "59"

@@ -5,7 +5,7 @@ import time
 from typing import Tuple
 
 from .. import iso
-from . import registry
+from . import registry, totals
 from .auth import Ctx, Decision, _base
 
 __all__ = ["ledger_totals", "settle", "upload"]
@@ -54,9 +54,11 @@ def settle(ctx: Ctx) -> Decision:
         d.resp48 = _resp(tuple(row[2:]), d.rc)
         return d
     if ctx.doc["3"] == iso.PROC["settle_after_upload"]:
-        ctx.db.execute("UPDATE txns SET status='excluded', flags=flags || ',not_in_upload' WHERE terminal_id=?"
-                       " AND batch_no=? AND kind='financial' AND status='approved' AND uploaded=0",
-                       (ctx.terminal["terminal_id"], batch))
+        for row in ctx.db.all("UPDATE txns SET status='excluded', flags=flags || ',not_in_upload'"
+                              " WHERE terminal_id=? AND batch_no=? AND kind='financial' AND status='approved'"
+                              " AND uploaded=0 RETURNING card_hash, terminal_id, region, local_date, amount, proc",
+                              (ctx.terminal["terminal_id"], batch)):
+            totals.add_row(ctx.db, row, -1)  # excluded sales no longer count towards the day's limits
     ours = ledger_totals(ctx, batch)
     d.rc = "00" if ours == theirs else "95"
     d.resp48 = _resp(ours, d.rc)
