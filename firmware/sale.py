@@ -53,17 +53,23 @@ def cancel(why):
     ui.message("CANCELLED" if why == "cancelled" else "TIMEOUT", back_ms=2000)
 
 
-def card_read(card):
-    # card: the public (masked) dict. Returns True if a sale took it.
+def _complete(what, key, value, title, detail):
+    # The sale got its means of payment: report it and show it. Returns True
+    # if a sale was waiting (else the read belongs to the idle screen).
     global amount
     if amount is None:
         return False
     a, amount = amount, None
     _stop_timer()
-    console.event({"sale": {"amount": a, "card": card, "state": "card read"}})
+    console.event({"sale": {"amount": a, key: value, "state": what}})
     from firmware.ui_draw import money
-    ui.message("CARD READ", (money(a), card["pan"][-8:]))
+    ui.message(title, (money(a), detail))
     return True
+
+
+def card_read(card):
+    # card: the public (masked) dict.
+    return _complete("card read", "card", card, "CARD READ", card["pan"][-8:])
 
 
 def card_error(code, message):
@@ -76,12 +82,4 @@ def card_error(code, message):
 
 def code_read(code):
     # A customer payment code (already classified and masked by the scanner).
-    global amount
-    if amount is None:
-        return False
-    a, amount = amount, None
-    _stop_timer()
-    console.event({"sale": {"amount": a, "paycode": code, "state": "code read"}})
-    from firmware.ui_draw import money
-    ui.message("CODE READ", (money(a), code.get("scheme", "")))
-    return True
+    return _complete("code read", "paycode", code, "CODE READ", code.get("scheme", ""))

@@ -67,16 +67,27 @@ def _drop_draw():
         delattr(pkg, "ui_draw")
 
 
-def show_idle():
-    global screen, digits
-    screen, digits = "idle", ""
+def _page(name, title, inverted=False, center=False):
+    # Start drawing screen `name`: a cleared frame with its title row. Returns
+    # the drawing module, or None on a board without a display.
+    global screen
+    screen = name
     _cancel_back()
-    fb = _fb
-    if fb is None:
-        return
+    if _fb is None:
+        return None
     draw = _draw()
-    fb.fill(0)
-    draw.row(fb, 0, "RoamPOS")
+    _fb.fill(0)
+    draw.row(_fb, 0, title, inverted=inverted, center=center)
+    return draw
+
+
+def show_idle():
+    global digits
+    digits = ""
+    draw = _page("idle", "RoamPOS")
+    if draw is None:
+        return
+    fb = _fb
     link = link_label(state.link)
     fb.text(link, 128 - 8 * len(link), 0, 1)
     draw.row(fb, 1, state.region_name or (state.region or ""))
@@ -90,17 +101,11 @@ def show_idle():
 
 
 def _amount_screen():
-    global screen
-    screen = "amount"
-    fb = _fb
-    if fb is None:
-        return
-    draw = _draw()
-    fb.fill(0)
-    draw.row(fb, 0, "SALE")
-    draw.big(fb, 3, draw.money(int(digits or "0")))
-    draw.row(fb, 7, "C=OK  A=CANCEL")
-    _show()
+    draw = _page("amount", "SALE")
+    if draw is not None:
+        draw.big(_fb, 3, draw.money(int(digits or "0")))
+        draw.row(_fb, 7, "C=OK  A=CANCEL")
+        _show()
 
 
 def _amount_update():
@@ -112,33 +117,21 @@ def _amount_update():
 
 
 def show_tap(amount):
-    global screen
-    screen = "tap"
-    _cancel_back()
-    fb = _fb
-    if fb is None:
-        return
-    draw = _draw()
-    fb.fill(0)
-    draw.row(fb, 0, "SALE")
-    draw.big(fb, 2, draw.money(amount))
-    draw.row(fb, 5, "TAP CARD", center=True)
-    draw.row(fb, 7, "A=CANCEL")
-    _show()
+    draw = _page("tap", "SALE")
+    if draw is not None:
+        draw.big(_fb, 2, draw.money(amount))
+        draw.row(_fb, 5, "TAP CARD", center=True)
+        draw.row(_fb, 7, "A=CANCEL")
+        _show()
 
 
 def message(title, lines=(), back_ms=3000, inverted=False):
     # A message screen; returns to idle after back_ms (0 = stays).
-    global screen, _back
-    screen = "message"
-    _cancel_back()
-    fb = _fb
-    if fb is not None:
-        draw = _draw()
-        fb.fill(0)
-        draw.row(fb, 0, title, inverted=inverted, center=True)
+    global _back
+    draw = _page("message", title, inverted=inverted, center=True)
+    if draw is not None:
         for i, ln in enumerate(lines[:6]):
-            draw.row(fb, 2 + i, ln, center=True)
+            draw.row(_fb, 2 + i, ln, center=True)
         _show()
     if back_ms:
         _back = asyncio.create_task(_idle_after(back_ms))
