@@ -161,8 +161,8 @@ class _FakeClient:
     def publish(self, topic, payload, qos=0):
         self.events.append(("publish", topic))
 
-    def ack(self, mid, qos):
-        self.events.append(("ack", mid))
+    def ack(self, msg):
+        self.events.append(("ack", msg.mid))
 
 
 class _FlakyHandler:

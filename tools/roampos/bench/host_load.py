@@ -185,6 +185,38 @@ def _echo_main(url: str, size: int, index: int) -> None:
     c.loop_stop()
 
 
+def _wire_echo_main(url: str, size: int, index: int) -> None:
+    """The same echo on the host workers' own MQTT client (`host.wire`): what remains between the
+    two phases is then only the authorization work, not a difference of client libraries."""
+    from urllib.parse import urlparse
+    from ..host.wire import WireClient
+    u = urlparse(url)
+    reply = b"E" * size
+    c = WireClient(u.hostname or "127.0.0.1", u.port or 1883, f"echo-{index}", keepalive=60,
+                   subscriptions=[ECHO_FILTER])
+    got: list = []
+    c.on_message = got.append
+    c.on_subscribe = lambda: print("ready", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    c.connect()
+    while not stop.is_set():
+        if c.loop(0.2):
+            time.sleep(0.2)
+            c.connect()
+            continue
+        for m in got:
+            c.publish(m.topic[:-3] + "resp", reply, qos=1)
+            c.ack(m)
+        got.clear()
+        c.flush()
+    # Leave no shared-subscription member behind: a later phase's requests must not queue for it.
+    from ..mqtt_codec import UNSUBSCRIBE, encode_str, packet
+    c.out += packet(UNSUBSCRIBE, 2, b"\x00\x01" + encode_str(ECHO_FILTER))
+    c.loop(0.5)
+    c.disconnect()
+
+
 # The echo lives on its own topic tree of the same length as roampos/..., so that echo and host
 # rounds can alternate with both services running (a burst of other work on the machine then
 # hits both phases alike) and no request ever reaches both.
@@ -213,7 +245,7 @@ def _pct(values: List[float], p: float) -> float:
 
 
 def run_once(broker_kind: str, workers: int, terminals: int, requests: int, rounds: int = 5,
-             timeout: float = 120) -> dict:
+             timeout: float = 120, echo_client: str = "wire") -> dict:
     """One configuration: `rounds` pairs of an echo round and a host round on the same broker and
     the same load generator; rates are the median round of each."""
     from .. import iso
@@ -238,8 +270,9 @@ def run_once(broker_kind: str, workers: int, terminals: int, requests: int, roun
         req_size = len(_plans(twins[:1], 1, 0)[twins[0].tid][0])
         resp_size = _response_size(_plans(twins[:1], 1, 0)[twins[0].tid][0])
         # The echo responders (one per worker) and the host run side by side on separate topics.
+        echo_main = "_wire_echo_main" if echo_client == "wire" else "_echo_main"
         echo = [subprocess.Popen([sys.executable, "-c", "import sys; from roampos.bench.host_load import "
-                                  f"_echo_main; _echo_main({url!r}, {resp_size}, {k})"],
+                                  f"{echo_main} as e; e({url!r}, {resp_size}, {k})"],
                                  stdout=subprocess.PIPE, text=True) for k in range(workers)]
         procs += echo
         for p in echo:
@@ -315,12 +348,14 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     p.add_argument("--broker", choices=("embedded", "mosquitto"), default="embedded")
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     p.add_argument("--rounds", type=int, default=5, help="echo and host rounds per configuration (median)")
+    p.add_argument("--echo-client", choices=("paho", "wire"), default="wire",
+                   help="the echo's MQTT client: the workers' own (host.wire, default) or paho")
     args = p.parse_args(argv)
     if args.broker == "mosquitto" and not os.path.exists(MOSQUITTO):
         print(f"{MOSQUITTO} missing: using the embedded broker", file=sys.stderr)
         args.broker = "embedded"
-    results = [run_once(args.broker, int(w), args.terminals, args.requests, args.rounds)
-               for w in args.workers.split(",")]
+    results = [run_once(args.broker, int(w), args.terminals, args.requests, args.rounds,
+                        echo_client=args.echo_client) for w in args.workers.split(",")]
     print(_table(results))
     for r in results:
         if r["lost"] or r["duplicated"] or r["answered"] != r["requests"] or r["ledger_rows"] != r["requests"]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .. import iso
 from . import registry, risk, totals
@@ -30,6 +30,7 @@ class Ctx:
     tpk: bytes
     tdk: bytes
     card_key: bytes
+    pan_ecb: Any = None   # reusable decryptor under tdk, from the handler's key cache
 
 
 @dataclass
@@ -70,7 +71,7 @@ def _base(ctx: Ctx, kind: str) -> Decision:
         raise iso.MessageError("PM must be C, Q or P", "48")
     if "4" not in doc or "49" not in doc:
         raise iso.MessageError("amount and currency are required", "4" if "4" not in doc else "49")
-    pan = iso.decrypt_pan(ctx.tdk, tlv["EP"])
+    pan = iso.decrypt_pan(ctx.tdk, tlv["EP"], ctx.pan_ecb)
     if "2" in doc and doc["2"] != iso.mask_pan(pan):
         raise iso.MessageError("masked PAN does not match the encrypted PAN", "2")
     d = Decision(rc="00", kind=kind, amount=int(doc["4"]), currency=doc["49"], region=tlv["RG"],

@@ -5,7 +5,9 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .. import iso
 from . import auth, registry, settle, totals
@@ -34,6 +36,7 @@ class TerminalKeys(NamedTuple):
     tak: Optional[bytes]
     tpk: Optional[bytes]
     tdk: Optional[bytes]
+    pan_ecb: Any    # a reusable AES-ECB decryptor under the TDK (iso.decrypt_pan), or None
 
 
 def _unhex(value: Optional[str]) -> Optional[bytes]:
@@ -58,8 +61,11 @@ class Handler:
         if hit is not None and hit[0] == version:
             return hit[1]
         tmk = bytes.fromhex(term["tmk"])
+        tdk = _unhex(term["tdk"])
+        # One ECB context per data key, reused for every PAN (a context is per Handler, so per thread).
+        ecb = Cipher(algorithms.AES(tdk), modes.ECB()).decryptor() if tdk and len(tdk) == 16 else None
         k = TerminalKeys(tmk, iso.derive_key(tmk, iso.LABEL_NM_MAC), _unhex(term["tak"]),
-                         _unhex(term["tpk"]), _unhex(term["tdk"]))
+                         _unhex(term["tpk"]), tdk, ecb)
         if len(self._keys) > 100000:
             self._keys.clear()
         self._keys[term["terminal_id"]] = (version, k)
@@ -145,7 +151,8 @@ class Handler:
         batch = tlv.get("BN", "")
         if len(batch) != 6 or not batch.isdigit():
             raise iso.MessageError("tag BN (6-digit batch number) required", "48")
-        ctx = Ctx(self.db, self.policy, term, doc, tlv, now, keys.tpk or b"", keys.tdk or b"", self.card_key)
+        ctx = Ctx(self.db, self.policy, term, doc, tlv, now, keys.tpk or b"", keys.tdk or b"", self.card_key,
+                  keys.pan_ecb)
         with self.db.transaction():
             if not locked:
                 self.db.lock_terminal(tid)

@@ -14,6 +14,7 @@ from typing import List, Optional
 from urllib.parse import urlparse
 
 from .db import DatabaseError, connect, default_url
+from .wire import WireClient
 
 __all__ = ["add_arguments", "run", "Worker", "SHARE_GROUP", "REQ_FILTER", "no_delay"]
 
@@ -24,16 +25,16 @@ log = logging.getLogger("roampos.host")
 
 
 class Worker:
-    """One MQTT client driven by one thread: read what the broker has, handle it as one group,
+    """One MQTT connection driven by one thread: read what the broker has, handle it as one group,
     commit, answer, acknowledge, repeat. No network thread: handing every message across threads
     (queue, GIL hand-offs, a wake-up byte per publish and per PUBACK) was ~40 % of the worker's CPU
-    under load. While a database outage is retried the loop keeps servicing the connection, so
-    the keepalive never lapses."""
+    under load; and no paho: its per-packet Python was another ~25 % (`wire.WireClient` instead).
+    While a database outage is retried the loop keeps servicing the connection, so the keepalive
+    never lapses."""
 
     groups = 0   # transactions committed (processed/groups = mean group size); class default for fakes
 
     def __init__(self, broker_url: str, db_url: str, index: int = 0, ready=None):
-        import paho.mqtt.client as mqtt
         from .handler import Handler
         self.db_url, self.index = db_url, index
         self.db = connect(db_url)
@@ -42,36 +43,22 @@ class Worker:
         self.stopping = threading.Event()
         u = urlparse(broker_url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
-        # A persistent session (clean_session=False) makes the broker keep and redeliver any
-        # request this worker received but had not acknowledged when it died.
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"roampos-host-{index}",
-                                  clean_session=False, manual_ack=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = lambda c, u, m: self.inbox.append(m)
-        self.client.max_queued_messages_set(0)
+        # A persistent session (the client never asks for a clean one) makes the broker keep and
+        # redeliver any request this worker received but had not acknowledged when it died.
+        self.client = WireClient(self.host, self.port, f"roampos-host-{index}", keepalive=30,
+                                 subscriptions=[REQ_FILTER, STATUS_FILTER])
+        self.client.on_message = self.inbox.append
         self._backoff = 0.2   # broker reconnect delay, doubled up to 5 s
         self.processed = 0
         self.max_batch = 32
         self.ready = ready or threading.Event()
-        self.client.on_subscribe = lambda *a: self.ready.set()
-
-    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
-        if reason.is_failure:
-            log.error("worker %d: broker refused connection: %s", self.index, reason)
-            return
-        log.info("worker %d connected to mqtt://%s:%d", self.index, self.host, self.port)
-        no_delay(client)
-        client.subscribe([(REQ_FILTER, 1), (STATUS_FILTER, 1)])
-
-    def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
-        if not self.stopping.is_set():
-            log.warning("worker %d: broker connection lost (%s); reconnecting", self.index, reason)
+        self.client.on_subscribe = self.ready.set
 
     def start(self) -> None:
         while not self.stopping.is_set():
             try:
-                self.client.connect(self.host, self.port, keepalive=30)
+                self.client.connect()
+                log.info("worker %d connected to mqtt://%s:%d", self.index, self.host, self.port)
                 return
             except OSError as exc:
                 log.warning("worker %d: broker unreachable (%s); retrying", self.index, exc)
@@ -79,18 +66,22 @@ class Worker:
 
     def pump(self, timeout: float) -> None:
         """Service the connection once (read, write, keepalive); reconnect with backoff if lost."""
-        import paho.mqtt.client as mqtt
-        rc = self.client.loop(timeout)
-        if rc == mqtt.MQTT_ERR_SUCCESS or self.stopping.is_set():
+        if self.client.loop(timeout) == 0 or self.stopping.is_set():
             return
         delay = self._backoff
+        log.warning("worker %d: broker connection lost; reconnecting in %.1fs", self.index, delay)
         time.sleep(delay)
         self._backoff = min(delay * 2, 5.0)
         try:
-            self.client.reconnect()
+            self.client.connect()
             self._backoff = 0.2
+            # Requests read on the lost connection can no longer be acknowledged; the broker
+            # redelivers them on this one, so handling the old copies would only do the work twice.
+            for m in [m for m in self.inbox if m.conn != self.client.conn]:
+                self.inbox.remove(m)
+            log.info("worker %d reconnected to mqtt://%s:%d", self.index, self.host, self.port)
         except OSError as exc:
-            log.warning("worker %d: broker unreachable (%s); retrying in %.1fs", self.index, exc, delay)
+            log.warning("worker %d: broker unreachable (%s)", self.index, exc)
 
     def serve_forever(self) -> None:
         self.start()
@@ -107,7 +98,6 @@ class Worker:
                 self.process_batch(batch)
         log.info("worker %d stopping: %d messages in %d transactions", self.index, self.processed, self.groups)
         self.client.disconnect()
-        self.client.loop(0.1)   # flush the DISCONNECT
 
     def process(self, msg) -> None:
         self.process_batch([msg])
@@ -140,19 +130,18 @@ class Worker:
         else:
             return  # stopping: leave them unacknowledged for redelivery
         self.groups += 1
-        # Cork the socket while the group's responses and PUBACKs are written (one small write
-        # each): the broker then reads them in a few segments instead of one wake-up per packet.
-        sock = self.client.socket() if hasattr(self.client, "socket") else None
-        _cork(sock, True)
-        try:
-            for msg, (tid, response) in zip(batch, results):
-                if response is not None:
-                    self.client.publish(f"roampos/v1/{tid}/resp", response, qos=1)
-                self.processed += 1
-                if msg.qos:
-                    self.client.ack(msg.mid, msg.qos)
-        finally:
-            _cork(sock, False)
+        # Responses and PUBACKs are queued and leave in one write (flush): the broker reads the
+        # group in a few segments instead of one wake-up per packet.
+        client = self.client
+        for msg, (tid, response) in zip(batch, results):
+            if response is not None:
+                client.publish(f"roampos/v1/{tid}/resp", response, qos=1)
+            self.processed += 1
+            if msg.qos:
+                client.ack(msg)
+        flush = getattr(client, "flush", None)
+        if flush is not None:
+            flush()
 
     def _refill(self, batch: list, decoded: list) -> None:
         """Add what the socket holds now to the group (up to max_batch), decoded."""
@@ -215,15 +204,6 @@ def no_delay(client) -> None:  # type: ignore[no-untyped-def]
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # not TCP (e.g. a Unix socket): nothing to tune
-
-
-def _cork(sock, on: bool) -> None:  # type: ignore[no-untyped-def]
-    """Linux TCP_CORK: hold partial segments until uncorked (uncorking sends them at once)."""
-    if sock is not None and hasattr(socket, "TCP_CORK"):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
-        except OSError:
-            pass  # not TCP: nothing to batch
 
 
 def _heartbeat(db, tid: str, payload: bytes) -> Optional[str]:
