@@ -23,6 +23,9 @@ async def _run(con):
     models = getattr(con.board, "heap_models", None)
     if models is not None:  # vterm: the device models' share of heap_used
         ev["heap_models"] = models
+    # Start on a fresh line: what came before a reset (a REPL prompt, half a
+    # reply cut by the power) must not hide the ready event from line readers.
+    con.out.write(b"\r\n")
     con.write("EVT", ev)
     await task  # the console returns on Ctrl-C
 
