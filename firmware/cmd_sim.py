@@ -63,7 +63,7 @@ def cmd_sim(args):
         if len(w) != 4:
             raise CommandError("usage", "sim cell <mcc> <mnc> <lac> <ci>")
         mcc = _int(w[0], "mcc", 200, 799)
-        mnc = _int(w[1], "mnc", 0, 999)
+        _int(w[1], "mnc", 0, 999)  # a range check: the text keeps its leading zero
         if len(w[1]) not in (2, 3):
             raise CommandError("badarg", "mnc has 2 or 3 digits, got %r" % w[1][:8])
         lac = _int(w[2], "lac", 1, 0xFFFE)

@@ -107,7 +107,6 @@ async def _wifi_up():
 
 
 def _cell_up():
-    from drivers.atmodem import ATError
     b = boards.get()
     m = getattr(b, "modem", None)
     if m is None:

@@ -3,7 +3,6 @@ and firmware unit tests in tests/mpy/ run inside the MicroPython unix port."""
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 

@@ -2,7 +2,6 @@
 card taps at idle and in a sale, card pulled away, scanner codes, and
 malformed `sim`/`screen` input answered with ERR while the console keeps serving."""
 import re
-import time
 
 import pytest
 

@@ -1,9 +1,7 @@
 """`roampos vterm` and `roampos run` as a newcomer uses them."""
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import serial

@@ -2,34 +2,16 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
+from roampos.netutil import free_port, wait_port  # noqa: F401  (re-exported for the tests)
 from roampos.termsim import MqttLink, SimTerminal
 
 TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 TID, MID, SERIAL = "SHA00001", "310000000000001", "RP-S3-000001"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on port {port}")
 
 
 def roampos_bin() -> str:

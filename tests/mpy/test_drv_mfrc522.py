@@ -8,7 +8,7 @@ from vhw.cards import Card
 from drivers.mfrc522 import MFRC522, INIT
 from drivers.mfrc522_poll import MFRC522Poll
 from drivers.iso14443 import T4, parse_ats
-from drivers.nfcerr import FrameError, CardRemoved, NoAnswer
+from drivers.nfcerr import FrameError, CardRemoved
 from drivers import iso14443a
 from firmware import emv
 

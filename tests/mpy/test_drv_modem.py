@@ -5,7 +5,7 @@ import time
 
 from vhw.uart import UART
 from vhw.modem import ModemModel
-from drivers.atmodem import AT, ATError, ATTimeout
+from drivers.atmodem import ATError, ATTimeout
 from drivers.sim7600 import SIM7600, ModemError, _parse_reg
 
 

@@ -1,6 +1,5 @@
 # SSD1306 driver: exact bus traffic against the datasheet, and the vterm's
 # panel model decoding the stream back into the same pixels.
-import framebuf
 
 from vhw.bus import I2C, SPI, Pin
 from vhw.oled import SSD1306Model

@@ -4,7 +4,6 @@ place from flash (MicroPython >= 1.25, `vfs.VfsRom`) instead of the heap."""
 import argparse
 import os
 import subprocess
-import sys
 from typing import Dict, Iterator, Optional, Tuple
 
 from littlefs import LittleFS

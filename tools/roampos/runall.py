@@ -64,16 +64,12 @@ def start_host(db: str, port: int, log: str) -> "subprocess.Popen[str]":
 def run(args: argparse.Namespace) -> int:
     host = None
     if not args.no_host:
-        try:
-            import roampos.host.service  # noqa: F401  (present once the host is built)
-            if os.path.exists(args.params):
-                register_terminal("sqlite:///" + args.db, args.params)
-            log = os.path.splitext(args.db)[0] + ".log"
-            host = start_host(args.db, args.broker_port, log)
-            print("host: embedded MQTT broker on 127.0.0.1:%d, ledger %s, log %s"
-                  % (args.broker_port, args.db, log))
-        except ImportError:
-            print("run: no acquirer host in this tree; the terminal runs alone", file=sys.stderr)
+        if os.path.exists(args.params):
+            register_terminal("sqlite:///" + args.db, args.params)
+        log = os.path.splitext(args.db)[0] + ".log"
+        host = start_host(args.db, args.broker_port, log)
+        print("host: embedded MQTT broker on 127.0.0.1:%d, ledger %s, log %s"
+              % (args.broker_port, args.db, log))
     fresh = args.fresh or not os.path.exists(args.flash)
     params = args.params if fresh and os.path.exists(args.params) else None
     vt = VTermProcess(args.flash, heap=args.heap, fresh=fresh, params=params)

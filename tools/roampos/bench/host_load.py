@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import statistics
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from ..host.service import no_delay
+from ..netutil import free_port, wait_port
 
 __all__ = ["main", "rows", "run_once", "ClosedLoop"]
 
@@ -22,25 +22,8 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 TMK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 15) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"broker did not open port {port}")
-
-
 def _start_broker(kind: str, tmp: str) -> Tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     if kind == "mosquitto":
         conf = os.path.join(tmp, "mosquitto.conf")
         with open(conf, "w") as fh:
@@ -50,7 +33,7 @@ def _start_broker(kind: str, tmp: str) -> Tuple[subprocess.Popen, str]:
     else:
         proc = subprocess.Popen([sys.executable, "-m", "roampos.broker", "--port", str(port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_port(port)
+    wait_port(port)
     return proc, f"mqtt://127.0.0.1:{port}"
 
 
@@ -248,7 +231,6 @@ def run_once(broker_kind: str, workers: int, terminals: int, requests: int, roun
              timeout: float = 120, echo_client: str = "wire") -> dict:
     """One configuration: `rounds` pairs of an echo round and a host round on the same broker and
     the same load generator; rates are the median round of each."""
-    from .. import iso
     from ..host import db as dbm, registry
     from ..termsim import MqttLink, SimTerminal
     tmp = tempfile.mkdtemp(prefix="roampos-bench-")
