@@ -31,6 +31,10 @@ class Ctx:
     tdk: bytes
     card_key: bytes
     pan_ecb: Any = None   # reusable decryptor under tdk, from the handler's key cache
+    # The (region, status) row of this terminal's batch (None: no such batch) when the handler read
+    # it with the worker's group (batch_known); otherwise _region_and_batch reads it.
+    batch_row: Any = None
+    batch_known: bool = False
 
 
 @dataclass
@@ -113,7 +117,10 @@ def _region_and_batch(ctx: Ctx, d: Decision) -> Optional[str]:
     if d.currency != reg["currency"]:
         d.flags.append("currency_mismatch")
         return "12"
-    row = db.one("SELECT region, status FROM batches WHERE terminal_id=? AND batch_no=?", (tid, batch))
+    if ctx.batch_known:
+        row = ctx.batch_row
+    else:
+        row = db.one("SELECT region, status FROM batches WHERE terminal_id=? AND batch_no=?", (tid, batch))
     if row is None:
         db.execute("INSERT INTO batches (terminal_id, batch_no, region, status) VALUES (?,?,?,'open')",
                    (tid, batch, d.region))

@@ -39,6 +39,25 @@ class TerminalKeys(NamedTuple):
     pan_ecb: Any    # a reusable AES-ECB decryptor under the TDK (iso.decrypt_pan), or None
 
 
+class _Group:
+    """What one query per table read for a worker's group, at the start of its transaction.
+
+    Only a terminal's first message in the group uses it: any later one (whose predecessor may
+    have signed on, settled, opened a batch or stored a row) reads the database as before.
+    """
+    __slots__ = ("terms", "stans", "batches", "tlvs", "seen")
+
+    def __init__(self) -> None:
+        self.terms: Dict[str, Optional[dict]] = {}           # terminal ID -> row (None: unknown)
+        self.stans: Dict[tuple, bool] = {}                   # (tid, batch, STAN) -> any ledger row
+        self.batches: Dict[tuple, Optional[tuple]] = {}      # (tid, batch) -> (region, status) or None
+        self.tlvs: Dict[int, tuple] = {}                     # id(doc) -> (doc, decoded field 48)
+        self.seen: set = set()                               # terminals already handled in the group
+
+
+_GROUP_MTIS = ("0200", "0220", "0400", "0320")
+
+
 def _unhex(value: Optional[str]) -> Optional[bytes]:
     return bytes.fromhex(value) if value else None
 
@@ -54,6 +73,74 @@ class Handler:
         # TMK (from any worker) changes them, so a stale entry can never be used. Not shared state:
         # it is only a cache of what the terminal row says on every message.
         self._keys: Dict[str, Tuple[tuple, TerminalKeys]] = {}
+        self._group: Optional[_Group] = None
+
+    # ------------------------------------------------------------ group reads
+    def begin_group(self, items: "list[Tuple[str, Any]]") -> None:
+        """Inside the worker's group transaction, before handling: read the group's terminals, their
+        batches and whether their (batch, STAN) keys already have ledger rows, one query per table
+        (PostgreSQL: the terminal rows are locked here, in ID order, until commit). `items` are
+        (topic terminal ID, what decode() returned). Decisions are unchanged: the database cannot
+        change under these reads (SQLite holds the write lock, PostgreSQL the terminal row locks)
+        except by this group's own messages, and a terminal's later messages read it afresh."""
+        self._group = None
+        try:
+            with self.db.transaction():  # a savepoint: a failed read must not abort the group
+                self._group = self._read_group(items)
+        except DatabaseError:
+            raise
+        except Exception:  # a bug here costs the group its shortcut, not its answers
+            log.exception("group read failed; reading per message")
+            self._group = None
+
+    def _read_group(self, items: "list[Tuple[str, Any]]") -> "Optional[_Group]":
+        g = _Group()
+        tids = sorted({doc["41"] for _, doc in items if isinstance(doc, dict) and "41" in doc})
+        if not tids:
+            return None
+        sql = registry._TERMINAL_SELECT.replace("=?", " IN (" + ",".join("?" * len(tids)) + ")")
+        if self.db.kind == "pg":
+            sql += " ORDER BY terminal_id FOR UPDATE"
+        for row in self.db.all(sql, tids):
+            g.terms[row[0]] = dict(zip(registry.TERMINAL_COLUMNS, row))
+        for tid in tids:
+            g.terms.setdefault(tid, None)
+        stans, batches = set(), set()
+        for _, doc in items:
+            if not isinstance(doc, dict) or doc.get("t") not in _GROUP_MTIS or "11" not in doc:
+                continue
+            tid = doc.get("41")
+            if g.terms.get(tid) is None:
+                continue
+            try:
+                tlv = iso.decode_tlv(doc.get("48", ""))
+            except Exception:
+                continue  # the handler raises it again, as a format error
+            g.tlvs[id(doc)] = (doc, tlv)
+            batch = tlv.get("BN", "")
+            if len(batch) == 6 and batch.isdigit():
+                stans.add((tid, batch, doc["11"]))
+                batches.add((tid, batch))
+        if stans:
+            for key in stans:
+                g.stans[key] = False
+            for key in self.db.all("WITH k(t, b, s) AS (VALUES " + ",".join(["(?,?,?)"] * len(stans)) + ")"
+                                   " SELECT DISTINCT txns.terminal_id, txns.batch_no, txns.stan FROM k JOIN txns"
+                                   " ON txns.terminal_id=k.t AND txns.batch_no=k.b AND txns.stan=k.s",
+                                   [v for key in stans for v in key]):
+                g.stans[tuple(key)] = True
+            for key in batches:
+                g.batches[key] = None
+            for tid, batch, reg, status in self.db.all(
+                    "WITH k(t, b) AS (VALUES " + ",".join(["(?,?)"] * len(batches)) + ")"
+                    " SELECT batches.terminal_id, batches.batch_no, batches.region, batches.status FROM k"
+                    " JOIN batches ON batches.terminal_id=k.t AND batches.batch_no=k.b",
+                    [v for key in batches for v in key]):
+                g.batches[(tid, batch)] = (reg, status)
+        return g
+
+    def end_group(self) -> None:
+        self._group = None
 
     def keys(self, term: dict) -> TerminalKeys:
         version = (term["tmk"], term["tak"], term["tpk"], term["tdk"])
@@ -120,7 +207,15 @@ class Handler:
         # Inside the worker's group transaction the read also takes the PostgreSQL row lock that
         # serializes this terminal across workers, saving the separate SELECT ... FOR UPDATE.
         locked = self.db.kind == "pg" and self.db.in_transaction()
-        term = registry.get_terminal(self.db, tid, for_update=locked)
+        g = self._group
+        if g is not None and tid not in g.seen and tid in g.terms:
+            g.seen.add(tid)
+            term = g.terms[tid]
+        else:
+            if g is not None:
+                g.seen.add(tid)
+                g = None  # not this terminal's first message of the group: read afresh
+            term = registry.get_terminal(self.db, tid, for_update=locked)
         if term is None:
             return self._reply(doc, "03", None, f"unknown terminal {tid}")
         keys = self.keys(term)
@@ -143,7 +238,8 @@ class Handler:
         if abs(sent - now) > self.policy.max_skew_s:
             return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']}: field 7 outside"
                                                   f" {self.policy.max_skew_s}s window (replay?)")
-        tlv = iso.decode_tlv(doc.get("48", ""))
+        hit = g.tlvs.get(id(doc)) if g is not None else None
+        tlv = hit[1] if hit is not None and hit[0] is doc else iso.decode_tlv(doc.get("48", ""))
         if "SN" in tlv and tlv["SN"] != term["serial"]:
             return self._reply(doc, "03", mac_key, f"terminal {tid}: serial {tlv['SN']} is not the bound device")
         if mti == "0800":
@@ -153,6 +249,9 @@ class Handler:
             raise iso.MessageError("tag BN (6-digit batch number) required", "48")
         ctx = Ctx(self.db, self.policy, term, doc, tlv, now, keys.tpk or b"", keys.tdk or b"", self.card_key,
                   keys.pan_ecb)
+        key = (tid, batch, doc["11"])
+        if g is not None and key in g.stans:
+            ctx.batch_row, ctx.batch_known = g.batches[key[:2]], True
         with self.db.transaction():
             if not locked:
                 self.db.lock_terminal(tid)
@@ -161,9 +260,11 @@ class Handler:
                 return self._reply(doc, d.rc, mac_key, d.reason, resp48=d.resp48)
             kind = "reversal" if mti == "0400" else "financial"
             # One read finds both an earlier copy of this message and a reversal that overtook it.
-            same = {r[0]: r for r in self.db.all("SELECT kind, tx_time, response, rc FROM txns WHERE"
-                                                 " terminal_id=? AND batch_no=? AND stan=?",
-                                                 (tid, batch, doc["11"]))}
+            if g is not None and g.stans.get(key) is False:
+                same: dict = {}  # the group read found no row with this key
+            else:
+                same = {r[0]: r for r in self.db.all("SELECT kind, tx_time, response, rc FROM txns WHERE"
+                                                     " terminal_id=? AND batch_no=? AND stan=?", key)}
             prior = same.get(kind)
             if prior is not None and mti != "0320":
                 if prior[1] == doc["7"] or mti == "0400":

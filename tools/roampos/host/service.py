@@ -117,7 +117,16 @@ class Worker:
                         # for the write lock joins the group, so one fsync serves all of it.
                         self._refill(batch, decoded)
                         first = False
-                    results = [self._handle_one(m, d) for m, d in zip(batch, decoded)]
+                    begin = getattr(self.handler, "begin_group", None)
+                    if begin is not None:
+                        # One query per table for the group's terminals, batches and STAN keys.
+                        begin([(d[0], d[2]) for d in decoded if d[1] == "req"])
+                    try:
+                        results = [self._handle_one(m, d) for m, d in zip(batch, decoded)]
+                    finally:
+                        end = getattr(self.handler, "end_group", None)
+                        if end is not None:
+                            end()
                 break
             except DatabaseError as exc:
                 log.error("worker %d: database unavailable (%s); retrying in %.1fs", self.index, exc, delay)
