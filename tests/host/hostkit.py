@@ -14,6 +14,23 @@ TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 TID, MID, SERIAL = "SHA00001", "310000000000001", "RP-S3-000001"
 
 
+def worker_thread(url: str, db_url: str, index: int):
+    """A host worker serving in a daemon thread of the test process: (worker, thread)."""
+    from roampos.host.service import Worker
+    w = Worker(url, db_url, index=index)
+    t = threading.Thread(target=w.serve_forever, daemon=True)
+    t.start()
+    return w, t
+
+
+def signed_on(link: MqttLink) -> SimTerminal:
+    """The test terminal, subscribed on `link` and signed on (working keys applied)."""
+    link.subscribe([TID])
+    term = SimTerminal(TID, MID, SERIAL, TMK)
+    term.apply_signon(link.request(TID, term.signon()))
+    return term
+
+
 def roampos_bin() -> str:
     exe = Path(sys.executable).parent / "roampos"
     return str(exe) if exe.exists() else (shutil.which("roampos") or "roampos")

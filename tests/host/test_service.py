@@ -13,7 +13,7 @@ from roampos.host.db import DatabaseError
 from roampos.host.handler import Outcome
 from roampos.host.service import Worker
 from roampos.termsim import MqttLink, SimTerminal
-from hostkit import MID, SERIAL, TID, TMK, free_port, roampos_bin, wait_port
+from hostkit import MID, SERIAL, TID, TMK, free_port, roampos_bin, signed_on, wait_port, worker_thread
 from test_authorization import card
 
 
@@ -129,23 +129,17 @@ def test_host_command_with_embedded_broker(db):
 
 def test_request_waits_for_a_restarted_worker(mosquitto, db):
     """A worker's persistent session keeps its share of requests while it is down (never lost)."""
-    w = Worker(mosquitto, db.url, index=4242)
-    t = threading.Thread(target=w.serve_forever, daemon=True)
-    t.start()
+    w, t = worker_thread(mosquitto, db.url, 4242)
     assert w.ready.wait(10), "worker did not subscribe"
     link = MqttLink(mosquitto)
     try:
-        link.subscribe([TID])
-        term = SimTerminal(TID, MID, SERIAL, TMK)
-        term.apply_signon(link.request(TID, term.signon()))
+        term = signed_on(link)
         w.stop()
         t.join(10)
         raw = term.financial(card(200), 700)
         link.send(TID, raw)                 # nobody connected: the broker keeps it for host-4242
         time.sleep(0.3)
-        w2 = Worker(mosquitto, db.url, index=4242)
-        t2 = threading.Thread(target=w2.serve_forever, daemon=True)
-        t2.start()
+        w2, t2 = worker_thread(mosquitto, db.url, 4242)
         resp = link.wait(TID, iso.decode(raw)["11"], 10)
         assert resp is not None and term.check(resp)["39"] == "00"
         w2.stop()

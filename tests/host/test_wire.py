@@ -11,7 +11,7 @@ from roampos.host.service import Worker
 from roampos.host.wire import CONNECTION_LOST, WireClient
 from roampos.mqtt_codec import PUBLISH, packet
 from roampos.termsim import MqttLink, SimTerminal
-from hostkit import MID, SERIAL, TID, TMK, free_port, wait_port
+from hostkit import MID, SERIAL, TID, TMK, free_port, signed_on, wait_port, worker_thread
 from test_authorization import card
 
 FILTER = "$share/wire-test/wt/v1/+/req"
@@ -114,9 +114,7 @@ def test_worker_reconnects_and_resubscribes_after_broker_restart(db, tmp_path):
     port = free_port()
     broker = _mosquitto(port, tmp_path)
     url = f"mqtt://127.0.0.1:{port}"
-    w = Worker(url, db.url, index=int(time.time() * 1000) % 10000)
-    t = threading.Thread(target=w.serve_forever, daemon=True)
-    t.start()
+    w, t = worker_thread(url, db.url, int(time.time() * 1000) % 10000)
     try:
         assert w.ready.wait(10)
         broker.terminate()
@@ -127,9 +125,7 @@ def test_worker_reconnects_and_resubscribes_after_broker_restart(db, tmp_path):
         assert w.ready.wait(15), "worker did not resubscribe"
         link = MqttLink(url)
         try:
-            link.subscribe([TID])
-            term = SimTerminal(TID, MID, SERIAL, TMK)
-            term.apply_signon(link.request(TID, term.signon()))
+            term = signed_on(link)
             assert term.check(link.request(TID, term.financial(card(400), 300)))["39"] == "00"
         finally:
             link.close()
@@ -164,9 +160,7 @@ def test_request_of_a_worker_that_died_before_commit_is_answered_once(mosquitto,
         assert died.wait(10)
         t.join(10)
         assert db.one("SELECT COUNT(*) FROM txns WHERE amount=800")[0] == 0
-        w2 = Worker(mosquitto, db.url, index=index)
-        t2 = threading.Thread(target=w2.serve_forever, daemon=True)
-        t2.start()
+        w2, t2 = worker_thread(mosquitto, db.url, index)
         resp = link.wait(TID, iso.decode(raw)["11"], 10)
         assert resp is not None and term.check(resp)["39"] == "00"
         w2.stop()
