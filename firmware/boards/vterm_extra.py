@@ -7,7 +7,7 @@ from vhw.bus import Pin
 def build(board, name):
     if name == "sim":
         from vhw.sim import Sim
-        return Sim(*board._models, board=board)
+        return Sim(board)
     if name == "scanner":
         from vhw.uart import UART
         from drivers.gm65 import GM65

@@ -108,23 +108,6 @@ def test_idle_poll_finds_a_card_then_the_full_driver_reads_it():
     assert idle.poll() == 0x0004, model.log[-1]
 
 
-def test_empty_field_model_then_the_full_model_takes_over():
-    # The vterm idles with vhw.nfc_idle on the bus: init and polls work on
-    # it; full() puts vhw.nfc's model on the bus with the chip's registers
-    # (antenna on, timer), so the next poll finds the card.
-    from vhw.nfc_idle import EmptyField
-    spi = SPI(1)
-    cs = Pin("cs", Pin.OUT, value=1)
-    field = EmptyField(spi, cs)
-    idle = MFRC522Poll(spi, cs)
-    assert idle.init() == 0x92
-    assert idle.poll() is None and idle.poll() is None
-    model = field.full()
-    assert model.regs[0x14] == 0x83, model.regs[0x14]     # TxControl: antenna on, as init set it
-    model.card = Card("visa")
-    assert idle.poll() == 0x0004
-
-
 def test_idle_poll_counts_a_damaged_answer_as_no_card():
     rd, model, _ = rig("visa")
     model.faults = ["short"]                          # a 1-byte ATQA

@@ -40,7 +40,7 @@ m("firmware.console")
 from firmware import boards  # noqa: E402
 
 _b = boards.get()
-m("Board(): drivers + device models + instances")
+m("Board(): buses to the device models, drivers")
 _con = console.Console(_b)
 m("Console instance")
 
@@ -77,6 +77,6 @@ for t, a, d in _rows:
     print("%-52s %7d %+7d" % (t, a, d))
 print("%-52s %7d" % ("total at idle (tasks running)", _last[0]))
 if _models is not None:
-    print("%-52s %7d" % ("of which vterm device models (heap_models)", _models))
+    print("%-52s %7d" % ("of which simulated buses (heap_models)", _models))
 print("modules:", " ".join(sorted(k for k in sys.modules)))
 print("(a step that interns the ~300th name also pays the next qstr pool, ~3.6 KB)")

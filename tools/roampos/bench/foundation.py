@@ -10,7 +10,7 @@ from roampos.image import CODE_DIRS, tree_files
 from roampos.vterm.control import VTermProcess
 
 BOOTS = 11
-MODELS = 0  # the vterm device models' share of heap_used (a board has none)
+MODELS = 0  # the vterm's simulated buses' share of heap_used (vhw.wire; a board has them in ROM)
 
 
 def boot_figures(heap: str = "64K") -> Tuple[List[float], List[int]]:
@@ -49,8 +49,8 @@ def rows():
         ("boot to console ready (median of %d, 64K heap)" % len(times),
          "%.0f ms" % (statistics.median(times) * 1000), "<= 1500 ms"),
         ("heap in use after boot (median), total", "%.1f KB" % (statistics.median(heaps) / 1024), "<= 24 KB"),
-        ("  of which vterm device models", "%.1f KB" % (MODELS / 1024), ""),
-        ("  firmware only (total less models)", "%.1f KB" % ((statistics.median(heaps) - MODELS) / 1024), ""),
+        ("  of which the vterm's simulated buses (vhw.wire)", "%.1f KB" % (MODELS / 1024), ""),
+        ("  firmware only (total less buses)", "%.1f KB" % ((statistics.median(heaps) - MODELS) / 1024), ""),
         ("compiled firmware (.mpy: %s)" % ", ".join(d for d in CODE_DIRS if d != "lib"),
          "%.1f KB" % (fw / 1024), ""),
         ("compiled lib/ (umqtt.simple)", "%.1f KB" % (sizes.get("lib", 0) / 1024), ""),

@@ -26,7 +26,9 @@ def main(argv=None) -> int:
         flash = os.path.join(d, "flash.img")
         rom = None if a.no_romfs else ensure_romfs(flash, True)
         build(flash, "vterm", params=a.params, code=rom is None)
-        env = dict(os.environ, ROAMPOS_FLASH=flash, ROAMPOS_LAUNCH=LAUNCH)
+        from roampos.vterm.hw import Hardware
+        hw = Hardware(d)  # the device models, outside the heap being measured
+        env = dict(os.environ, ROAMPOS_FLASH=flash, ROAMPOS_LAUNCH=LAUNCH, **hw.env())
         env.pop("ROAMPOS_CTRL", None)
         if rom is None:
             env["ROAMPOS_VHW"] = compiled_vhw()

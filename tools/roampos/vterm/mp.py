@@ -8,6 +8,10 @@ The launcher (tools/vterm/launch.py) finds the region in ROAMPOS_ROM
 ("address:size") and mounts it with vfs.VfsRom at /rom: .mpy files there are
 imported in place, their bytecode stays in this mapping as on a board's
 memory-mapped flash, instead of being copied into the small heap.
+
+With ROAMPOS_HWMEM_FILE in the environment it also maps that file shared and
+gives its address in ROAMPOS_HWMEM: the page the vterm's device models
+(roampos.vterm.hw) and the firmware's keypad pins (vhw.wire) both see.
 """
 import ctypes
 import mmap
@@ -27,13 +31,23 @@ def map_rom(path: str):
     return m, anchor, ctypes.addressof(anchor), len(m)
 
 
+def map_shared(path: str):
+    with open(path, "r+b") as f:
+        m = mmap.mmap(f.fileno(), 0)
+    anchor = ctypes.c_char.from_buffer(m)
+    return m, anchor, ctypes.addressof(anchor), len(m)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    keep = None
+    keep = []
     if argv[:1] == ["--rom"]:
-        keep = map_rom(argv[1])
-        os.environ["ROAMPOS_ROM"] = "%d:%d" % keep[2:]
+        keep.append(map_rom(argv[1]))
+        os.environ["ROAMPOS_ROM"] = "%d:%d" % keep[-1][2:]
         argv = argv[2:]
+    if os.environ.get("ROAMPOS_HWMEM_FILE"):
+        keep.append(map_shared(os.environ["ROAMPOS_HWMEM_FILE"]))
+        os.environ["ROAMPOS_HWMEM"] = "%d:%d" % keep[-1][2:]
     from micropython_run import run_main
 
     try:

@@ -146,6 +146,8 @@ class VirtualTerminal:
         self.log = open(log, "ab") if log else None
         self.boots = 0
         self.vhw = None if rom else compiled_vhw()  # the ROMFS holds the models
+        from .hw import Hardware
+        self.hw = Hardware(self.tmp)  # the device models, behind the firmware's buses
 
     # -- child process ---------------------------------------------------
     def start_child(self, no_main: bool = False) -> None:
@@ -153,8 +155,9 @@ class VirtualTerminal:
         tty.setraw(slave)
         env = dict(os.environ, ROAMPOS_FLASH=os.path.abspath(self.flash),
                    ROAMPOS_CTRL=self.ctrl_path)
-        for k in ("ROAMPOS_NO_MAIN", "ROAMPOS_VHW", "ROAMPOS_ROM"):
+        for k in ("ROAMPOS_NO_MAIN", "ROAMPOS_VHW", "ROAMPOS_ROM", "ROAMPOS_HWMEM"):
             env.pop(k, None)
+        env.update(self.hw.env())
         if self.vhw:
             env["ROAMPOS_VHW"] = self.vhw
         if no_main:

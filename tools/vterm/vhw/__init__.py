@@ -9,9 +9,10 @@
 # When main.py returns (Ctrl-C) the unix port's REPL takes over because the
 # vterm starts us with -i.
 # Reset: the line goes to the vterm process through its control FIFO.
+# The device models (oled, keys, nfc, cards) also run in the vterm process,
+# under CPython: this file imports nothing there is not in both.
 import os
 import sys
-import vfs
 
 CTRL = None  # the vterm's control FIFO, opened by start()
 
@@ -55,9 +56,22 @@ class _FileFlash:
 
 def _mount():
     global CTRL
+    import vfs
+
     # Host paths vanish when / becomes the flash: open them now.
     ctrl = os.getenv("ROAMPOS_CTRL")
     CTRL = open(ctrl, "wb") if ctrl else None  # the reset line
+    hw = os.getenv("ROAMPOS_HW")  # the buses to the device models (vhw.wire)
+    if hw:
+        import gc
+
+        gc.collect()
+        m = gc.mem_alloc()
+        from vhw import wire
+
+        wire.connect(hw, os.getenv("ROAMPOS_HWMEM"))
+        gc.collect()
+        wire.cost = gc.mem_alloc() - m  # the simulation's share (board.heap_models)
     f = open(os.getenv("ROAMPOS_FLASH"), "r+b")
     f.seek(0, 2)
     bdev = _FileFlash(f, 4096, f.tell() // 4096)

@@ -2,7 +2,16 @@
 # line. A column reads low when it is connected, through any chain of
 # pressed keys, to a row that is driven low: this reproduces ghosting.
 # Optional bounce: for bounce_ms after a change the contact chatters.
-import time
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # CPython: the vterm process hosts the models (roampos.vterm.hw)
+    import time
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
 
 LEGENDS = "123A456B789C*0#D"
 
@@ -21,7 +30,7 @@ class KeypadModel:
         k = LEGENDS.find(legend)
         if k < 0 or len(legend) != 1:
             raise ValueError("no key %r" % (legend,))
-        self.held[k] = time.ticks_ms()
+        self.held[k] = ticks_ms()
 
     def release(self, legend=None):
         if legend is None:
@@ -31,14 +40,14 @@ class KeypadModel:
 
     def _closed(self, k, now):
         t = self.held[k]
-        if self.bounce_ms and time.ticks_diff(now, t) < self.bounce_ms:
+        if self.bounce_ms and ticks_diff(now, t) < self.bounce_ms:
             return (now // 2) & 1 == 0  # chatter every 2 ms
         return True
 
     def _read(self, pin):
         # The level of column `pin`.
         j = self.cols.index(pin)
-        now = time.ticks_ms()
+        now = ticks_ms()
         keys = [k for k in self.held if self._closed(k, now)]
         # Flood from the columns through closed keys to find the rows reached.
         cols = {j}

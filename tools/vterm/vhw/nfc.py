@@ -4,9 +4,19 @@
 # SoftReset, TxCRCEn/RxCRCEn, RxLastBits, ComIrq/Error bits, the timer IRQ
 # on silence. MFRC522 datasheet Rev 3.9 section numbers in comments.
 
-from vhw.nfc_idle import reset_regs
-
 _FIFO_MAX = 64
+
+# Register values after reset (register, value) (§9.3): CommandReg RcvOff,
+# ComIEnReg, ComIrqReg, WaterLevelReg, ControlReg, ModeReg, TxControlReg
+# (antenna off), VersionReg v2.0.
+RESET = b"\x01\x20\x02\x80\x04\x14\x0b\x08\x0c\x10\x11\x3f\x14\x80\x37\x92"
+
+
+def reset_regs(r):
+    for i in range(len(r)):
+        r[i] = 0
+    for i in range(0, len(RESET), 2):
+        r[RESET[i]] = RESET[i + 1]
 
 
 def crc_a(data):

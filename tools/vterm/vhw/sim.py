@@ -1,46 +1,38 @@
 # Simulated inputs of the vterm, driven by the console's `sim ...` commands
-# through board.sim: keys, card taps, scanner codes, links, cell, signal.
+# through board.sim: keys, card taps and the panel image go to the device
+# models in the vterm process (vhw.wire.ask); the scanner, links, cell and
+# signal models run here, built on first use.
 import asyncio
+
+from vhw.wire import ask
 
 HOLD_MS = 60       # how long `sim key` holds a key (the driver debounces 20 ms)
 GAP_MS = 40
 
 
 class Sim:
-    def __init__(self, oled, keys, nfc, board):
-        self.oled = oled
-        self.keys = keys
-        self.nfc = nfc
+    def __init__(self, board):
         self._board = board
         self._scanner = None
         self._net = None   # vhw.net.Network, built on first use
 
     def visible(self):
-        return self.oled.visible()
+        return ask("visible")
 
     async def key(self, legend):
-        self.keys.press(legend)          # ValueError for an unknown legend
+        ask("press " + legend)           # ValueError for an unknown legend
         await asyncio.sleep_ms(HOLD_MS)
-        self.keys.release(legend)
+        ask("release " + legend)
         await asyncio.sleep_ms(GAP_MS)
 
     def cards(self):
-        from vhw.cards import PROFILES
-        return sorted(PROFILES)
+        return ask("cards").decode().split()
 
     def tap(self, name):
-        from vhw.cards import Card, PROFILES
-        if name not in PROFILES:
-            raise KeyError(name)
-        full = getattr(self.nfc, "full", None)
-        if full is not None:  # the empty-field model (vhw.nfc_idle) until now
-            self.nfc = full()
-        self.nfc.card = Card(name)
+        ask("tap " + name)               # ValueError for an unknown profile
 
     def remove(self):
-        had = self.nfc.card is not None
-        self.nfc.card = None
-        return had
+        return ask("remove") == b"1"
 
     @property
     def scanner(self):
