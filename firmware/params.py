@@ -4,7 +4,8 @@
 # command (console._TRANSIENT); commands and `status` import it again. The
 # work is in params_core, the store, schema and region rules, imported when
 # needed and unloaded again (module bytecode sits in the heap on a board
-# unless frozen).
+# unless frozen). Boot reads a sound store with params_boot alone: the names
+# of the others would stay interned for good (see there).
 import gc
 import sys
 
@@ -25,7 +26,9 @@ def _unload(name):
     # Drop a module so its bytecode can be collected; the next import reloads it.
     sys.modules.pop("firmware." + name, None)
     pkg = sys.modules.get("firmware")
-    if pkg is not None and hasattr(pkg, name):
+    # `in __dict__`, not hasattr: that would intern the name of a module
+    # never loaded (qstrs are never freed).
+    if pkg is not None and name in pkg.__dict__:
         delattr(pkg, name)
 
 
@@ -33,7 +36,7 @@ def unload():
     # Only between commands: a module imported inside a function keeps the
     # copy it got, so a store must not be unloaded while a command runs.
     for name in ("params_core", "params_schema", "params_region", "params_batch", "operators",
-                 "params_store", "params_codec"):
+                 "params_store", "params_boot", "params_codec"):
         _unload(name)
     gc.collect()
 
@@ -41,9 +44,9 @@ def unload():
 def load():
     # Boot: recover the store, check the set, publish the state. Never raises:
     # a bad set leaves a clear mode on screen and console, no boot loop.
-    from firmware import params_core
+    from firmware import params_boot
 
-    params_core.load()
+    params_boot.load()  # params_core.load when the store needs repair
     unload()
 
 

@@ -3,11 +3,10 @@
 #   RPR1 <name> <version> <payload-length> <crc32 of payload, 8 hex>\n<payload>
 # The name and version in the header let a reader reject a file that is not the
 # record the manifest points at; the length catches truncation, the CRC damage.
+# The magic and the header limit (80 bytes) are literals, not module names:
+# boot imports this module, and every name is interned for good.
 import binascii
 import json
-
-MAGIC = "RPR1"
-_MAX_HEADER = 80
 
 
 class RecordError(ValueError):
@@ -28,19 +27,19 @@ def dumps(obj):
 
 def encode(name, version, obj):
     payload = dumps(obj).encode()
-    head = "%s %s %d %d %08x\n" % (MAGIC, name, version, len(payload), crc(payload))
+    head = "RPR1 %s %d %d %08x\n" % (name, version, len(payload), crc(payload))
     return head.encode() + payload
 
 
 def decode(name, data, version=None):
     # Returns (version, payload bytes as a memoryview) or raises RecordError.
-    nl = data.find(b"\n", 0, _MAX_HEADER)
+    nl = data.find(b"\n", 0, 80)
     if nl < 0:
-        raise RecordError(name, "truncated" if len(data) < _MAX_HEADER else "header",
+        raise RecordError(name, "truncated" if len(data) < 80 else "header",
                           "no record header (%d bytes)" % len(data))
     try:
         f = bytes(data[:nl]).decode().split(" ")
-        if len(f) != 5 or f[0] != MAGIC:
+        if len(f) != 5 or f[0] != "RPR1":
             raise ValueError
         ver, n, c = int(f[2]), int(f[3]), int(f[4], 16)
     except (ValueError, UnicodeError):

@@ -1,10 +1,12 @@
-# Parameters' working part, imported on demand: boot load and recovery, record
-# reads with fallback to the last good set, commits that update the state.
+# Parameters' working part, imported on demand: boot load when the store
+# needs repair or reports damage (params_boot.load publishes a sound store
+# alone), record reads with fallback to the last good set, commits that
+# update the state.
 import gc
 import time
 
-from firmware import params, state
-from firmware.params import DAMAGED, EMPTY, READY
+from firmware import params, params_boot as boot, state
+from firmware.params import DAMAGED, READY
 
 
 def alert(text):
@@ -17,33 +19,22 @@ def alert(text):
         pass
 
 
-def _set_mode(mode, detail=""):
-    state.mode = mode
-    state.mode_detail = detail
-    if mode != READY:
-        state.region = None
-        state.region_name = ""
-
-
 def load():
     try:
         _load()
     except MemoryError:
-        _set_mode(DAMAGED, "out of memory loading parameters")
+        boot.mode(DAMAGED, "out of memory loading parameters")
     except Exception as e:  # flash errors: report, keep the console alive
-        _set_mode(DAMAGED, "%s: %s" % (type(e).__name__, e))
-    refresh_ui()
+        boot.mode(DAMAGED, "%s: %s" % (type(e).__name__, e))
+    boot.refresh()
 
 
 def _load():
     from firmware import params_store as store
 
     how, why = store.recover()
-    if how == "empty":
-        _set_mode(EMPTY, "no parameter set; load one with roampos provision")
-        return
     if how == "damaged":
-        _set_mode(DAMAGED, why)
+        boot.mode(DAMAGED, why)
         alert(DAMAGED + ": " + why)
         return
     if how == "fallback":
@@ -52,9 +43,9 @@ def _load():
     # the host's baker, same schema) wrote; the full schema check is
     # `param check`, kept off the boot path for its heap cost.
     try:
-        apply()
+        apply()  # also "empty": not provisioned
     except (KeyError, TypeError, ValueError, IndexError) as e:
-        _set_mode(DAMAGED, "active region: %s" % e)
+        boot.mode(DAMAGED, "active region: %s" % e)
         alert(DAMAGED + ": active region: %s" % e)
 
 
@@ -80,16 +71,11 @@ def check():
 
 
 def apply():
-    # Publish the active region of the (valid) set to state and the screen.
+    # Publish the active region of the (valid) set to state; with nothing
+    # provisioned, that mode.
     from firmware import params_store as store
 
-    active = store.get("active")["region"]
-    state.params_version = store.manifest()["pv"]
-    state.region = active
-    state.region_name = store.get("r" + active)["name"]
-    state.mode = READY
-    state.mode_detail = ""
-    gc.collect()
+    boot.apply(store.DIR, store.manifest())
 
 
 def record(name):
@@ -105,7 +91,7 @@ def record(name):
             raise
         alert("%s; falling back" % e)
         _load()
-        refresh_ui()
+        boot.refresh()
         return store.get(name)
 
 
@@ -119,7 +105,7 @@ def commit(changes, pv=None):
         from firmware import params_region
 
         params_region.locate()
-    refresh_ui()
+    boot.refresh()
 
 
 
@@ -155,14 +141,5 @@ def location_changed():
     except Exception as e:  # called from the link code: never raise into it
         state.location_warning = "location check failed: %s" % e
     params.unload()
-    refresh_ui()
+    boot.refresh()
 
-
-def refresh_ui():
-    try:
-        from firmware import ui
-    except ImportError:  # the UI subsystem may be absent (headless build)
-        return
-    fn = getattr(ui, "refresh", None)
-    if fn is not None:
-        fn()

@@ -12,16 +12,19 @@
 # and set.new -> set. littlefs renames are atomic, so a power cut leaves either
 # the old manifest (new files are strays, removed by clean()) or set.new alone
 # (complete; recover() finishes the rename). Nothing referenced is overwritten.
+# The parts boot needs (reading a record, checking a manifest, what clean()
+# keeps, the no-repair check that starts recover()) are in params_boot, which
+# boot imports without this module (see there: fewer interned names).
 import json
 import os
 
+from firmware import params_boot as boot
 from firmware import params_codec as codec
 from firmware.params_codec import RecordError
 
-DIR = "/data/p"
+DIR = boot.DIR
 LOG_MAX = 4096  # bytes before the log rotates to log.1
-IMPORT_TMP = "/data/import.tmp"  # `param import` chunks; outside DIR so clean() leaves it
-_KEEP = ("set", "set.bak", "tries", "batch", "log", "log.1")
+IMPORT_TMP = boot.TMP
 
 man = None  # the current manifest dict, or None when nothing is provisioned
 
@@ -30,20 +33,8 @@ def _p(fn):
     return DIR + "/" + fn
 
 
-def _exists(fn):
-    try:
-        os.stat(_p(fn))
-        return True
-    except OSError:
-        return False
-
-
 def _read(name, fn):
-    try:
-        with open(_p(fn), "rb") as f:
-            return f.read()
-    except OSError:
-        raise RecordError(name, "missing", "file %s missing" % fn)
+    return boot.read(DIR, name, fn)
 
 
 def _write(fn, data):
@@ -59,25 +50,7 @@ def _remove(fn):
 
 
 def _mkdirs():
-    path = ""
-    for part in DIR.split("/")[1:]:
-        path += "/" + part
-        try:
-            os.mkdir(path)
-        except OSError:
-            pass
-
-
-def _verified(fn):
-    # Load manifest file fn and check every record it names; raises RecordError.
-    _, m = codec.decode_obj("set", _read("set", fn))
-    if not isinstance(m, dict) or not isinstance(m.get("r"), dict) or not isinstance(m.get("v"), int):
-        raise RecordError("set", "json", "%s is not a manifest" % fn)
-    for name, (v, c) in m["r"].items():
-        _, body = codec.decode(name, _read(name, "%s.%d" % (name, v)), v)
-        if codec.crc(body) != c:
-            raise RecordError(name, "checksum", "%s.%d is not the version the manifest names" % (name, v))
-    return m
+    boot.mkdirs(DIR)
 
 
 def recover():
@@ -85,15 +58,16 @@ def recover():
     # Returns (state, text): ("ok", None), ("fallback", why), ("empty", None)
     # or ("damaged", why). Sets `man`.
     global man
-    _mkdirs()
-    try:
-        os.remove(IMPORT_TMP)  # an import cut short by a reset
-    except OSError:
-        pass
+    # Makes DIR, drops an import cut short by a reset; a store that needs no
+    # repair (most boots; params_boot.load publishes it alone) ends here.
+    m = boot.scan(DIR, IMPORT_TMP)
+    if m is not None:
+        man = m or None
+        return ("ok" if m else "empty"), None
     names = os.listdir(DIR)
     if "set" not in names and "set.new" in names:
         try:
-            _verified("set.new")
+            boot.verified(DIR, "set.new")
             os.rename(_p("set.new"), _p("set"))  # finish an interrupted commit
             names.append("set")
         except RecordError:
@@ -103,14 +77,14 @@ def recover():
     why = None
     if "set" in names:
         try:
-            man = _verified("set")
+            man = boot.verified(DIR, "set")
             clean()
             return "ok", None
         except RecordError as e:
             why = str(e)
     if "set.bak" in names:
         try:
-            man = _verified("set.bak")
+            man = boot.verified(DIR, "set.bak")
             os.rename(_p("set.bak"), _p("set"))
             clean()
             return "fallback", "%s; using previous version %d" % (why or "set: missing", man["v"])
@@ -124,14 +98,7 @@ def recover():
 
 def clean():
     # Remove strays: temporaries and record files no manifest references.
-    keep = list(_KEEP)
-    for fn in ("set", "set.bak"):
-        try:
-            _, m = codec.decode_obj("set", _read("set", fn))
-            for name, (v, _c) in m["r"].items():
-                keep.append("%s.%d" % (name, v))
-        except (RecordError, KeyError, TypeError, ValueError):
-            pass
+    keep = boot.keep(DIR)
     for fn in os.listdir(DIR):
         if fn not in keep:
             _remove(fn)
@@ -151,12 +118,7 @@ def manifest():
 
 def get(name):
     # A record of the current set; RecordError if damaged or absent.
-    manifest()
-    if man is None or name not in man["r"]:
-        raise RecordError(name, "missing", "no such record")
-    v, c = man["r"][name]
-    ver, obj = codec.decode_obj(name, _read(name, "%s.%d" % (name, v)), v)
-    return obj
+    return boot.get(DIR, manifest(), name)
 
 
 def names():

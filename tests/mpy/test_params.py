@@ -214,3 +214,155 @@ def test_single_records_and_log():
     store.log({"ev": "b"})
     entries, bad = store.read_log(10)
     assert [e["ev"] for e in entries] == ["a", "b"] and bad == 1, (entries, bad)
+
+
+# -- boot load (params.load: params_boot alone on a sound store, the full
+#    recover through params_core otherwise) ----------------------------------
+
+def files():
+    return sorted(os.listdir("/t/p"))
+
+
+def boot_load():
+    # params.load() against /t. It unloads the parameter modules, so the ones
+    # it imports are fresh: point those at /t first.
+    import sys
+    from firmware import params, params_boot, params_store
+
+    params_boot.DIR = params_store.DIR = "/t/p"
+    params_boot.TMP = params_store.IMPORT_TMP = "/t/import.tmp"
+    params.load()
+    for name in ("firmware.params_boot", "firmware.params_store", "firmware.params_core"):
+        assert name not in sys.modules, name  # unloaded again
+    from firmware import state
+
+    return state
+
+
+def alerts():
+    return [e["detail"] for e in store.read_log(20)[0] if e.get("ev") == "alert"]
+
+
+_dev = []
+
+
+def provisioned(second=None):
+    # A store with the example set (commit 1) and optionally a second commit,
+    # on a fresh filesystem (one RAM device per test: the heap is not endless).
+    if not _dev:
+        _dev.append(CutFlash())
+    dev = _dev[0]
+    mount(dev, fresh=True)
+    store.recover()
+    ver, recs = schema.split(example())
+    store.commit(recs, ver)
+    if second:
+        store.commit(second)
+    return dev
+
+
+def test_boot_reader_on_a_sound_store():
+    from firmware import params_boot as boot
+
+    provisioned()
+    for fn in files():
+        os.remove("/t/p/" + fn)
+    os.rmdir("/t/p")
+    assert boot.scan("/t/p", "/t/import.tmp") == {}  # makes the directory
+    assert files() == []
+    provisioned()
+    with open("/t/import.tmp", "wb") as f:  # an import cut short by a reset
+        f.write(b"x")
+    before = files()
+    m = boot.scan("/t/p", "/t/import.tmp")
+    assert m == store.manifest() and m["v"] == 1, m
+    assert files() == before and "import.tmp" not in os.listdir("/t")
+    assert store.recover() == ("ok", None) and files() == before
+    state = boot_load()
+    assert (state.mode, state.mode_detail, state.region) == ("ready", "", "310000"), state.mode
+    assert state.region_name == store.get("r310000")["name"] and state.params_version == 1
+    assert alerts() == []
+
+
+def test_boot_reader_leaves_repairs_to_recover():
+    from firmware import params_boot as boot
+
+    def case(name, damage, how, names):
+        provisioned({"active": {"region": "440300"}})
+        damage()
+        assert boot.scan("/t/p", "/t/import.tmp") is None, name
+        got = store.recover()[0]
+        assert got == how and files() == names, (name, got, files())
+        m = boot.scan("/t/p", "/t/import.tmp")  # repaired: nothing left to do
+        assert m is not None and m == (store.manifest() or {}), (name, m)
+
+    def stray():
+        with open("/t/p/r440300.7", "wb") as f:
+            f.write(b"junk")
+
+    def cut_before_rename():  # set.bak and a complete set.new: roll forward
+        os.rename("/t/p/set", "/t/p/set.new")
+
+    def cut_before_backup():  # the old set and set.new: roll back
+        os.rename("/t/p/set", "/t/p/set.new")
+        os.rename("/t/p/set.bak", "/t/p/set")
+
+    def flip():
+        with open("/t/p/active.2", "r+b") as f:
+            f.seek(30)
+            f.write(b"X")
+
+    v1 = ["active.1", "grants.1", "loc.1", "merchant.1", "ops.1", "r310000.1", "r330100.1", "r440300.1"]
+    v2 = sorted(v1 + ["active.2", "set", "set.bak"])
+    case("stray", stray, "ok", v2)
+    case("roll forward", cut_before_rename, "ok", v2)
+    case("roll back", cut_before_backup, "ok", sorted(v1 + ["set"]))
+    case("damaged record", flip, "fallback", sorted(v1 + ["set"]))
+
+
+def test_boot_load_recovers_like_recover():
+    # Roll forward / back after a power cut, fallback and damage: the modes,
+    # details and alerts are those of the full recover path.
+    provisioned({"active": {"region": "440300"}})
+    os.rename("/t/p/set", "/t/p/set.new")
+    state = boot_load()
+    assert (state.mode, state.region, state.params_version) == ("ready", "440300", 1), state.region
+    assert "set.new" not in files() and "set" in files() and alerts() == []
+
+    provisioned({"active": {"region": "440300"}})
+    os.rename("/t/p/set", "/t/p/set.new")
+    os.rename("/t/p/set.bak", "/t/p/set")
+    state = boot_load()
+    assert (state.mode, state.region) == ("ready", "310000") and alerts() == []
+    assert "active.2" not in files() and "set.new" not in files()
+
+    provisioned({"active": {"region": "440300"}})
+    with open("/t/p/active.2", "r+b") as f:
+        f.seek(30)
+        f.write(b"X")
+    state = boot_load()
+    assert (state.mode, state.region) == ("ready", "310000"), state.mode
+    a = alerts()
+    assert len(a) == 1 and "checksum mismatch" in a[0] and "previous version 1" in a[0], a
+
+    provisioned()
+    with open("/t/p/merchant.1", "r+b") as f:
+        f.seek(30)
+        f.write(b"X")
+    state = boot_load()
+    assert state.mode == "parameters damaged" and state.region is None and state.region_name == ""
+    assert state.mode_detail == "merchant: checksum mismatch", state.mode_detail
+    assert alerts() == ["parameters damaged: merchant: checksum mismatch"], alerts()
+
+
+def test_boot_load_empty_store():
+    dev = CutFlash()
+    mount(dev, fresh=True)
+    state = boot_load()
+    assert state.mode == "not provisioned" and state.region is None, state.mode
+    assert state.mode_detail == "no parameter set; load one with roampos provision"
+    assert files() == []
+    with open("/t/p/set.7", "wb") as f:  # a stray: cleaned by the full path
+        f.write(b"junk")
+    state = boot_load()
+    assert state.mode == "not provisioned" and files() == []
