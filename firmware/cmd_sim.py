@@ -48,7 +48,7 @@ def cmd_sim(args):
     if op == "scan":
         if not rest or len(rest) > 500:
             raise CommandError("usage", "sim scan <code> (1..500 characters)")
-        sim.scan(rest)
+        sim.ask(args)  # the vterm takes the checked text as it is (vhw/sim.py)
         return {"scanned": len(rest)}
     if op == "link":
         kind, what = words(rest, 2)
@@ -56,7 +56,7 @@ def cmd_sim(args):
             raise CommandError("badarg", "sim link <wifi|cell> <up|down|denied>")
         if kind == "wifi" and what == "denied":
             raise CommandError("badarg", "denied applies to cell registration only")
-        sim.net.set_link(kind, what)
+        sim.ask(args)
         return {kind: what}
     if op == "cell":
         w = words(rest)
@@ -68,11 +68,11 @@ def cmd_sim(args):
             raise CommandError("badarg", "mnc has 2 or 3 digits, got %r" % w[1][:8])
         lac = _int(w[2], "lac", 1, 0xFFFE)
         ci = _int(w[3], "ci", 0, 0xFFFFFFF)
-        sim.net.set_cell("%03d" % mcc, w[1], lac, ci)
+        sim.ask(args)
         return {"cell": {"mcc": "%03d" % mcc, "mnc": w[1], "lac": lac, "ci": ci}}
     if op == "signal":
         dbm = _int(rest, "signal", -120, -40)
-        sim.net.set_signal(dbm)
+        sim.ask(args)
         return {"signal_dbm": dbm}
     raise CommandError("usage", _USAGE)
 

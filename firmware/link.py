@@ -199,24 +199,35 @@ async def _run():
     fails = 0
     since_prefer = 0
     while True:
-        info["attempts"] += 1
-        if state.link == "offline":
-            for kind in _cfg["order"]:
-                if await _up(kind):
-                    fails = 0
-                    break
-            else:
-                _set("offline", info["detail"])
-                await _wait(BACKOFF_MS[min(fails, len(BACKOFF_MS) - 1)])
-                fails += 1
+        # The link must outlive anything a round raises (a MemoryError in a
+        # small heap, a driver bug): report it, back off, go on.
+        try:
+            info["attempts"] += 1
+            if state.link == "offline":
+                for kind in _cfg["order"]:
+                    if await _up(kind):
+                        fails = 0
+                        break
+                else:
+                    _set("offline", info["detail"])
+                    await _wait(BACKOFF_MS[min(fails, len(BACKOFF_MS) - 1)])
+                    fails += 1
+                    continue
+            await _wait(CHECK_MS)
+            if not _check():
+                _set("offline", "%s lost" % state.link)
                 continue
-        await _wait(CHECK_MS)
-        if not _check():
-            _set("offline", "%s lost" % state.link)
-            continue
-        since_prefer += CHECK_MS
-        order = _cfg["order"]
-        if order and state.link != order[0] and since_prefer >= PREFER_MS:
-            since_prefer = 0
-            if order[0] == "wifi":
-                await _wifi_up()     # switches state.link when it joins
+            since_prefer += CHECK_MS
+            order = _cfg["order"]
+            if order and state.link != order[0] and since_prefer >= PREFER_MS:
+                since_prefer = 0
+                if order[0] == "wifi":
+                    await _wifi_up()     # switches state.link when it joins
+        except Exception as e:
+            info["detail"] = "%s: %s" % (type(e).__name__, e)
+            try:
+                console.event({"link": state.link, "detail": info["detail"]})
+            except Exception:
+                pass
+            await _wait(BACKOFF_MS[min(fails, len(BACKOFF_MS) - 1)])
+            fails += 1

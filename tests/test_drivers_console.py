@@ -122,6 +122,20 @@ def test_payment_code_scan_in_a_sale(dut):
     assert ev["paycode"] == {"kind": "paycode", "scheme": "wechat", "code": "134567********6789"}, ev
 
 
+def test_text_code_scan_in_a_sale_keeps_non_ascii(dut):
+    # The code travels to the vterm's scanner as UTF-8 and comes back over its UART.
+    back_to_idle(dut)
+    dut.events.clear()
+    ok(dut, "sim key 4 2 C")
+    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+    assert ok(dut, "sim scan Grüße aus 北京")["scanned"] == 12   # characters
+    ev = dut.wait_event(lambda e: "scan" in e, 5)["scan"]
+    assert ev == {"kind": "text", "text": "Grüße aus 北京"}, ev
+    ok(dut, "sim key A")                     # cancel the sale
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev == {"amount": 42, "state": "cancelled"}, ev
+
+
 def test_menu_shows_inverted_selection(dut):
     back_to_idle(dut)
     ok(dut, "sim key D")

@@ -9,7 +9,9 @@
 #   display, keypad, reader, modem, wlan, scanner   drivers, or None if absent
 #                         (reader: the MFRC522's idle part, init() and poll();
 #                         reader.driver() gives the full driver for one read)
-#   sim                   (vterm only) simulated-input hooks for `sim ...`
+#   sim                   (vterm only) simulated-input hooks for `sim ...`:
+#                         visible(), key(), cards(), tap(), remove(), and
+#                         ask(text) for the checked text of the others
 import sys
 import time
 

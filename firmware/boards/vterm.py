@@ -5,8 +5,9 @@
 # its rarely used part) imports vhw; the drivers receive the buses and
 # cannot tell. "Wiring" mirrors the esp32s3 board: I2C0 SSD1306 at 0x3C;
 # SPI MFRC522 on pins 10 (CS) and 14 (RST); 4x4 keypad rows and columns (by
-# index: the vterm maps them to 38-41 and 1 2 42 47). Modem, WLAN and
-# scanner models run in this heap, built on first use (vterm_extra).
+# index: the vterm maps them to 38-41 and 1 2 42 47). The modem (UART 1,
+# PWRKEY pin 21), the scanner (UART 2) and the WLAN station are models in
+# the vterm process too; their drivers are built on first use (vterm_extra).
 # heap_models: what the simulated buses (which a board has in ROM) take of
 # the heap, so that status and the ready event show the firmware's own share.
 import gc
@@ -43,7 +44,8 @@ class Board:
         self.reader = MFRC522Poll(spi, cs, rst)
 
     def __getattr__(self, name):
-        # The sim hooks, modem, WLAN and scanner cost heap: built on first use.
+        # The sim hooks and the modem, WLAN and scanner drivers cost heap:
+        # built on first use.
         if name != "sim" and name != "scanner" and name != "modem" and name != "wlan":
             raise AttributeError(name)
         from firmware.boards.vterm_extra import build

@@ -1,27 +1,42 @@
 """The vterm's peripherals: the device models (tools/vterm/vhw: SSD1306 panel,
-keypad matrix, MFRC522 with cards in its field) run here, in the vterm
-process, behind the buses the firmware sees (vhw/wire.py). On a board these
-are chips: keeping them out of MicroPython leaves the firmware's heap its own.
+keypad matrix, MFRC522 with cards in its field, SIM7600 modem, GM65 scanner,
+and the radio world with its WLAN station) run here, in the vterm process,
+behind the buses the firmware sees (vhw/wire.py). On a board these are chips
+and modules: keeping them out of MicroPython leaves the firmware's heap its own.
 
 Wiring, as on the esp32s3 board (firmware/boards/esp32s3.py): I2C0 SSD1306 at
 0x3C; SPI with the MFRC522 on CS pin 10, RST pin 14; keypad rows 38-41,
 columns 1 2 42 47 (the firmware addresses rows and columns by index through
-the shared page, pins by number on the wire).
+the shared page, pins by number on the wire); UART 1 the modem with PWRKEY on
+pin 21, UART 2 the scanner.
 
 Protocol (vhw/wire.py): frames op, id, 16-bit little-endian length, payload.
   p pin write (id pin, 1 byte level)      r pin read -> 1 byte
   s SPI write (id bus)                    x SPI write_readinto -> as many bytes
   i I2C write (id address) -> 0 or 19     c request text -> 16-bit length + bytes
-Requests (c): press L, release L, cards, tap NAME, remove, visible.
+  w UART write (id UART)                  u UART read -> 16-bit length + bytes
+A UART read answers with all the device has sent (at most UART_CHUNK bytes;
+the rest waits for the next read), possibly nothing.
+Requests (c), answered by a status byte (0, or 1 and the error text) and
+bytes: press L, release L, cards, tap NAME, remove, visible, scan CODE,
+link wifi|cell up|down|denied, cell MCC MNC LAC CI, signal DBM, and
+wlan METHOD ARGS (a network.WLAN call: ARGS the repr of the argument tuple,
+the answer the repr of the result).
 The shared page: byte 0 = rows driven low (bit i = row i), byte 1 + pattern
 = column levels (bit j = column j) for that pattern, recomputed on each
 press and release.
 
 Each connection is one power-on: the models start from their reset state, as
-the chips do when the board's supply comes back.
+the chips do when the board's supply comes back (the modem's host socket is
+closed with the connection). The radio world (access points, registration,
+cell, signal) is part of the power-on too: a boot starts from the defaults.
+Nothing here waits on the host network: the modem model's sockets are
+non-blocking, so the bus thread keeps serving while a TCP connect or send
+is under way.
 """
 from __future__ import annotations
 
+import ast
 import mmap
 import os
 import socket
@@ -37,8 +52,10 @@ sys.path.insert(0, os.path.join(ROOT, "tools", "vterm"))  # the vhw package, sha
 from vhw.bus import I2C, SPI, Pin  # noqa: E402
 from vhw.cards import PROFILES, Card  # noqa: E402
 from vhw.keys import KeypadModel  # noqa: E402
+from vhw.net import Network  # noqa: E402
 from vhw.nfc import MFRC522Model  # noqa: E402
 from vhw.oled import SSD1306Model  # noqa: E402
+from vhw.scanner import ScannerModel  # noqa: E402
 
 __all__ = ["Hardware", "Board"]
 
@@ -46,7 +63,11 @@ ROWS = (38, 39, 40, 41)
 COLS = (1, 2, 42, 47)
 NFC_CS, NFC_RST = 10, 14
 OLED_ADDR = 0x3C
+MODEM_UART, MODEM_PWRKEY = 1, 21
+SCANNER_UART = 2
+UART_CHUNK = 1024   # bytes per UART read answer (a board's rxbuf)
 MEM_SIZE = 64
+WLAN_METHODS = ("active", "connect", "disconnect", "isconnected", "status", "config", "scan", "ifconfig")
 
 
 class Board:
@@ -64,8 +85,33 @@ class Board:
         self.pins: Dict[int, Pin] = {NFC_CS: Pin(NFC_CS, Pin.OUT, value=1), NFC_RST: Pin(NFC_RST, Pin.OUT, value=1)}
         self.nfc = MFRC522Model()
         self.spi.attach(self.pins[NFC_CS], self.nfc)
+        self.net = Network()  # the radio world: access points, WLAN station, cellular modem
+        self.scanner = ScannerModel()
+        self.uarts = {MODEM_UART: self.net.modem, SCANNER_UART: self.scanner}
+        self.rx: Dict[int, bytes] = {}  # UART bytes sent by a device, not yet read
+        pwrkey = self.pins[MODEM_PWRKEY] = Pin(MODEM_PWRKEY, Pin.OUT, value=1)
+        pwrkey.on_change = self.net.modem.pwrkey
         mem[0] = 0
         self.matrix()
+
+    def close(self) -> None:
+        """Power off: what holds host resources lets go (the modem's socket)."""
+        self.net.modem.close()
+
+    def uart_write(self, ident: int, data: bytes) -> None:
+        dev = self.uarts.get(ident)
+        if dev is None:
+            raise ValueError("no UART %d" % ident)
+        dev.rx(data)
+
+    def uart_read(self, ident: int) -> bytes:
+        dev = self.uarts.get(ident)
+        if dev is None:
+            raise ValueError("no UART %d" % ident)
+        data = self.rx.pop(ident, b"") + (dev.tx() or b"")
+        if len(data) > UART_CHUNK:
+            data, self.rx[ident] = data[:UART_CHUNK], data[UART_CHUNK:]
+        return data
 
     def matrix(self) -> None:
         """Column levels for each of the 16 row patterns, into the shared page."""
@@ -96,6 +142,35 @@ class Board:
             return b"1" if had else b"0"
         if op == "visible":
             return bytes(self.oled.visible())
+        # scan, link, cell and signal come as the console's `sim` commands
+        # were typed (firmware/cmd_sim.py has checked them): parsed as it does.
+        if op == "scan":
+            code = arg.strip(_SPACE)
+            if not code:
+                raise ValueError("scan needs a code")
+            self.scanner.scan(code)
+            return b""
+        if op == "link":
+            self.net.set_link(*_words(arg, 2))  # ValueError: no such link state
+            return b""
+        if op == "cell":
+            mcc, mnc, lac, ci = _words(arg, 4)
+            self.net.set_cell("%03d" % int(mcc), mnc, int(lac), int(ci))
+            return b""
+        if op == "signal":
+            self.net.set_signal(int(arg))
+            return b""
+        if op == "wlan":
+            name, _, args = arg.partition(" ")
+            if name not in WLAN_METHODS:
+                raise ValueError("no WLAN method %r" % name)
+            a = ast.literal_eval(args) if args else ()
+            if not isinstance(a, tuple):
+                raise ValueError("WLAN arguments are a tuple")
+            try:
+                return repr(getattr(self.net.wlan, name)(*a)).encode()
+            except (OSError, TypeError) as e:  # as network.WLAN raises them; TypeError: wrong arguments
+                raise ValueError("%s: %s" % (type(e).__name__, e))
         raise ValueError("unknown request %r" % op)
 
 
@@ -146,6 +221,7 @@ class Hardware:
         except OSError:
             return
         finally:
+            board.close()
             conn.close()
 
     def _frame(self, board: Board, f, op: int, ident: int, data: bytes) -> None:
@@ -168,16 +244,34 @@ class Hardware:
                 f.write(b"\x00")
             except OSError:
                 f.write(b"\x13")  # ENODEV
+        elif op == 0x77:  # w
+            try:
+                board.uart_write(ident, data)
+            except Exception as e:  # no answer to give: counted and logged
+                self._error("UART %d write: %r" % (ident, e))
+        elif op == 0x75:  # u
+            try:
+                out = board.uart_read(ident)
+            except Exception as e:  # the firmware waits for an answer: it gets one
+                self._error("UART %d read: %r" % (ident, e))
+                out = b""
+            f.write(struct.pack("<H", len(out)) + out)
         elif op == 0x63:  # c
             try:
                 out = b"\x00" + board.request(data.decode())
-            except (ValueError, KeyError, UnicodeError) as e:
+            except (ValueError, KeyError, UnicodeError, SyntaxError) as e:
                 out = b"\x01" + str(e).encode()
+            except Exception as e:  # a model's bug: answered, counted and logged
+                self._error("request %r: %r" % (data[:40], e))
+                out = b"\x01" + ("%s: %s" % (type(e).__name__, e)).encode()
             f.write(struct.pack("<H", len(out)) + out)
         else:
-            self.errors += 1
-            if self.log:
-                self.log("vterm hw: unknown frame op %r" % op)
+            self._error("unknown frame op %r" % op)
+
+    def _error(self, text: str) -> None:
+        self.errors += 1
+        if self.log:
+            self.log("vterm hw: " + text)
 
     def close(self) -> None:
         try:
@@ -187,6 +281,16 @@ class Hardware:
                 os.unlink(self.path)
             except OSError:
                 pass
+
+
+_SPACE = " \t\n\r\x0b\x0c"  # white space to MicroPython's str.strip() (ASCII only)
+
+
+def _words(text: str, n: int):
+    w = text.split()
+    if len(w) != n:
+        raise ValueError("%d words expected, got %r" % (n, text[:40]))
+    return w
 
 
 def _read(f, n: int) -> Optional[bytes]:

@@ -9,8 +9,8 @@
 # When main.py returns (Ctrl-C) the unix port's REPL takes over because the
 # vterm starts us with -i.
 # Reset: the line goes to the vterm process through its control FIFO.
-# The device models (oled, keys, nfc, cards) also run in the vterm process,
-# under CPython: this file imports nothing there is not in both.
+# The device models (oled, keys, nfc, cards, modem, net, scanner) run in the
+# vterm process, under CPython: this file imports nothing there is not in both.
 import os
 import sys
 

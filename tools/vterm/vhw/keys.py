@@ -2,16 +2,7 @@
 # line. A column reads low when it is connected, through any chain of
 # pressed keys, to a row that is driven low: this reproduces ghosting.
 # Optional bounce: for bounce_ms after a change the contact chatters.
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython: the vterm process hosts the models (roampos.vterm.hw)
-    import time
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
+from vhw.ticks import ticks_diff, ticks_ms
 
 LEGENDS = "123A456B789C*0#D"
 

@@ -1,8 +1,20 @@
 # SIM7600-class modem model: an AT command interpreter with SIM state,
 # registration (home, searching, denied), signal, operator and cell
-# identity, URCs, and a data path from the TCPIP commands (NETOPEN,
+# identity, URCs, PWRKEY, and a data path from the TCPIP commands (NETOPEN,
 # CIPOPEN, CIPSEND, CIPRXGET manual mode, CIPCLOSE) to real host sockets.
+# On the vterm it runs in the vterm process (roampos.vterm.hw), whose bus
+# thread must never wait: the host socket is non-blocking throughout (the
+# connect completes, and queued data goes out, whenever the driver looks
+# at the UART: tx()). Host names are resolved by getaddrinfo, which does
+# wait; the tests use numeric addresses. The driver tests (tests/mpy) run
+# it inside MicroPython: only what both have is used.
 import socket
+
+from vhw.ticks import ticks_diff, ticks_ms
+
+OPEN_MS = 15000               # CIPOPEN gives up (+CIPOPEN: 0,4) after this
+_PENDING = (114, 115)         # EALREADY, EINPROGRESS: the connect is under way
+_DONE = (0, 106)              # connected now, EISCONN: connected before
 
 
 class ModemModel:
@@ -19,11 +31,16 @@ class ModemModel:
         self.apn = ""
         self.netopen = False
         self.sock = None
+        self._opening = None          # ticks_ms when CIPOPEN started, until it completes
+        self._addr = None
+        self._txq = b""               # CIPSEND data the host socket did not take yet
         self._send_left = 0           # bytes still expected after the > prompt
         self._send_buf = b""
         self._rx_notified = False
         self._pending = b""           # bytes read from the host socket, not yet fetched
         self.commands = []            # every command line received (tests)
+        self._key_at = None           # ticks_ms when PWRKEY went low
+        self.power_ups = 0            # PWRKEY pulses seen (tests)
 
     # -- what the driver sends ------------------------------------------------
     def rx(self, data):
@@ -45,7 +62,10 @@ class ModemModel:
             line, self._in = self._in[:i], self._in[i + 1:]
             line = line.strip(b"\n ")
             if line:
-                self._line(line.decode())
+                try:
+                    self._line(line.decode())
+                except (ValueError, IndexError):  # a malformed command (bad number, not UTF-8)
+                    self._w("ERROR")
 
     def _w(self, text):
         self.out += b"\r\n" + text.encode() + b"\r\n"
@@ -65,8 +85,12 @@ class ModemModel:
 
     def _poll_socket(self):
         s = self.sock
-        if s is None:
+        if s is None or self._opening is not None and not self._opened():
             return
+        if self._txq:
+            self._flush()
+            if self.sock is None:
+                return
         try:
             data = s.recv(1024)
         except OSError:
@@ -79,11 +103,49 @@ class ModemModel:
         else:
             self._close(1)  # closed by the peer
 
-    def _close(self, reason):
+    def _opened(self):
+        # Is the non-blocking connect done? connect() again tells: 0 or
+        # EISCONN when it is, EALREADY while under way, else its error.
+        try:
+            self.sock.connect(self._addr)
+            err = 0
+        except OSError as e:
+            err = e.args[0]
+        if err in _PENDING and ticks_diff(ticks_ms(), self._opening) < OPEN_MS:
+            return False
+        self._opening = None
+        if err in _DONE:
+            self._w("+CIPOPEN: 0,0")
+            return True
+        self._drop()
+        self._w("+CIPOPEN: 0,4")
+        return False
+
+    def _flush(self):
+        # Send what the host socket takes now; the rest waits for the next tx().
+        try:
+            n = self.sock.send(self._txq)
+        except OSError as e:
+            if e.args[0] != 11:  # EAGAIN: full, try later; anything else: the link broke
+                self._close(1)
+            return
+        self._txq = self._txq[n:]
+
+    def _drop(self):
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        self._opening = None
+        self._txq = b""
+
+    def _close(self, reason):
+        if self.sock is not None:
+            self._drop()
             self._w("+IPCLOSE: 0,%d" % reason)
+
+    def close(self):
+        # Power off (the vterm's next boot): the host socket goes too.
+        self._drop()
 
     # -- commands -------------------------------------------------------------
     def _line(self, cmd):
@@ -162,8 +224,9 @@ class ModemModel:
                 self._w("+CIPCLOSE: 0,4")
                 self._w("ERROR")
                 return
-            self.sock.close()
-            self.sock = None
+            if self._txq and self._opening is None:
+                self._flush()      # what CIPSEND accepted still goes out
+            self._drop()
             self._ok()
             self._w("+CIPCLOSE: 0,0")
         else:
@@ -181,28 +244,46 @@ class ModemModel:
             self._w("+CIPOPEN: 0,%d" % (4 if self.sock else 2))
             return
         try:
-            s = socket.socket()
-            s.connect(socket.getaddrinfo(host, port)[0][-1])
-            s.setblocking(False)
+            ai = socket.getaddrinfo(host, port)[0]
+            s = socket.socket(ai[0], socket.SOCK_STREAM)
+            self._addr = ai[-1]
         except OSError:
             self._w("+CIPOPEN: 0,4")
             return
+        s.setblocking(False)
         self.sock = s
+        self._opening = ticks_ms()
         self._pending = b""
+        self._txq = b""
         self._rx_notified = False
-        self._w("+CIPOPEN: 0,0")
+        self._opened()             # starts the connect (or finds it refused at once)
 
     def _send_done(self):
-        try:
-            self.sock.setblocking(True)
-            self.sock.write(self._send_buf)
-            self.sock.setblocking(False)
-        except (OSError, AttributeError):
+        if self.sock is None:
             self._w("ERROR")
-            self._close(2)
+            return
+        self._txq += self._send_buf
+        if self._opening is None:
+            self._flush()
+        if self.sock is None:
+            self._w("ERROR")
             return
         self._ok()
         self._w("+CIPSEND: 0,%d,%d" % (len(self._send_buf), len(self._send_buf)))
+
+    # -- the module's PWRKEY line (low-active) ------------------------------
+    def pwrkey(self, v):
+        # A low pulse of at least 100 ms powers the module on (SIM7600
+        # hardware design): it answers with RDY. The model is on from the
+        # start (the driver tests use it without the line), so a pulse only
+        # says RDY again.
+        if not v:
+            self._key_at = ticks_ms()
+        elif self._key_at is not None:
+            if ticks_diff(ticks_ms(), self._key_at) >= 100:
+                self.power_ups += 1
+                self._w("RDY")
+            self._key_at = None
 
     # -- the world changes (sim link / cell / signal) ------------------------
     def set_stat(self, stat):
@@ -211,8 +292,7 @@ class ModemModel:
         self.stat = stat
         if stat not in (1, 5):
             if self.sock is not None:
-                self.sock.close()
-                self.sock = None
+                self._drop()
                 self._w("NO CARRIER")
                 self._w("+IPCLOSE: 0,2")
             if self.netopen:

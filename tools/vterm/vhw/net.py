@@ -1,7 +1,9 @@
 # The vterm's radio world: a WLAN station (the network.WLAN interface: the
 # unix port has no `network` module) with access points that come and go,
-# and the cellular modem model. `sim link/cell/signal` act here.
-import time
+# and the cellular modem model. It runs in the vterm process
+# (roampos.vterm.hw): the firmware reaches the station through vhw.wire.WLAN
+# and the modem through a vhw.wire.UART; `sim link/cell/signal` act here.
+from vhw.ticks import ticks_diff, ticks_ms
 
 # ESP32 port status codes of network.WLAN.status() (MicroPython docs).
 STAT_IDLE = 1000
@@ -9,6 +11,7 @@ STAT_CONNECTING = 1001
 STAT_GOT_IP = 1010
 STAT_NO_AP_FOUND = 201
 STAT_WRONG_PASSWORD = 202
+ASSOC_MS = 50
 
 # ssid, psk, bssid, channel: the shop's access points in the simulation.
 APS = (("roampos-shop", "secret-psk", b"\x02\x52\x50\x00\x00\x01", 6),
@@ -35,7 +38,7 @@ class WLAN:
     def connect(self, ssid, key=None):
         self._ssid = None
         self._status = STAT_CONNECTING
-        self._at = time.ticks_add(time.ticks_ms(), 50)  # association takes a moment
+        self._at = ticks_ms()  # association takes a moment (ASSOC_MS)
         self._want = (ssid, key)
 
     def disconnect(self):
@@ -43,7 +46,7 @@ class WLAN:
         self._status = STAT_IDLE
 
     def _update(self):
-        if self._status == STAT_CONNECTING and time.ticks_diff(time.ticks_ms(), self._at) >= 0:
+        if self._status == STAT_CONNECTING and ticks_diff(ticks_ms(), self._at) >= ASSOC_MS:
             ssid, key = self._want
             ap = self._net.ap(ssid)
             if ap is None:
@@ -107,10 +110,13 @@ class Network:
         return None
 
     def set_link(self, kind, what):
-        if kind == "wifi":
+        # kind "wifi" or "cell"; what "up", "down" or (cell) "denied".
+        if kind == "wifi" and what in ("up", "down"):
             self.wifi_up = what == "up"
-        else:
+        elif kind == "cell" and what in ("up", "down", "denied"):
             self.modem.set_stat({"up": 1, "down": 2, "denied": 3}[what])
+        else:
+            raise ValueError("no link state %s %s" % (kind, what))
 
     def set_cell(self, mcc, mnc, lac, ci):
         self.modem.set_cell(mcc, mnc, lac, ci)

@@ -1,5 +1,6 @@
 # GM65-class scanner model: emits a decoded code followed by CR, as the
-# module does in its default serial output mode.
+# module does in its default serial output mode. On the vterm it runs in
+# the vterm process (roampos.vterm.hw, UART 2; `sim scan` feeds it).
 
 
 class ScannerModel:

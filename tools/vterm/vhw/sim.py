@@ -1,53 +1,38 @@
 # Simulated inputs of the vterm, driven by the console's `sim ...` commands
-# through board.sim: keys, card taps and the panel image go to the device
-# models in the vterm process (vhw.wire.ask); the scanner, links, cell and
-# signal models run here, built on first use.
+# through board.sim (this module, as it is: firmware/boards/vterm_extra.py):
+# keys, card taps and the panel image go to the device models in the vterm
+# process (roampos.vterm.hw) as requests (vhw.wire.ask). `sim scan`, `link`,
+# `cell` and `signal` need no code here: once firmware/cmd_sim.py has
+# checked them, it hands their text as it is to ask(), which the vterm
+# understands. An error of the vterm's raises ValueError. Names are few:
+# each one is interned for good.
 import asyncio
+from micropython import const
 
 from vhw.wire import ask
 
-HOLD_MS = 60       # how long `sim key` holds a key (the driver debounces 20 ms)
-GAP_MS = 40
+_HOLD_MS = const(60)  # how long `sim key` holds a key (the driver debounces 20 ms)
+_GAP_MS = const(40)
 
 
-class Sim:
-    def __init__(self, board):
-        self._board = board
-        self._scanner = None
-        self._net = None   # vhw.net.Network, built on first use
+def visible():
+    return ask("visible")
 
-    def visible(self):
-        return ask("visible")
 
-    async def key(self, legend):
-        ask("press " + legend)           # ValueError for an unknown legend
-        await asyncio.sleep_ms(HOLD_MS)
-        ask("release " + legend)
-        await asyncio.sleep_ms(GAP_MS)
+async def key(name):
+    ask("press " + name)             # ValueError for an unknown legend
+    await asyncio.sleep_ms(_HOLD_MS)
+    ask("release " + name)
+    await asyncio.sleep_ms(_GAP_MS)
 
-    def cards(self):
-        return ask("cards").decode().split()
 
-    def tap(self, name):
-        ask("tap " + name)               # ValueError for an unknown profile
+def cards():
+    return ask("cards").decode().split()
 
-    def remove(self):
-        return ask("remove") == b"1"
 
-    @property
-    def scanner(self):
-        if self._scanner is None:
-            from vhw.scanner import ScannerModel
-            self._scanner = ScannerModel()
-            self._board.scanner  # wire the driver to it now
-        return self._scanner
+def tap(name):
+    ask("tap " + name)               # ValueError for an unknown profile
 
-    def scan(self, code):
-        self.scanner.scan(code)
 
-    @property
-    def net(self):
-        if self._net is None:
-            from vhw.net import Network
-            self._net = Network()
-        return self._net
+def remove():
+    return ask("remove") == b"1"

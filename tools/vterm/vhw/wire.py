@@ -2,9 +2,10 @@
 # with the method names of MicroPython's `machine` that the drivers use,
 # whose devices (the vhw models) run in the vterm process
 # (roampos.vterm.hw), not in this heap: on a board they are chips, and the
-# heap the firmware idles in is its own.
+# heap the firmware idles in is its own. The UART and WLAN on the same
+# socket, which idle does not use, are in firmware/boards/vterm_extra.py.
 # Frames on a Unix socket: op, id, 16-bit length (little endian), payload.
-# Writes go one way; a read (SPI, I2C ACK, sim request) waits for its
+# Writes go one way; a read (SPI, I2C ACK, UART, sim request) waits for its
 # answer (~30 us). The keypad's lines (Key) use memory shared with the
 # vterm instead: byte 0 holds the rows this side drives low, byte 1 + rows
 # the column levels the vterm computed for that pattern, so a 5 ms scan
@@ -46,7 +47,7 @@ def send(op, id, data=b"", n=-1):
 def ask(text):
     # A request to the simulation's side in the vterm (vhw.sim): text in;
     # out a 16-bit length, a status byte, bytes (the answer, or the error).
-    n = struct.unpack("<H", send(99, 0, text, 2))[0]  # "c"
+    n = struct.unpack("<H", send(99, 0, text.encode(), 2))[0]  # "c"
     out = _s.read(n)
     if out[0]:
         raise ValueError(out[1:].decode())
@@ -122,3 +123,4 @@ class Bus:
         if _s.read(1)[0]:
             raise OSError(19)  # ENODEV: no ACK from the address
         return n
+
