@@ -277,3 +277,18 @@ def test_radio_models_reset_with_each_power_on(hw):
         assert b"+CREG: 0,1" in uart_read(s, 1)       # registered (home) again
         assert ask(s, "wlan active ()") == (0, b"False")
         assert len(eval(ask(s, "wlan scan ()")[1])) == 2   # the access points are back
+
+
+def test_a_frame_no_model_takes_shows_in_the_vterm_log(tmp_path):
+    # `roampos vterm --log FILE`: bus errors (a firmware or model bug) are not only counted.
+    from roampos.vterm.process import VirtualTerminal
+    log = tmp_path / "vterm.log"
+    vt = VirtualTerminal(str(tmp_path / "flash.img"), log=str(log), rom=str(tmp_path / "unused.romfs"))
+    try:
+        with connect(vt.hw) as s:
+            s.sendall(frame("?", 0, b"junk"))
+            assert ask(s, "remove") == (0, b"0")     # still serving after it
+        assert vt.hw.errors == 1
+        assert b"vterm hw: unknown frame op 63" in log.read_bytes()
+    finally:
+        vt.hw.close()

@@ -148,6 +148,13 @@ class VirtualTerminal:
         self.vhw = None if rom else compiled_vhw()  # the ROMFS holds the models
         from .hw import Hardware
         self.hw = Hardware(self.tmp)  # the device models, behind the firmware's buses
+        if self.log:  # a frame no model could take (a firmware or model bug) shows in the log
+            self.hw.log = lambda text: self.write_log(("\r\n[%s]\r\n" % text).encode())
+
+    def write_log(self, data: bytes) -> None:
+        if self.log:
+            self.log.write(data)
+            self.log.flush()
 
     # -- child process ---------------------------------------------------
     def start_child(self, no_main: bool = False) -> None:
@@ -219,9 +226,7 @@ class VirtualTerminal:
 
     # -- relay --------------------------------------------------------------
     def write_console(self, data: bytes) -> None:
-        if self.log:
-            self.log.write(data)
-            self.log.flush()
+        self.write_log(data)
         view = memoryview(data)
         while view:
             try:
