@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from roampos.netutil import free_port
+
 pytestmark = pytest.mark.simulation
 # The cellular path with umqtt needs more than 64K on the 64-bit unix port
 # (link manager, WiFi and modem drivers, umqtt, qstr pools in 7-14 KB steps;
@@ -188,10 +190,7 @@ def test_umqtt_simple_over_the_modem(dut):
 
 
 def test_connection_refused_is_an_error_not_a_hang(dut):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()                                    # nobody listens there
+    port = free_port()                           # nobody listens there
     t0 = time.monotonic()
     r = dut.command("link echo 127.0.0.1 %d x" % port, 30)
     assert not r.ok and r.code == "neterr", r.raw

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from roampos.netutil import free_port
+
 from roampos.vterm.hw import Hardware
 
 pytestmark = pytest.mark.simulation
@@ -251,10 +253,7 @@ def test_modem_tcp_connect_does_not_hold_the_bus(hw):
 
 
 def test_modem_connect_refused_is_reported(hw):
-    s0 = socket.socket()
-    s0.bind(("127.0.0.1", 0))
-    port = s0.getsockname()[1]
-    s0.close()                                        # nobody listens there
+    port = free_port()                                # nobody listens there
     with connect(hw) as s:
         s.sendall(frame("w", 1, b"ATE0\rAT+NETOPEN\r"))
         uart_until(s, 1, b"+NETOPEN: 0")
