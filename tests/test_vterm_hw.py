@@ -10,7 +10,6 @@ import time
 import pytest
 
 from roampos.netutil import free_port
-
 from roampos.vterm.hw import Hardware
 
 pytestmark = pytest.mark.simulation
