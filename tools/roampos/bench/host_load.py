@@ -333,7 +333,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     p.add_argument("--requests", type=int, default=40, help="authorizations per terminal and round")
     p.add_argument("--broker", choices=("embedded", "mosquitto"), default="embedded")
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts")
-    p.add_argument("--rounds", type=int, default=5, help="echo and host rounds per configuration (median)")
+    p.add_argument("--rounds", type=int, default=7, help="echo and host rounds per configuration (median)")
     p.add_argument("--echo-client", choices=("paho", "wire"), default="wire",
                    help="the echo's MQTT client: the workers' own (host.wire, default) or paho")
     args = p.parse_args(argv)
