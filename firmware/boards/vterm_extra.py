@@ -80,7 +80,9 @@ class UART:
 class WLAN:
     # network.WLAN, the station of the vterm's radio world: each method call
     # is one request with its arguments' repr; the answer is the result's
-    # repr (bytes stay bytes). An error (e.g. status("rssi") while not
-    # associated) comes back as ValueError.
+    # repr (bytes stay bytes; MicroPython has no literal_eval, and the
+    # answer comes from the vterm process over its private socket: this
+    # module exists on the vterm only). An error (e.g. status("rssi") while
+    # not associated) comes back as ValueError.
     def __getattr__(self, name):
         return lambda *a: eval(wire.ask("wlan %s %r" % (name, a)))
