@@ -3,6 +3,7 @@
 Spoken to here as vhw/wire.py and the vterm board's UART and WLAN (firmware/boards/vterm_extra.py)
 speak to them from MicroPython: frames on the Unix socket and the shared keypad page. The console
 tests cover the same parts end to end (keys, taps, screen, scanner, links: test_sim_link.py)."""
+import os
 import socket
 import struct
 import time
@@ -289,4 +290,5 @@ def test_a_frame_no_model_takes_shows_in_the_vterm_log(tmp_path):
         assert vt.hw.errors == 1
         assert b"vterm hw: unknown frame op 63" in log.read_bytes()
     finally:
-        vt.hw.close()
+        vt.cleanup()
+    assert not os.path.exists(vt.tmp)

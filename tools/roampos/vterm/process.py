@@ -151,6 +151,11 @@ class VirtualTerminal:
         if self.log:  # a frame no model could take (a firmware or model bug) shows in the log
             self.hw.log = lambda text: self.write_log(("\r\n[%s]\r\n" % text).encode())
 
+    def cleanup(self) -> None:
+        """Switched off: the control FIFO, the bus socket and the shared page go with the vterm."""
+        self.hw.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
     def write_log(self, data: bytes) -> None:
         if self.log:
             self.log.write(data)
@@ -282,6 +287,7 @@ class VirtualTerminal:
                 else:
                     self.stopping = True
                     self.kill_child()
+                    self.cleanup()
                     return 0
             fds = [self.con_master, self.ctrl_fd, self.wake_r]
             if self.mp_master >= 0:
