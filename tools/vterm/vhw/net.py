@@ -1,8 +1,9 @@
 # The vterm's radio world: a WLAN station (the network.WLAN interface: the
 # unix port has no `network` module) with access points that come and go,
 # and the cellular modem model. It runs in the vterm process
-# (roampos.vterm.hw): the firmware reaches the station through vhw.wire.WLAN
-# and the modem through a vhw.wire.UART; `sim link/cell/signal` act here.
+# (roampos.vterm.hw): the firmware reaches the station and the modem through
+# the WLAN and UART of firmware/boards/vterm_extra.py; `sim link/cell/signal`
+# act here.
 from vhw.ticks import ticks_diff, ticks_ms
 
 # ESP32 port status codes of network.WLAN.status() (MicroPython docs).

@@ -1,8 +1,9 @@
 # Simulated machine.UART: a byte pipe to a model in the same interpreter
 # (the driver tests in tests/mpy). model.rx(data) takes what the driver
 # writes; model.tx() -> bytes or None gives what the device sends, pulled
-# whenever the driver looks. On the vterm the firmware's UARTs are
-# vhw.wire.UART, the models being in the vterm process (roampos.vterm.hw).
+# whenever the driver looks. On the vterm the firmware's UARTs are the UART
+# of firmware/boards/vterm_extra.py, the models being in the vterm process
+# (roampos.vterm.hw).
 
 
 class UART:
