@@ -31,12 +31,18 @@ class Tap:
         self.dev.end()
 
 
-def rig(card=None):
+def bus():
+    # The reader model on an SPI bus, seen through a Tap: (spi, cs, model, tap).
     spi = SPI(1)
     cs = Pin("cs", Pin.OUT, value=1)
     model = MFRC522Model()
     tap = Tap(model)
     spi.attach(cs, tap)
+    return spi, cs, model, tap
+
+
+def rig(card=None):
+    spi, cs, model, tap = bus()
     rd = MFRC522(spi, cs)
     rd.init()
     if card:
@@ -87,11 +93,7 @@ def test_reqa_is_7_bit_short_frame():
 def test_idle_poll_finds_a_card_then_the_full_driver_reads_it():
     # The idle part alone (drivers.mfrc522_poll): REQA with CRC off, ATQA
     # back; then driver() continues from that ATQA (the card is READY).
-    spi = SPI(1)
-    cs = Pin("cs", Pin.OUT, value=1)
-    model = MFRC522Model()
-    tap = Tap(model)
-    spi.attach(cs, tap)
+    spi, cs, model, tap = bus()
     idle = MFRC522Poll(spi, cs)
     assert idle.init() == 0x92
     assert idle.poll() is None                        # empty field: the timer ran out
