@@ -9,12 +9,15 @@ BOARD   ?= esp32s3
 
 .PHONY: setup run test test-fw deploy bench image clean
 
-$(STAMP): requirements.txt pyproject.toml tools/setup/fetch_umqtt.py tools/setup/system-deps.sh
+$(STAMP): requirements.txt pyproject.toml tools/setup/fetch_umqtt.py tools/setup/system-deps.sh \
+          tools/roampos/vterm/wasm32.py
 	bash tools/setup/system-deps.sh
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/python tools/setup/fetch_umqtt.py lib
+	$(BIN)/python -m roampos.vterm.wasm32 --install >/dev/null \
+	  || echo "setup: no 32-bit MicroPython (npm missing?): its heap test will fail"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -22,8 +22,10 @@ _board = None
 
 
 def _for_platform(p):
-    # sys.platform -> board module. One port, one board module.
-    if p == "linux" or p == "darwin":
+    # sys.platform -> board module. One port, one board module, except that
+    # the vterm's hardware also serves MicroPython's WebAssembly port, which
+    # measures the firmware's heap at 32 bits (roampos.vterm.wasm32).
+    if p == "linux" or p == "darwin" or p == "webassembly":
         return "vterm"
     if p == "esp32":
         return "esp32s3"

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# System packages the tests use: a real MQTT broker (mosquitto) and, when we
+# System packages the tests use: a real MQTT broker (mosquitto), Node.js and
+# npm (the 32-bit MicroPython heap test, roampos.vterm.wasm32) and, when we
 # may install, a PostgreSQL server. Nothing here is needed by `make run`,
 # which uses the embedded broker and SQLite. Installs only what is missing,
 # and only as root (CI); elsewhere it says what to install.
 set -u
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -14,6 +17,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
     || echo "system-deps: could not install ${need[*]}; tests that need them will skip"
 else
-  echo "system-deps: not root; install ${need[*]} for the broker/PostgreSQL tests (they skip without)"
+  echo "system-deps: not root; install ${need[*]} for the broker/PostgreSQL/32-bit heap tests (they skip without)"
 fi
 exit 0
