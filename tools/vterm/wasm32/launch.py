@@ -52,3 +52,4 @@ del _a, _b, _c, _d, _n
 for _p in ("/boot.py", "/main.py"):
     with open(_p) as _f:
         exec(compile(_f.read(), _p, "exec"), {"__name__": "__main__"})
+del _p, _f  # main.py has returned (its task runs next, on the event loop): keep nothing
