@@ -16,9 +16,9 @@
 // the console.
 import fs from "node:fs";
 import path from "node:path";
+import { copyTree, loadPort } from "./port.mjs";
 
 const [pkg, romFile, flashDir, launchDir, heap] = process.argv.slice(2);
-const { loadMicroPython } = await import(path.join(pkg, "micropython.mjs"));
 
 let done = false;
 function finish(code, why) {
@@ -28,17 +28,11 @@ function finish(code, why) {
 }
 const timer = setTimeout(() => finish(1, "no ready event within 20 s"), 20000);
 
-const mp = await loadMicroPython({
-  heapsize: parseInt(heap, 10),
-  linebuffer: true,
-  stdout: (line) => {
-    process.stdout.write(line + "\n");
-    if (line.startsWith("EVT ") && line.includes('"ready"')) {
-      clearTimeout(timer);
-      finish(0);
-    }
-  },
-  stderr: (line) => process.stderr.write(line + "\n"),
+const mp = await loadPort(pkg, parseInt(heap, 10), (line) => {
+  if (line.startsWith("EVT ") && line.includes('"ready"')) {
+    clearTimeout(timer);
+    finish(0);
+  }
 });
 const M = mp._module;
 
@@ -73,16 +67,8 @@ mp.registerJsModule("_vhwjs", {
   },
 });
 
-function copyTree(src, dst) {
-  M.FS.mkdir(dst);
-  for (const e of fs.readdirSync(src, { withFileTypes: true })) {
-    const s = path.join(src, e.name);
-    if (e.isDirectory()) copyTree(s, dst + "/" + e.name);
-    else M.FS.writeFile(dst + "/" + e.name, fs.readFileSync(s));
-  }
-}
-copyTree(flashDir, "/flash");
-copyTree(launchDir, "/wasm");
+copyTree(M, flashDir, "/flash");
+copyTree(M, launchDir, "/wasm");
 
 try {
   mp.runPython(fs.readFileSync(path.join(launchDir, "launch.py"), "utf8"));
