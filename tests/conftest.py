@@ -156,10 +156,18 @@ class Mpy32Item(MpyItem):
         self.test = test
 
     def runtest(self):
+        import shutil
         from roampos.vterm import wasm32
+        node = shutil.which("node")
+        try:
+            if node is None:
+                raise SystemExit("node is missing (make setup installs nodejs and npm as root)")
+            pkg = wasm32.install()
+        except SystemExit as e:  # what the setup could not install: a failure that says so
+            raise MpyFailure(str(e)) from None
         r = subprocess.run(
-            ["node", os.path.join(MPY_DIR, "runner_wasm32.mjs"), wasm32.install(), ROOT, str(self.path),
-             self.test], capture_output=True, text=True, timeout=120, cwd=ROOT)
+            [node, os.path.join(MPY_DIR, "runner_wasm32.mjs"), pkg, ROOT, str(self.path), self.test],
+            capture_output=True, text=True, timeout=120, cwd=ROOT)
         if r.returncode != 0 or "PASS " + self.test not in r.stdout:
             raise MpyFailure(r.stdout + r.stderr)
 
