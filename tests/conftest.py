@@ -156,13 +156,9 @@ class Mpy32Item(MpyItem):
         self.test = test
 
     def runtest(self):
-        import shutil
         from roampos.vterm import wasm32
-        node = shutil.which("node")
         try:
-            if node is None:
-                raise SystemExit("node is missing (make setup installs nodejs and npm as root)")
-            pkg = wasm32.install()
+            node, pkg = wasm32.node(), wasm32.install()
         except SystemExit as e:  # what the setup could not install: a failure that says so
             raise MpyFailure(str(e)) from None
         r = subprocess.run(

@@ -37,4 +37,3 @@ def test_firmware_heap_after_boot_within_24_kb(fig):
     assert 0 < fig["ready"]["heap_models"] < 8 * 1024, fig
     assert 4 * 1024 < fig["port"]["stdlib"] < 16 * 1024, fig
     assert share <= 24 * 1024, "firmware heap at ready on 32-bit: %d B (%r)" % (share, fig)
-

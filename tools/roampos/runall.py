@@ -17,12 +17,13 @@ import time
 from roampos import ROOT
 from roampos.console_client import Console, ExpectTimeout
 from roampos.vterm.control import VTermProcess
+from roampos.vterm.process import DEFAULT_FLASH
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--flash", default=os.path.join(ROOT, "build", "vterm-flash.img"))
+    p.add_argument("--flash", default=DEFAULT_FLASH)
     p.add_argument("--heap", default="128K")
     p.add_argument("--fresh", action="store_true", help="rebuild the flash image from the tree")
     p.add_argument("--params", default=os.path.join(ROOT, "examples", "params", "shanghai-merchant.json"),

@@ -27,6 +27,7 @@ from roampos.image import CODE_DIRS, build, build_romfs, compile_py
 __all__ = ["VirtualTerminal", "add_arguments", "run", "parse_size"]
 
 LAUNCH = os.path.join(ROOT, "tools", "vterm", "launch.py")
+DEFAULT_FLASH = os.path.join(ROOT, "build", "vterm-flash.img")  # its ROMFS is DEFAULT_FLASH + ".romfs"
 VHW = os.path.join(ROOT, "tools", "vterm")
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_PROMPT = b"\r\n>>> "
@@ -332,7 +333,7 @@ class VirtualTerminal:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--flash", default=os.path.join(ROOT, "build", "vterm-flash.img"),
+    p.add_argument("--flash", default=DEFAULT_FLASH,
                    help="littlefs2 flash image (built from the tree when missing)")
     p.add_argument("--heap", default="64K", type=heap_arg, help="MicroPython heap, e.g. 64K")
     p.add_argument("--fresh", action="store_true", help="rebuild the flash images first")

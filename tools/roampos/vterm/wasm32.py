@@ -23,9 +23,9 @@ from typing import Dict
 
 from roampos import ROOT
 from roampos.image import compile_py, tree_files
-from roampos.vterm.process import ensure_romfs
+from roampos.vterm.process import DEFAULT_FLASH, ensure_romfs
 
-__all__ = ["PACKAGE", "install", "package_dir", "boot"]
+__all__ = ["PACKAGE", "install", "node", "package_dir", "boot"]
 
 # MicroPython 1.29.0 built for WebAssembly (the PyScript variant: it has
 # vfs.VfsRom, framebuf, uctypes, asyncio). Pinned like requirements.txt.
@@ -39,6 +39,14 @@ HEAP = 64 * 1024
 
 def package_dir() -> str:
     return os.path.join(PREFIX, "node_modules", PACKAGE.rsplit("@", 1)[0])
+
+
+def node() -> str:
+    """The node binary, or SystemExit saying how to get it."""
+    path = shutil.which("node")
+    if path is None:
+        raise SystemExit("wasm32: node is missing (make setup installs nodejs and npm as root)")
+    return path
 
 
 def install() -> str:
@@ -82,18 +90,17 @@ def boot(timeout: float = 60) -> Dict[str, dict]:
     device models saw (display on, lit pixels, bus errors)}."""
     from roampos.vterm.hw import Hardware
 
-    node = shutil.which("node")
-    if node is None:
-        raise SystemExit("wasm32: node is missing (make setup installs nodejs as root)")
+    exe = node()
     pkg = install()
+    # The vterm's ROMFS, rebuilt only when the code is newer (as `roampos vterm` does).
+    rom = ensure_romfs(DEFAULT_FLASH)
     with tempfile.TemporaryDirectory(prefix="roampos-wasm32-") as d:
-        rom = ensure_romfs(os.path.join(d, "flash.img"), True)
         hw = Hardware(d)
         bus = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             bus.connect(hw.path)
             env = dict(os.environ, ROAMPOS_HWFD=str(bus.fileno()), **hw.env())
-            r = subprocess.run([node, os.path.join(SRC, "run.mjs"), pkg, rom, _flash_dir(d), _launch_dir(d),
+            r = subprocess.run([exe, os.path.join(SRC, "run.mjs"), pkg, rom, _flash_dir(d), _launch_dir(d),
                                 str(HEAP)],
                                env=env, pass_fds=(bus.fileno(),), capture_output=True, text=True,
                                timeout=timeout)

@@ -20,10 +20,8 @@ import { copyTree, loadPort } from "./port.mjs";
 
 const [pkg, romFile, flashDir, launchDir, heap] = process.argv.slice(2);
 
-let done = false;
 function finish(code, why) {
   if (why) process.stderr.write("wasm32: " + why + "\n");
-  done = true;
   process.exit(code);
 }
 const timer = setTimeout(() => finish(1, "no ready event within 20 s"), 20000);
@@ -73,5 +71,5 @@ copyTree(M, launchDir, "/wasm");
 try {
   mp.runPython(fs.readFileSync(path.join(launchDir, "launch.py"), "utf8"));
 } catch (e) {
-  if (!done) finish(1, String(e.message || e));
+  finish(1, String(e.message || e));
 }
