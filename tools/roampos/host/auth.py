@@ -82,6 +82,9 @@ def _base(ctx: Ctx, kind: str) -> Decision:
                  method=tlv["PM"], masked_pan=iso.mask_pan(pan), card_hash=iso.card_hash(ctx.card_key, pan),
                  orig_rrn=tlv.get("OR", ""))
     d.reason = pan  # carried to the checks only; the handler never stores or logs `reason` when rc=00
+    # Before any read of the card's state (totals, velocity, PIN tries, its sales for a refund or
+    # void): the same card at another terminal, on another worker, waits for this commit.
+    ctx.db.lock_cards((d.card_hash,))
     return d
 
 
@@ -290,6 +293,8 @@ def reverse(ctx: Ctx) -> Decision:
         d.flags.append("orphan_reversal")  # the original never arrived; remember so it is never approved
         return d
     d.masked_pan, d.card_hash = orig[3], orig[4]
+    # A refund of this sale at another terminal reads its status under the same card lock.
+    ctx.db.lock_cards((d.card_hash,))
     if orig[1] != d.amount:
         d.flags.append("amount_mismatch")
     if orig[2] == "approved":

@@ -7,9 +7,10 @@ import os
 import re
 import sqlite3
 import time
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Iterable, Iterator, List, Optional, Sequence
 from urllib.parse import parse_qs, urlparse, urlunparse
 
 __all__ = ["Database", "DatabaseError", "connect", "default_url", "DATA_DIR", "read_csv"]
@@ -94,6 +95,7 @@ class Database:
         self._lockfile: Any = None
         self._next_id: Optional[int] = None   # SQLite: next txns id while this process holds the write lock
         self._id_pool: List[int] = []          # PostgreSQL: ids drawn from the sequence in blocks
+        self._card_locks: set = set()           # PostgreSQL: card lock keys this transaction holds
         self.connect()
 
     def connect(self) -> None:
@@ -187,6 +189,7 @@ class Database:
                 self._next_id = None
             self.execute("COMMIT")
         finally:
+            self._card_locks.clear()  # advisory locks end with the transaction, either way
             self._unlock()
 
     def next_txn_id(self) -> int:
@@ -227,6 +230,23 @@ class Database:
         """Serialize one terminal's messages across workers (SQLite already serializes writers)."""
         if self.kind == "pg":
             self.execute("SELECT terminal_id FROM terminals WHERE terminal_id=? FOR UPDATE", (terminal_id,))
+
+    def lock_cards(self, card_hashes: Iterable[str]) -> None:
+        """Serialize, across terminals and workers, every transaction that reads or moves one card's
+        state: its daily totals, velocity and travel, PIN tries, refunds against its sales.
+
+        PostgreSQL: transaction-scoped advisory locks (the terminal row locks do not cover a card
+        used at two terminals), taken in key order in one statement, so that two groups holding
+        several cards never wait on each other in a cycle; a key already held costs nothing.
+        SQLite: its single writer already serializes these transactions.
+        """
+        if self.kind != "pg" or not self._depth:
+            return
+        keys = sorted({_card_lock_key(h) for h in card_hashes if h} - self._card_locks)
+        if keys:
+            # unnest() yields the array in order, and each row takes its lock as it is produced.
+            self.execute("SELECT pg_advisory_xact_lock(?, k) FROM unnest(?::int[]) AS k", (_CARD_LOCK_SPACE, keys))
+            self._card_locks.update(keys)
 
     def reconnect(self) -> None:
         try:
@@ -287,6 +307,19 @@ class Database:
             for c in read_csv("cells.csv"):
                 self.execute("INSERT INTO cells VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
                              (int(c["mcc"]), c["mnc"], int(c["lac_from"]), int(c["lac_to"]), c["region"]))
+
+
+# The first key of the two-key advisory lock space ("RPOS"), so card locks cannot meet another
+# application's advisory locks on the same server.
+_CARD_LOCK_SPACE = 0x52504F53
+
+
+def _card_lock_key(card_hash: str) -> int:
+    """A card's lock key: 32 bits of its keyed hash (two cards sharing one only wait for each other)."""
+    try:
+        return int(card_hash[:8], 16) - (1 << 31)
+    except ValueError:
+        return zlib.crc32(card_hash.encode()) - (1 << 31)
 
 
 def _is_outage(exc: Exception) -> bool:

@@ -105,7 +105,8 @@ class Handler:
             g.terms[row[0]] = dict(zip(registry.TERMINAL_COLUMNS, row))
         for tid in tids:
             g.terms.setdefault(tid, None)
-        stans, batches = set(), set()
+        stans, batches, cards = set(), set(), set()
+        pg = self.db.kind == "pg"
         for _, doc in items:
             if not isinstance(doc, dict) or doc.get("t") not in _GROUP_MTIS or "11" not in doc:
                 continue
@@ -117,6 +118,8 @@ class Handler:
             except Exception:
                 continue  # the handler raises it again, as a format error
             g.tlvs[id(doc)] = (doc, tlv)
+            if pg and "EP" in tlv and doc["t"] != "0400":
+                cards.add(self._card_of(g.terms[tid], tlv["EP"]))
             batch = tlv.get("BN", "")
             if len(batch) == 6 and batch.isdigit():
                 stans.add((tid, batch, doc["11"]))
@@ -124,11 +127,13 @@ class Handler:
         if stans:
             for key in stans:
                 g.stans[key] = False
-            for key in self.db.all("WITH k(t, b, s) AS (VALUES " + ",".join(["(?,?,?)"] * len(stans)) + ")"
-                                   " SELECT DISTINCT txns.terminal_id, txns.batch_no, txns.stan FROM k JOIN txns"
-                                   " ON txns.terminal_id=k.t AND txns.batch_no=k.b AND txns.stan=k.s",
-                                   [v for key in stans for v in key]):
-                g.stans[tuple(key)] = True
+            for tid, batch, stan, card in self.db.all(
+                    "WITH k(t, b, s) AS (VALUES " + ",".join(["(?,?,?)"] * len(stans)) + ")"
+                    " SELECT txns.terminal_id, txns.batch_no, txns.stan, txns.card_hash FROM k JOIN txns"
+                    " ON txns.terminal_id=k.t AND txns.batch_no=k.b AND txns.stan=k.s",
+                    [v for key in stans for v in key]):
+                g.stans[(tid, batch, stan)] = True
+                cards.add(card)  # a reversal's original, a redelivered sale
             for key in batches:
                 g.batches[key] = None
             for tid, batch, reg, status in self.db.all(
@@ -137,7 +142,18 @@ class Handler:
                     " JOIN batches ON batches.terminal_id=k.t AND batches.batch_no=k.b",
                     [v for key in batches for v in key]):
                 g.batches[(tid, batch)] = (reg, status)
+        # The group's cards, locked in one sorted sweep after its terminals: a card's later lock
+        # (auth) then finds it held, and two workers' groups can never wait on each other in a cycle.
+        self.db.lock_cards(cards)
         return g
+
+    def _card_of(self, term: dict, ep: str) -> str:
+        """The card hash of an encrypted PAN under the terminal's data key ('' if it does not decrypt)."""
+        keys = self.keys(term)
+        try:
+            return iso.card_hash(self.card_key, iso.decrypt_pan(keys.tdk or b"", ep, keys.pan_ecb))
+        except Exception:
+            return ""  # the handler rejects it on its own, as a format error
 
     def end_group(self) -> None:
         self._group = None
