@@ -147,6 +147,48 @@ def test_reversals_are_idempotent(env):
     assert r["39"] == "00" and "orphan_reversal" in env.row("777777", "reversal")["flags"]
     late = sale(env, pan, 500, stan="777777")               # the original arrives after its reversal
     assert env.row(late["11"])["status"] == "reversed"
+    # ... and is not answered as approved: no approval code, a decline the terminal ignores anyway
+    assert late["39"] == "12" and "38" not in late
+    assert "reversed_before_arrival" in env.row(late["11"])["flags"]
+
+
+def _standing(env, stan):
+    return env.row(stan)["status"]
+
+
+def test_void_after_a_refund_is_refused(env):
+    pan = card(71)
+    s = sale(env, pan, 10000)
+    assert sale(env, pan, 6000, proc="200000", orig_rrn=s["37"])["39"] == "00"
+    v = sale(env, pan, 10000, proc="020000", orig_rrn=s["37"])
+    # 60.00 refunded + a 100.00 void would give back 160.00 of a 100.00 sale
+    assert v["39"] == "64" and "sale_refunded" in env.row(v["11"])["flags"]
+    assert _standing(env, s["11"]) == "approved"
+
+
+def test_reversal_of_a_void_brings_the_sale_back(env):
+    pan = card(72)
+    s = sale(env, pan, 10000)
+    v = sale(env, pan, 10000, proc="020000", orig_rrn=s["37"])
+    assert v["39"] == "00" and _standing(env, s["11"]) == "voided"
+    r = env.send(env.term.reversal(v["11"], pan, 10000, proc="020000"))  # the void's response was lost
+    assert r["39"] == "00" and "sale_approved_again" in env.row(v["11"], "reversal")["flags"]
+    assert _standing(env, s["11"]) == "approved" and _standing(env, v["11"]) == "reversed"
+    # the void's reversal overtakes the void: the late void changes nothing
+    s2 = sale(env, pan, 3000)
+    stan = f"{env.term.stan + 1:06d}"
+    late_void = env.term.financial(pan, 3000, proc="020000", orig_rrn=s2["37"], stan=stan, cell=CELL["310000"])
+    assert env.send(env.term.reversal(stan, pan, 3000, proc="020000"))["39"] == "00"
+    assert env.send(late_void)["39"] == "12"
+    assert _standing(env, s2["11"]) == "approved" and _standing(env, stan) == "reversed"
+    # the terminal counts both sales; so does the host
+    st = env.send(env.term.settlement((2, 13000, 0, 0)))
+    assert st["39"] == "00"
+
+
+def test_zero_amount_is_invalid(env):
+    r = sale(env, card(73), 0)
+    assert r["39"] == "13" and env.row(r["11"])["status"] == "declined"
 
 
 def test_advice_stored_exactly_once(env):

@@ -98,6 +98,23 @@ def test_heartbeat_tracking(env):
     assert sale(env, card(40), 100)["39"] == "00"   # still serving
 
 
+def test_hostile_heartbeats_change_nothing_and_stop_nothing(env):
+    """Heartbeats carry no MAC: whatever a client publishes on .../status must neither stop a worker
+    (the broker would redeliver it to every restart) nor put junk into the registry."""
+    env.link.status(TID, {"fw": "0.3.1", "rssi": -71, "region": "440300"})
+    end = time.time() + 5
+    while time.time() < end and not registry.get_terminal(env.db, TID)["last_seen"]:
+        time.sleep(0.05)
+    hostile = [b'{"rssi": 99999999999999999999}', b"[" * 100000, b'{"fw": "1.0\u0000x", "rssi": true}',
+               b'{"fw": {"a": 1}, "region": [1], "rssi": 1e300}', b'{"rssi": -10000}', b"{" + b" " * 2000 + b"}",
+               b"null", b'"fw"']
+    for payload in hostile:
+        env.link.client.publish(f"roampos/v1/{TID}/status", payload, qos=1)
+    assert sale(env, card(41), 100)["39"] == "00"   # answered: the worker outlived all of them
+    t = registry.get_terminal(env.db, TID)
+    assert (t["firmware"], t["signal"], t["seen_region"]) == ("1.0x", -71, "440300")
+
+
 def test_malformed_input_gets_no_response_and_no_row(env):
     n = env.rows()
     raw = env.term.financial(card(50), 100)

@@ -35,6 +35,9 @@ class Ctx:
     # it with the worker's group (batch_known); otherwise _region_and_batch reads it.
     batch_row: Any = None
     batch_known: bool = False
+    # This message's reversal is already in the ledger (it overtook the message): whatever is
+    # decided is stored as reversed, so a void must not touch its sale.
+    reversed_first: bool = False
 
 
 @dataclass
@@ -220,12 +223,17 @@ def _refund(ctx: Ctx, d: Decision) -> Optional[str]:
     if orig[2] != d.card_hash or orig[6] != d.currency:
         d.flags.append("refund_card_mismatch")
         return "12"
-    (done,) = ctx.db.one("SELECT COALESCE(SUM(amount),0) FROM txns WHERE orig_rrn=? AND status='approved'"
-                         " AND kind='financial' AND proc LIKE '20%'", (d.orig_rrn,))
-    if done + d.amount > orig[1]:
+    if _refunded(ctx, d.orig_rrn) + d.amount > orig[1]:
         d.flags.append("refund_exceeds_sale")
         return "64"
     return None
+
+
+def _refunded(ctx: Ctx, rrn: str) -> int:
+    """What standing refunds have already given back of the sale with this RRN."""
+    (done,) = ctx.db.one("SELECT COALESCE(SUM(amount),0) FROM txns WHERE orig_rrn=? AND status='approved'"
+                         " AND kind='financial' AND proc LIKE '20%'", (rrn,))
+    return int(done)
 
 
 def _void(ctx: Ctx, d: Decision) -> Optional[str]:
@@ -243,6 +251,11 @@ def _void(ctx: Ctx, d: Decision) -> Optional[str]:
         return None
     if orig[3] != "approved":
         return "25"
+    if _refunded(ctx, d.orig_rrn):
+        d.flags.append("sale_refunded")  # void + refunds would give back more than the sale
+        return "64"
+    if ctx.reversed_first:
+        return None  # stored as reversed: the sale stands
     totals.add_row(ctx.db, ctx.db.one(
         "UPDATE txns SET status='voided' WHERE id=? RETURNING " + _TOTALS_COLUMNS, (orig[0],)), -1)
     return None
@@ -256,6 +269,10 @@ def authorize(ctx: Ctx, advice: bool = False) -> Decision:
     if proc not in ("00", "02", "20"):
         d.rc = "12"
         d.reason = f"processing code {ctx.doc['3']} not supported"
+        return d
+    if d.amount <= 0:
+        d.rc = "13"
+        d.reason = "amount 0"
         return d
     reg = registry.region(ctx.db, d.region)
     rc = _region_and_batch(ctx, d) or _location(ctx, d)
@@ -286,8 +303,8 @@ def reverse(ctx: Ctx) -> Decision:
         raise iso.MessageError("reversal needs RG and amount", "48" if "RG" not in tlv else "4")
     d = Decision(rc="00", kind="reversal", status="approved", amount=int(doc["4"]),
                  currency=doc.get("49", ""), region=tlv["RG"], method=tlv.get("PM", ""))
-    orig = ctx.db.one("SELECT id, amount, status, masked_pan, card_hash FROM txns WHERE terminal_id=?"
-                      " AND batch_no=? AND stan=? AND kind='financial'",
+    orig = ctx.db.one("SELECT id, amount, status, masked_pan, card_hash, proc, orig_rrn FROM txns"
+                      " WHERE terminal_id=? AND batch_no=? AND stan=? AND kind='financial'",
                       (ctx.terminal["terminal_id"], tlv["BN"], doc["11"]))
     if orig is None:
         d.flags.append("orphan_reversal")  # the original never arrived; remember so it is never approved
@@ -300,6 +317,24 @@ def reverse(ctx: Ctx) -> Decision:
     if orig[2] == "approved":
         totals.add_row(ctx.db, ctx.db.one(
             "UPDATE txns SET status='reversed' WHERE id=? RETURNING " + _TOTALS_COLUMNS, (orig[0],)), -1)
+        if orig[5].startswith("02"):
+            _unvoid(ctx, d, orig[6])
     else:
         d.flags.append(f"original_{orig[2]}")
     return d
+
+
+def _unvoid(ctx: Ctx, d: Decision, sale_rrn: str) -> None:
+    """A reversed void never happened: its sale stands again (unless the sale was reversed too)."""
+    sale = ctx.db.one("SELECT id, terminal_id, batch_no, stan FROM txns WHERE rrn=? AND kind='financial'"
+                      " AND proc LIKE '00%' AND status='voided' AND merchant_id=?",
+                      (sale_rrn, ctx.terminal["merchant_id"]))
+    if sale is None:
+        return
+    gone = ctx.db.one("SELECT id FROM txns WHERE terminal_id=? AND batch_no=? AND stan=? AND kind='reversal'",
+                      sale[1:])
+    status = "reversed" if gone else "approved"
+    row = ctx.db.one(f"UPDATE txns SET status='{status}' WHERE id=? RETURNING " + _TOTALS_COLUMNS, (sale[0],))
+    if status == "approved":
+        totals.add_row(ctx.db, row, +1)
+    d.flags.append(f"sale_{status}_again" if status == "approved" else "sale_stays_reversed")

@@ -288,6 +288,7 @@ class Handler:
                     return Outcome(bytes(prior[2]), f"terminal {tid} STAN {doc['11']}: duplicate, resent", rc=prior[3])
                 return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']} batch {batch}"
                                                       " already used with another transmission time")
+            ctx.reversed_first = "reversal" in same and mti in ("0200", "0220")
             if mti == "0200":
                 d = auth.authorize(ctx)
             elif mti == "0220":
@@ -296,9 +297,11 @@ class Handler:
                 d = auth.reverse(ctx)
             else:
                 d = settle.upload(ctx)
-            if d.kind == "financial" and d.status == "approved" and "reversal" in same:
+            if d.kind == "financial" and d.status == "approved" and ctx.reversed_first:
                 d.status = "reversed"  # its reversal overtook it
                 d.flags.append("reversed_before_arrival")
+                if mti == "0200":
+                    d.rc = "12"  # never answer approved what is already undone (an advice is only acknowledged)
             return self._store(ctx, d, mac_key)
 
     def _store(self, ctx: Ctx, d: Decision, mac_key: bytes) -> Outcome:

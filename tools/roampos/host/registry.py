@@ -210,25 +210,38 @@ def params_package(db: Database, terminal_id: str, now: float) -> bytes:
     return iso.sign_params(bytes.fromhex(t["tmk"]), raw)
 
 
+# A heartbeat is a few dozen bytes of flat JSON; it carries no MAC (any client allowed on the
+# topic can publish one), so nothing in it may reach the database unchecked.
+MAX_HEARTBEAT = 512
+_RSSI_RANGE = (-150, 100)   # dBm as the modem or WLAN reports it; CSQ 0..99 also fits
+
+
 def record_heartbeat(db: Database, terminal_id: str, payload: bytes, now: float) -> Optional[str]:
     """Store .../status JSON (fw, rssi, region, online); returns a reason if ignored."""
+    if len(payload) > MAX_HEARTBEAT:
+        return f"status of {terminal_id} ignored: {len(payload)} bytes (at most {MAX_HEARTBEAT})"
     try:
         data = json.loads(payload.decode("utf-8"))
         if not isinstance(data, dict):
             raise ValueError("not an object")
-    except (ValueError, UnicodeDecodeError) as exc:
-        return f"status of {terminal_id} is not JSON: {exc}"
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return f"status of {terminal_id} is not a JSON object: {str(exc)[:60]}"
     if get_terminal(db, terminal_id) is None:
         return f"status from unknown terminal {terminal_id}"
     online = 0 if data.get("online") is False else 1
     sig = data.get("rssi")
+    if type(sig) is not int or not _RSSI_RANGE[0] <= sig <= _RSSI_RANGE[1]:
+        sig = None  # bool, float, string or out of range: keep the last good value
     with db.transaction():
         db.execute("UPDATE terminals SET last_seen=?, online=?, firmware=COALESCE(?, firmware),"
                    " signal=COALESCE(?, signal), seen_region=COALESCE(?, seen_region) WHERE terminal_id=?",
-                   (int(now), online, _s(data.get("fw")), sig if isinstance(sig, int) else None,
-                    _s(data.get("region")), terminal_id))
+                   (int(now), online, _s(data.get("fw")), sig, _s(data.get("region")), terminal_id))
     return None
 
 
 def _s(v: object) -> Optional[str]:
-    return str(v)[:32] if v is not None else None
+    """A short printable string (a NUL would even be refused by PostgreSQL), or None."""
+    if not isinstance(v, (str, int)) or isinstance(v, bool):
+        return None
+    text = "".join(c for c in str(v)[:32] if c.isprintable())
+    return text or None

@@ -190,7 +190,13 @@ class Worker:
     def _handle_one(self, msg, decoded: Optional[tuple] = None) -> tuple:
         tid, leaf, doc = decoded or self._decode_one(msg)
         if leaf == "status":
-            why = _heartbeat(self.db, tid, msg.payload)
+            try:
+                why = _heartbeat(self.db, tid, msg.payload)
+            except DatabaseError:
+                raise
+            except Exception as exc:  # its savepoint rolled back; the group's requests stand
+                log.exception("worker %d: heartbeat of %s", self.index, tid)
+                why = f"status of {tid} not stored: {type(exc).__name__}"
             if why:
                 log.info("worker %d: %s", self.index, why)
             return tid, None
