@@ -217,3 +217,20 @@ def test_replayed_signon_does_not_rotate_keys(env):
     again = env.term.check(env.send(raw, raw_out=True), iso.derive_key(env.term.tmk, iso.LABEL_NM_MAC))
     assert again["t"] == "0810" and again["39"] == "94"
     assert sale(env, card(95), 100)["39"] == "00"      # keys from the first sign-on still valid
+
+
+def test_older_recorded_signon_does_not_rotate_keys(env):
+    """Someone who recorded a sign-on replays it after a newer one, still inside the time window."""
+    t0 = time.time()   # the fixture signed on just now; these two come 2 and 4 s after it
+    env.term.clock = lambda: t0 + 2
+    recorded = env.term.signon()
+    env.term.apply_signon(env.send(recorded, raw_out=True))
+    env.term.clock = lambda: t0 + 4
+    env.term.apply_signon(env.send(env.term.signon(), raw_out=True))
+    again = env.term.check(env.send(recorded, raw_out=True), iso.derive_key(env.term.tmk, iso.LABEL_NM_MAC))
+    assert again["39"] == "94"
+    assert sale(env, card(96), 100)["39"] == "00"      # the terminal's current keys still work
+    env.term.clock = lambda: t0 + 6
+    env.term.apply_signon(env.send(env.term.signon(), raw_out=True))   # a newer one goes through
+    env.term.clock = time.time
+    assert sale(env, card(97), 100)["39"] == "00"

@@ -259,7 +259,7 @@ class Handler:
         if "SN" in tlv and tlv["SN"] != term["serial"]:
             return self._reply(doc, "03", mac_key, f"terminal {tid}: serial {tlv['SN']} is not the bound device")
         if mti == "0800":
-            return self._network(doc, term, tmk, mac_key, now)
+            return self._network(doc, term, tmk, mac_key, now, sent)
         batch = tlv.get("BN", "")
         if len(batch) != 6 or not batch.isdigit():
             raise iso.MessageError("tag BN (6-digit batch number) required", "48")
@@ -334,20 +334,26 @@ class Handler:
         out.stored = True
         return out
 
-    def _network(self, doc: Dict[str, str], term: dict, tmk: bytes, mac_key: bytes, now: float) -> Outcome:
+    def _network(self, doc: Dict[str, str], term: dict, tmk: bytes, mac_key: bytes, now: float,
+                 sent: float) -> Outcome:
         """0800: 910000 sign-on delivers fresh TPK/TAK/TDK wrapped under the TMK; 920000 is an echo test."""
         if doc["3"] == iso.PROC["echo"]:
             return self._reply(doc, "00", mac_key, "")
         if doc["3"] != iso.PROC["signon"]:
             return self._reply(doc, "12", mac_key, f"terminal {term['terminal_id']}: 0800 processing code {doc['3']}")
         keys = {name: os.urandom(16) for name in ("P", "M", "D")}
-        ref = doc["11"] + doc["7"]
+        # A replayed sign-on would rotate the keys under the terminal's feet, and so would any older
+        # one recorded within the freshness window: only a sign-on sent after the last accepted one
+        # counts. The reference leads with the send time, 12 digits, so it orders as text;
+        # a reference from before that (STAN + field 7, no ':') only refuses its exact copy.
+        ref = f"{int(sent):012d}:{doc['11']}{doc['7']}"
         with self.db.transaction():
-            # A replayed sign-on would rotate the keys under the terminal's feet: refuse it.
             cur = self.db.execute("UPDATE terminals SET tpk=?, tak=?, tdk=?, keys_at=?, signon_ref=?"
-                                  " WHERE terminal_id=? AND (signon_ref IS NULL OR signon_ref<>?)",
+                                  " WHERE terminal_id=? AND (signon_ref IS NULL"
+                                  " OR (signon_ref LIKE '%:%' AND signon_ref < ?)"
+                                  " OR (signon_ref NOT LIKE '%:%' AND signon_ref <> ?))",
                                   (keys["P"].hex(), keys["M"].hex(), keys["D"].hex(), int(now), ref,
-                                   term["terminal_id"], ref))
+                                   term["terminal_id"], ref, doc["11"] + doc["7"]))
             if cur.rowcount != 1:
                 return self._reply(doc, "94", mac_key, f"terminal {term['terminal_id']}: sign-on replayed")
         resp48 = {}
