@@ -105,7 +105,7 @@ def test_hostile_heartbeats_change_nothing_and_stop_nothing(env):
     end = time.time() + 5
     while time.time() < end and not registry.get_terminal(env.db, TID)["last_seen"]:
         time.sleep(0.05)
-    hostile = [b'{"rssi": 99999999999999999999}', b"[" * 100000, b'{"fw": "1.0\u0000x", "rssi": true}',
+    hostile = [b'{"rssi": 99999999999999999999}', b"[" * 100000, b'{"fw": "1.0\\u0000x", "rssi": true}',
                b'{"fw": {"a": 1}, "region": [1], "rssi": 1e300}', b'{"rssi": -10000}', b"{" + b" " * 2000 + b"}",
                b"null", b'"fw"']
     for payload in hostile:

@@ -90,3 +90,56 @@ def test_still_out_of_balance_after_upload(env):
     r = settle(env, (1, 1500, 0, 0), proc="960000")     # nothing uploaded, figures still differ
     assert r["39"] == "95"
     assert env.db.one("SELECT status FROM batches WHERE terminal_id=? AND batch_no='000001'", (TID,))[0] == "open"
+
+
+def test_an_uploaded_transaction_meets_the_online_rules_or_is_held(env):
+    a = sale(env, card(41), 1000)
+    assert a["39"] == "00"
+    assert sale(env, card(41), 50000, proc="200000", orig_rrn=a["37"])["39"] == "64"   # refused online
+    assert settle(env, (1, 1000, 1, 50000))["39"] == "95"
+    assert env.send(env.term.financial(card(41), 1000, mti="0320", stan=a["11"]))["39"] == "00"
+    # the same refund again, now claimed as an offline one the host never saw
+    up = env.send(env.term.financial(card(41), 50000, mti="0320", proc="200000", orig_rrn=a["37"], stan="000901"))
+    assert up["39"] == "00"                                 # received ...
+    row = env.row("000901")
+    assert row["status"] == "held" and "upload_rc_64" in row["flags"]   # ... but not counted
+    other = env.send(env.term.financial(card(42), 7777, mti="0320", region="810000", stan="000902"))
+    assert other["39"] == "00" and env.row("000902")["status"] == "held"   # HKD region, CNY batch
+    # the trailer compares what the host counts: the batch stays out of balance for review
+    done = settle(env, (1, 1000, 1, 50000), proc="960000")
+    assert done["39"] == "95" and iso.decode_tlv(done["48"])["RA"] == "0"
+
+
+def test_a_trailer_exclusion_is_undone_by_a_later_upload(env):
+    s = sale(env, card(43), 4200)
+    assert settle(env, (1, 4200, 0, 0), proc="960000")["39"] == "95"   # trailer before the upload
+    assert env.row(s["11"])["status"] == "excluded"
+    assert env.send(env.term.financial(card(43), 4200, mti="0320", stan=s["11"]))["39"] == "00"
+    assert env.row(s["11"])["status"] == "approved" and "upload_restored" in env.row(s["11"])["flags"]
+    assert settle(env, (1, 4200, 0, 0), proc="960000")["39"] == "00"
+
+
+def test_a_replayed_trailer_is_answered_from_the_ledger(env):
+    assert sale(env, card(44), 1000)["39"] == "00"
+    trailer = env.term.settlement((2, 9999, 0, 0), proc="960000")
+    first = env.send(trailer, raw_out=True)
+    assert iso.decode(first)["39"] == "95"     # nothing uploaded: the sale excluded, the batch stays open
+    s = sale(env, card(45), 2000)              # business goes on in the open batch
+    second = env.send(trailer, raw_out=True)   # someone replays the recorded trailer
+    assert second == first                     # the stored answer; its exclusions are not run again
+    assert env.row(s["11"])["status"] == "approved"
+    assert env.db.one("SELECT COUNT(*) FROM txns WHERE kind='settlement'")[0] == 1
+
+
+def test_a_settled_batch_does_not_change_afterwards(env, tmp_path):
+    s = sale(env, card(47), 20000)
+    assert settle(env, (1, 20000, 0, 0))["39"] == "00"
+    r = env.send(env.term.reversal(s["11"], card(47), 20000))   # too late: it is cleared
+    assert r["39"] == "12" and "batch_settled" in env.row(s["11"], "reversal")["flags"]
+    assert env.row(s["11"])["status"] == "approved"
+    adv = sale(env, card(48), 10000, mti="0220")                 # an advice into the settled batch
+    assert adv["39"] == "00" and env.row(adv["11"])["status"] == "held"
+    out = subprocess.run([roampos_bin(), "report", "settlement", "--date", today(env), "--db", env.db_url,
+                          "--csv", str(tmp_path / "c.csv")], capture_output=True, text=True, timeout=60)
+    rows = list(csv.DictReader(open(tmp_path / "c.csv", encoding="utf-8")))
+    assert [(r["sales_count"], r["sales_amount"]) for r in rows] == [("1", "20000")], out.stdout

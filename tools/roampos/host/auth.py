@@ -261,8 +261,15 @@ def _void(ctx: Ctx, d: Decision) -> Optional[str]:
     return None
 
 
-def authorize(ctx: Ctx, advice: bool = False) -> Decision:
-    """0200 (and 0220 advice, which is always accepted but keeps every would-be decline as a flag)."""
+# An advice that fails these cannot be counted anywhere: its batch is settled or of another region.
+_UNBATCHABLE = ("batch_closed", "batch_region_mix")
+
+
+def authorize(ctx: Ctx, advice: bool = False, upload: bool = False) -> Decision:
+    """0200; 0220 advice: always accepted, every would-be decline kept as a flag `advice_rc_<rc>`;
+    0320 upload of a transaction the host never saw: accepted, but one that fails a rule is held
+    for review (flag `upload_rc_<rc>`, status 'held': outside the totals, the settlement and the
+    clearing report), so that an offline transaction cannot bypass the rules online ones meet."""
     d = _base(ctx, "financial")
     pan, d.reason = d.reason, ""
     proc = ctx.doc["3"][:2]
@@ -283,11 +290,16 @@ def authorize(ctx: Ctx, advice: bool = False) -> Decision:
             rc = _refund(ctx, d)
         else:
             rc = _void(ctx, d)
-    if advice and rc:
-        d.flags.append(f"advice_rc_{rc}")  # already completed offline: record, do not refuse
+    hold = False
+    if (advice or upload) and rc:
+        # Already completed offline: record, do not refuse.
+        d.flags.append(f"{'upload' if upload else 'advice'}_rc_{rc}")
+        hold = upload or any(f in d.flags for f in _UNBATCHABLE)
         rc = None
     d.rc = rc or "00"
-    if d.rc == "00":
+    if hold:
+        d.status = "held"
+    elif d.rc == "00":
         d.status = "noop" if d.status == "noop" else "approved"
         if proc == "00" and reg is not None:
             d.fee = registry.fee_for(ctx.db, d.region, d.method, d.amount)
@@ -308,6 +320,14 @@ def reverse(ctx: Ctx) -> Decision:
                       (ctx.terminal["terminal_id"], tlv["BN"], doc["11"]))
     if orig is None:
         d.flags.append("orphan_reversal")  # the original never arrived; remember so it is never approved
+        return d
+    settled = ctx.db.one("SELECT status FROM batches WHERE terminal_id=? AND batch_no=?",
+                         (ctx.terminal["terminal_id"], tlv["BN"]))
+    if settled is not None and settled[0] == "settled":
+        # Cleared already: the settled totals and the clearing report stand; undoing it now is a
+        # refund or a chargeback, not a reversal. Stored (answered the same if repeated), not applied.
+        d.rc, d.status = "12", "declined"
+        d.flags.append("batch_settled")
         return d
     d.masked_pan, d.card_hash = orig[3], orig[4]
     # A refund of this sale at another terminal reads its status under the same card lock.

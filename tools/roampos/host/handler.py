@@ -55,7 +55,7 @@ class _Group:
         self.seen: set = set()                               # terminals already handled in the group
 
 
-_GROUP_MTIS = ("0200", "0220", "0400", "0320")
+_GROUP_MTIS = ("0200", "0220", "0400", "0320", "0500")
 
 
 def _unhex(value: Optional[str]) -> Optional[bytes]:
@@ -271,10 +271,7 @@ class Handler:
         with self.db.transaction():
             if not locked:
                 self.db.lock_terminal(tid)
-            if mti == "0500":
-                d = settle.settle(ctx)
-                return self._reply(doc, d.rc, mac_key, d.reason, resp48=d.resp48)
-            kind = "reversal" if mti == "0400" else "financial"
+            kind = {"0400": "reversal", "0500": "settlement"}.get(mti, "financial")
             # One read finds both an earlier copy of this message and a reversal that overtook it.
             if g is not None and g.stans.get(key) is False:
                 same: dict = {}  # the group read found no row with this key
@@ -289,7 +286,9 @@ class Handler:
                 return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']} batch {batch}"
                                                       " already used with another transmission time")
             ctx.reversed_first = "reversal" in same and mti in ("0200", "0220")
-            if mti == "0200":
+            if mti == "0500":
+                d = settle.settle(ctx)
+            elif mti == "0200":
                 d = auth.authorize(ctx)
             elif mti == "0220":
                 d = auth.authorize(ctx, advice=True)
@@ -318,7 +317,10 @@ class Handler:
         extra48 = dict(d.resp48)
         if flags:
             extra48["FL"] = flags[:200]
-        out = self._reply(doc, d.rc, mac_key, d.reason, resp48=extra48, rrn=rrn, approval=approval)
+        if d.kind == "settlement":  # kept for idempotency only: a 0510 carries no RRN or approval code
+            approval = ""
+        out = self._reply(doc, d.rc, mac_key, d.reason, resp48=extra48, approval=approval,
+                          rrn="" if d.kind == "settlement" else rrn)
         # The UNIQUE (terminal, batch, STAN, kind) key still guards against a second row.
         self.db.execute(
             "INSERT INTO txns (id, terminal_id, batch_no, stan, kind, mti, proc, tx_time, amount, currency,"

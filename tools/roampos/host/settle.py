@@ -6,7 +6,7 @@ from typing import Tuple
 
 from .. import iso
 from . import registry, totals
-from .auth import Ctx, Decision, _base
+from .auth import _TOTALS_COLUMNS, Ctx, Decision, authorize
 
 __all__ = ["ledger_totals", "settle", "upload"]
 
@@ -42,16 +42,20 @@ def settle(ctx: Ctx) -> Decision:
     if "RG" not in tlv:
         raise iso.MessageError("tag RG missing", "48")
     theirs = _totals_from(tlv)
-    d = Decision(rc="00", region=tlv["RG"])
+    # Stored as a 'settlement' row (amount: the terminal's net), so that a replayed 0500 is answered
+    # from the ledger instead of running its trailer's exclusions again.
+    d = Decision(rc="00", kind="settlement", region=tlv["RG"], currency=ctx.doc.get("49", ""),
+                 amount=theirs[1] - theirs[3])
     row = ctx.db.one("SELECT region, status, sales_count, sales_amount, refund_count, refund_amount"
                      " FROM batches WHERE terminal_id=? AND batch_no=?", (ctx.terminal["terminal_id"], batch))
     if row is not None and row[0] != tlv["RG"]:
-        d.rc, d.reason = "12", f"batch {batch} belongs to region {row[0]}, not {tlv['RG']}"
+        d.rc, d.reason, d.kind = "12", f"batch {batch} belongs to region {row[0]}, not {tlv['RG']}", None
         return d
     if row is not None and row[1] == "settled":
         # A repeated 0500 for a closed batch: same answer, nothing changes.
         d.rc = "00" if tuple(row[2:]) == theirs else "95"
         d.resp48 = _resp(tuple(row[2:]), d.rc)
+        d.status = "repeat"
         return d
     if ctx.doc["3"] == iso.PROC["settle_after_upload"]:
         for row in ctx.db.all("UPDATE txns SET status='excluded', flags=flags || ',not_in_upload'"
@@ -61,6 +65,7 @@ def settle(ctx: Ctx) -> Decision:
             totals.add_row(ctx.db, row, -1)  # excluded sales no longer count towards the day's limits
     ours = ledger_totals(ctx, batch)
     d.rc = "00" if ours == theirs else "95"
+    d.status = "in_balance" if d.rc == "00" else "out_of_balance"
     d.resp48 = _resp(ours, d.rc)
     if d.rc == "00":
         reg = registry.region(ctx.db, tlv["RG"])
@@ -82,25 +87,28 @@ def _resp(totals: Tuple[int, int, int, int], rc: str) -> dict:
 
 
 def upload(ctx: Ctx) -> Decision:
-    """0320: one transaction of the terminal's batch. Known -> marked uploaded; unknown -> stored."""
+    """0320: one transaction of the terminal's batch. Known -> marked uploaded (an earlier trailer's
+    exclusion undone while the batch is open); unknown -> checked like an online one and stored."""
     tid, batch, stan = ctx.terminal["terminal_id"], ctx.tlv["BN"], ctx.doc["11"]
     row = ctx.db.one("SELECT id, status FROM txns WHERE terminal_id=? AND batch_no=? AND stan=?"
                      " AND kind='financial'", (tid, batch, stan))
+    b = ctx.db.one("SELECT status FROM batches WHERE terminal_id=? AND batch_no=?", (tid, batch))
+    is_open = b is None or b[0] != "settled"
     if row is not None:
+        if row[1] == "excluded" and is_open:
+            # The terminal still has it: it was only missing from an earlier upload.
+            totals.add_row(ctx.db, ctx.db.one(
+                "UPDATE txns SET status='approved', uploaded=1, flags=flags || ',upload_restored' WHERE id=?"
+                " RETURNING " + _TOTALS_COLUMNS, (row[0],)), +1)
+            return Decision(rc="00")
         ctx.db.execute("UPDATE txns SET uploaded=1 WHERE id=?", (row[0],))
         if row[1] != "approved":
             ctx.db.execute("UPDATE txns SET flags=flags || ',upload_of_' || status WHERE id=?", (row[0],))
         return Decision(rc="00")
-    d = _base(ctx, "financial")
-    d.reason = ""
-    b = ctx.db.one("SELECT status FROM batches WHERE terminal_id=? AND batch_no=?", (tid, batch))
-    if b is not None and b[0] == "settled":
+    if not is_open:
         return Decision(rc="12", reason=f"batch {batch} already settled")
-    if b is None:
-        ctx.db.execute("INSERT INTO batches (terminal_id, batch_no, region, status) VALUES (?,?,?,'open')",
-                       (tid, batch, d.region))
-    d.status, d.uploaded = "approved", 1
-    d.flags.append("batch_upload")  # the host had not seen it online (offline approval or lost advice)
-    if ctx.doc["3"].startswith("00"):
-        d.fee = registry.fee_for(ctx.db, d.region, d.method, d.amount)
+    d = authorize(ctx, upload=True)
+    if d.kind is not None:
+        d.uploaded = 1
+        d.flags.append("batch_upload")  # the host had not seen it online (offline approval or lost advice)
     return d
