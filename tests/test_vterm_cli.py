@@ -56,6 +56,9 @@ def test_run_starts_the_host_with_the_terminal_registered(tmp_path):
                        input="status\nquit\n", capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "registered terminal SH000001" in r.stdout, r.stdout
+    # its TMK, for injection, and the host key sit beside the ledger, not in it
+    assert len(bytes.fromhex((tmp_path / "SH000001.tmk").read_text())) == 16
+    assert (tmp_path / "host.db.key").exists()
     assert '"region": "310000"' in r.stdout and '"mode": "ready"' in r.stdout, r.stdout
     log = (tmp_path / "host.log").read_text()
     assert "127.0.0.1:%d" % port in log, log

@@ -47,7 +47,11 @@ def register_terminal(db_url: str, params_path: str) -> None:
     subprocess.run(cli + ["add", m["terminal_id"], "--serial", m["serial"],
                           "--merchant", m["id"], "--merchant-name", m.get("name", ""),
                           "--acquirer", m["acquirer"], "--account", "demo-settlement-account",
-                          "--home-region", m["home_region"]], check=True, capture_output=True)
+                          "--home-region", m["home_region"],
+                          # The TMK a real acquirer injects into the terminal; kept beside the ledger.
+                          "--tmk-file", os.path.join(os.path.dirname(db_url[len("sqlite:///"):]),
+                                                     m["terminal_id"] + ".tmk")],
+                   check=True, capture_output=True)
     for g in p.get("authorized", []):
         subprocess.run(cli + ["grant-region", m["terminal_id"], g["region"],
                               "--from", g["from"], "--to", g["to"]], check=True, capture_output=True)

@@ -10,8 +10,11 @@ import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Optional, Sequence
 from urllib.parse import parse_qs, urlparse, urlunparse
+
+if TYPE_CHECKING:
+    from .vault import Vault
 
 __all__ = ["Database", "DatabaseError", "connect", "default_url", "DATA_DIR", "read_csv"]
 
@@ -96,6 +99,7 @@ class Database:
         self._next_id: Optional[int] = None   # SQLite: next txns id while this process holds the write lock
         self._id_pool: List[int] = []          # PostgreSQL: ids drawn from the sequence in blocks
         self._card_locks: set = set()           # PostgreSQL: card lock keys this transaction holds
+        self._vault: Any = None
         self.connect()
 
     def connect(self) -> None:
@@ -279,16 +283,16 @@ class Database:
             self.seed()
         from .totals import backfill
         backfill(self)
-        # Keyed-hash secret for card rules: shared by all workers through the database.
-        self.execute("INSERT INTO settings VALUES ('card_key', ?) ON CONFLICT DO NOTHING",
-                     (os.urandom(32).hex(),))
+
+    def vault(self) -> "Vault":
+        """The host key's vault (terminal keys sealed, card-hash key); loaded once per connection."""
+        if self._vault is None:
+            from .vault import load
+            self._vault = load(self)
+        return self._vault
 
     def card_key(self) -> bytes:
-        env = os.environ.get("ROAMPOS_CARD_KEY")
-        if env:
-            return bytes.fromhex(env)
-        row = self.one("SELECT value FROM settings WHERE name='card_key'")
-        return bytes.fromhex(row[0]) if row else b"roampos-card-key"
+        return self.vault().card_key
 
     def seed(self) -> None:
         """Load regions, profiles, fees and the cell table from tools/data."""

@@ -58,10 +58,6 @@ class _Group:
 _GROUP_MTIS = ("0200", "0220", "0400", "0320", "0500")
 
 
-def _unhex(value: Optional[str]) -> Optional[bytes]:
-    return bytes.fromhex(value) if value else None
-
-
 class Handler:
     """Stateless between messages: everything lives in the database, so workers can be many."""
 
@@ -163,12 +159,13 @@ class Handler:
         hit = self._keys.get(term["terminal_id"])
         if hit is not None and hit[0] == version:
             return hit[1]
-        tmk = bytes.fromhex(term["tmk"])
-        tdk = _unhex(term["tdk"])
+        vault = self.db.vault()
+        tmk = vault.open(term["tmk"]) or b""
+        tdk = vault.open(term["tdk"])
         # One ECB context per data key, reused for every PAN (a context is per Handler, so per thread).
         ecb = Cipher(algorithms.AES(tdk), modes.ECB()).decryptor() if tdk and len(tdk) == 16 else None
-        k = TerminalKeys(tmk, iso.derive_key(tmk, iso.LABEL_NM_MAC), _unhex(term["tak"]),
-                         _unhex(term["tpk"]), tdk, ecb)
+        k = TerminalKeys(tmk, iso.derive_key(tmk, iso.LABEL_NM_MAC), vault.open(term["tak"]),
+                         vault.open(term["tpk"]), tdk, ecb)
         if len(self._keys) > 100000:
             self._keys.clear()
         self._keys[term["terminal_id"]] = (version, k)
@@ -354,7 +351,7 @@ class Handler:
                                   " WHERE terminal_id=? AND (signon_ref IS NULL"
                                   " OR (signon_ref LIKE '%:%' AND signon_ref < ?)"
                                   " OR (signon_ref NOT LIKE '%:%' AND signon_ref <> ?))",
-                                  (keys["P"].hex(), keys["M"].hex(), keys["D"].hex(), int(now), ref,
+                                  (*(self.db.vault().seal(keys[n]) for n in "PMD"), int(now), ref,
                                    term["terminal_id"], ref, doc["11"] + doc["7"]))
             if cur.rowcount != 1:
                 return self._reply(doc, "94", mac_key, f"terminal {term['terminal_id']}: sign-on replayed")

@@ -83,6 +83,7 @@ def add_terminal(db: Database, terminal_id: str, serial: str, merchant_id: str, 
     for code in addresses:
         if region(db, code) is None:
             raise RegistryError(f"deployment address for unknown region {code}")
+    sealed_tmk = db.vault().seal(bytes.fromhex(tmk_hex))  # never stored in clear
     with db.transaction():
         if get_terminal(db, terminal_id):
             raise RegistryError(f"terminal {terminal_id} already registered; one merchant binding per terminal")
@@ -97,7 +98,7 @@ def add_terminal(db: Database, terminal_id: str, serial: str, merchant_id: str, 
         db.execute("INSERT INTO terminals (terminal_id, serial, merchant_id, home_region, addresses, tmk,"
                    " location_policy) VALUES (?,?,?,?,?,?,?)",
                    (terminal_id, serial, merchant_id, home_region, json.dumps(addresses, ensure_ascii=False),
-                    tmk_hex.upper(), location_policy))
+                    sealed_tmk, location_policy))
 
 
 def _require(db: Database, terminal_id: str) -> dict:
@@ -207,7 +208,7 @@ def params_package(db: Database, terminal_id: str, now: float) -> bytes:
     body = {"v": version, "terminal": terminal_id, "merchant": t["merchant_id"], "serial": t["serial"],
             "home_region": t["home_region"], "blocked": bool(t["blocked"]), "regions": regions}
     raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
-    return iso.sign_params(bytes.fromhex(t["tmk"]), raw)
+    return iso.sign_params(db.vault().open(t["tmk"]) or b"", raw)
 
 
 # A heartbeat is a few dozen bytes of flat JSON; it carries no MAC (any client allowed on the

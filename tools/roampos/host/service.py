@@ -14,6 +14,7 @@ from typing import List, Optional
 from urllib.parse import urlparse
 
 from .db import DatabaseError, connect, default_url
+from .vault import VaultError
 from .wire import WireClient
 
 __all__ = ["add_arguments", "run", "Worker", "SHARE_GROUP", "REQ_FILTER", "no_delay"]
@@ -260,8 +261,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level, format="%(asctime)s host %(levelname)s %(message)s")
     db_url = args.db or default_url()
     try:
-        connect(db_url).close()  # create the schema once before the workers race for it
-    except DatabaseError as exc:
+        db = connect(db_url)  # create the schema once before the workers race for it
+        try:
+            db.vault()        # and refuse to start without the host key this database needs
+        finally:
+            db.close()
+    except (DatabaseError, VaultError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     broker = None

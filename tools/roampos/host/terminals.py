@@ -10,6 +10,7 @@ from typing import Optional
 
 from . import registry
 from .db import DatabaseError, connect
+from .vault import VaultError
 
 __all__ = ["add_arguments", "run", "push_params"]
 
@@ -28,8 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--home-region", required=True, help="GB/T 2260 code")
     a.add_argument("--address", action="append", default=[], metavar="REGION=TEXT",
                    help="deployment address in a region (repeatable)")
-    a.add_argument("--tmk", help="terminal master key, 32 hex digits (default: generated)")
-    a.add_argument("--tmk-file", help="write a generated TMK here (mode 600) for key injection")
+    a.add_argument("--tmk", help="terminal master key, 32 hex digits (visible to `ps`: prefer --tmk-file)")
+    a.add_argument("--tmk-file", help="the TMK for key injection: read from this file if it exists, else"
+                                      " generated and written to it (mode 600); one of --tmk/--tmk-file is needed")
     a.add_argument("--location-policy", choices=("decline", "flag"), default="decline")
     g = sub.add_parser("grant-region", help="authorize a region for a period")
     g.add_argument("terminal_id")
@@ -81,6 +83,19 @@ def _print_table(rows: list) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+def _tmk(args: argparse.Namespace) -> "tuple[str, bool]":
+    """(TMK hex, whether it is new and goes to --tmk-file). A generated key nobody can inject would
+    leave a terminal that can never sign on, so one of the two options is required."""
+    if args.tmk:
+        return args.tmk, False
+    if not args.tmk_file:
+        raise registry.RegistryError("give --tmk-file (read, or generated and written there) or --tmk")
+    if os.path.exists(args.tmk_file):
+        with open(args.tmk_file) as fh:
+            return fh.read().strip(), False
+    return os.urandom(16).hex().upper(), True
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         db = connect(args.db)
@@ -96,14 +111,16 @@ def run(args: argparse.Namespace) -> int:
                 if not sep:
                     raise registry.RegistryError(f"--address {item!r} must be REGION=TEXT")
                 addresses[code] = text
-            tmk = args.tmk or os.urandom(16).hex().upper()
+            tmk, new_file = _tmk(args)
             registry.add_terminal(db, args.terminal_id, args.serial, args.merchant, args.merchant_name,
                                   args.acquirer, args.account, args.home_region, addresses, tmk,
                                   args.location_policy)
-            if not args.tmk and args.tmk_file:
-                fd = os.open(args.tmk_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            if new_file:
+                # Only once the terminal is registered: a refused add leaves no orphan key behind.
+                fd = os.open(args.tmk_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w") as fh:
                     fh.write(tmk + "\n")
+                print(f"TMK written to {args.tmk_file} (mode 600): inject it into the terminal, then keep it offline")
             print(f"terminal {args.terminal_id} registered (merchant {args.merchant}, home {args.home_region})")
         elif args.action == "grant-region":
             registry.grant_region(db, tid, args.region, args.valid_from, args.valid_to)
@@ -128,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             push_params(db, args.broker, tid)
             print(f"terminal {tid}: parameter package published")
         return 0
-    except registry.RegistryError as exc:
+    except (registry.RegistryError, VaultError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (OSError, DatabaseError) as exc:

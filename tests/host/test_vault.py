@@ -1,0 +1,97 @@
+"""Keys at rest: a copy of the ledger database alone gives away no terminal key and no card number."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+
+import pytest
+
+from roampos import iso
+from roampos.host import db as dbm, registry, vault
+from roampos.host.handler import Handler
+from roampos.termsim import SimTerminal
+from hostkit import MID, SERIAL, TID, TMK, roampos_bin
+from test_authorization import card
+
+PAN = card(424242)
+
+
+def _dump(db) -> str:
+    tables = [r[0] for r in db.all("SELECT name FROM sqlite_master WHERE type='table'")] if db.kind == "sqlite" \
+        else [r[0] for r in db.all("SELECT table_name FROM information_schema.tables WHERE table_schema=current_schema()")]
+    return "\n".join(repr(db.all(f"SELECT * FROM {t}")) for t in tables)
+
+
+def test_database_holds_no_terminal_key_and_no_card_key(db, handler):
+    t = SimTerminal(TID, MID, SERIAL, TMK)
+    t.apply_signon(handler.handle(TID, t.signon()).response)
+    assert iso.decode(handler.handle(TID, t.financial(PAN, 1000)).response)["39"] == "00"
+    dump = _dump(db)
+    for key in (TMK, t.tpk, t.tak, t.tdk):
+        assert key.hex() not in dump.lower()
+    assert PAN not in dump and "card_key" not in dump
+    # The card hash is keyed by the host key, which the database does not hold: hashing the PANs
+    # that fit the masked one, with anything the database has, finds nothing.
+    (masked, stored_hash) = db.one("SELECT masked_pan, card_hash FROM txns")
+    assert masked == iso.mask_pan(PAN)
+    settings = [bytes.fromhex(v) for (v,) in db.all("SELECT value FROM settings")
+                if all(c in "0123456789abcdefABCDEF" for c in v) and len(v) % 2 == 0]
+    assert all(iso.card_hash(k, PAN) != stored_hash for k in settings)
+
+
+def test_key_file_beside_a_sqlite_ledger_is_private(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    d = dbm.connect(url)
+    d.vault()
+    mode = stat.S_IMODE(os.stat(tmp_path / "ledger.db.key").st_mode)
+    assert mode == 0o600
+    d.close()
+
+
+def test_missing_or_wrong_host_key_is_refused_with_its_reason(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    d = dbm.connect(url)
+    registry.add_terminal(d, TID, SERIAL, MID, "Roaming Noodles", "ACQ001", "6222020000000001", "310000", {},
+                          TMK.hex())
+    d.close()
+    os.rename(tmp_path / "ledger.db.key", tmp_path / "elsewhere.key")
+    with pytest.raises(vault.VaultError, match="host key file .* is missing"):
+        Handler(dbm.connect(url))
+    # the CLI says why and exits instead of starting workers that would fail
+    out = subprocess.run([roampos_bin(), "host", "--db", url, "--port", "1"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1 and "host key file" in out.stderr and "missing" in out.stderr
+    monkeypatch.setenv("ROAMPOS_HOST_KEY", os.urandom(32).hex())
+    with pytest.raises(vault.VaultError, match="not the one this database was set up with"):
+        Handler(dbm.connect(url))
+    monkeypatch.setenv("ROAMPOS_HOST_KEY", (tmp_path / "elsewhere.key").read_text().strip())
+    h = Handler(dbm.connect(url))   # the right key, from the environment: keys open again
+    t = SimTerminal(TID, MID, SERIAL, TMK)
+    t.apply_signon(h.handle(TID, t.signon()).response)
+
+
+def test_keys_stored_in_clear_by_an_older_version_still_work(db, handler):
+    db.execute("UPDATE terminals SET tmk=? WHERE terminal_id=?", (TMK.hex().upper(), TID))
+    t = SimTerminal(TID, MID, SERIAL, TMK)
+    t.apply_signon(handler.handle(TID, t.signon()).response)     # and the new session keys are sealed
+    assert db.one("SELECT tak FROM terminals WHERE terminal_id=?", (TID,))[0].startswith(vault.SEALED)
+    assert iso.decode(handler.handle(TID, t.financial(PAN, 500)).response)["39"] == "00"
+
+
+def test_terminal_add_needs_somewhere_for_a_generated_tmk(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    base = [roampos_bin(), "terminal", "--db", url, "add", "SZX00009", "--serial", "RP-S3-000999", "--merchant",
+            "440300000000009", "--merchant-name", "Dim Sum Cart", "--acquirer", "ACQ002", "--account",
+            "6222030000000009", "--home-region", "440300"]
+    out = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--tmk-file" in out.stderr
+    tmk_file = tmp_path / "SZX00009.tmk"
+    out = subprocess.run(base + ["--tmk-file", str(tmk_file)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert stat.S_IMODE(os.stat(tmk_file).st_mode) == 0o600
+    tmk = bytes.fromhex(tmk_file.read_text().strip())
+    assert tmk.hex() not in out.stdout.lower() + out.stderr.lower()
+    h = Handler(dbm.connect(url))   # the terminal injected with that file signs on
+    t = SimTerminal("SZX00009", "440300000000009", "RP-S3-000999", tmk, region="440300")
+    t.apply_signon(h.handle("SZX00009", t.signon()).response)
