@@ -166,6 +166,15 @@ def test_void_after_a_refund_is_refused(env):
     assert _standing(env, s["11"]) == "approved"
 
 
+def test_reversal_of_a_refunded_sale_is_not_applied(env):
+    pan = card(74)
+    s = sale(env, pan, 10000)
+    assert sale(env, pan, 4000, proc="200000", orig_rrn=s["37"])["39"] == "00"
+    r = env.send(env.term.reversal(s["11"], pan, 10000))
+    assert r["39"] == "12" and "sale_refunded" in env.row(s["11"], "reversal")["flags"]
+    assert _standing(env, s["11"]) == "approved"
+
+
 def test_reversal_of_a_void_brings_the_sale_back(env):
     pan = card(72)
     s = sale(env, pan, 10000)

@@ -90,3 +90,26 @@ def test_mutations_through_the_broker(env):
     assert before[0][0][0] == 0 and after[0][0][0] == 1      # only the valid sale was stored
     assert env.db.all("SELECT stan FROM txns") == [(r["11"],)]
     assert after[2] == before[2] and after[3] == before[3]    # no PIN tries, same keys, not blocked
+
+
+def test_control_characters_in_any_field_are_refused_before_the_ledger(handler):
+    """Correctly MACed messages whose text fields hold a NUL or another control character: refused
+    (PostgreSQL would reject a NUL in text only when the row is written, as a 96)."""
+    t = SimTerminal(TID, MID, SERIAL, TMK)
+    t.apply_signon(handler.handle(TID, t.signon()).response)
+    before = snapshot(handler.db)
+    for field in ("2", "3", "4", "7", "11", "14", "22", "49"):
+        for ch in ("\x00", "\x1b", "\x7f"):
+            doc = iso.decode(t.financial(card(7), 100, cell=None))
+            doc[field] = doc[field][:1] + ch + doc[field][2:]
+            out = handler.handle(TID, iso.encode(doc, t.tak))
+            assert out.response is None and not out.stored, (field, ch, out)
+    for tag, value in (("WF", "AA:BB\x00CC:DD:EE:FF"), ("WF", "not a bssid"), ("OR", "0000\x00000001"),
+                       ("SN", SERIAL[:-1] + "\x00")):
+        doc = iso.decode(t.financial(card(7), 100, cell=None))
+        tlv = iso.decode_tlv(doc["48"])
+        tlv[tag] = value
+        doc["48"] = iso.encode_tlv(tlv)
+        out = handler.handle(TID, iso.encode(doc, t.tak))
+        assert not out.stored and (out.response is None or iso.decode(out.response)["39"] == "30"), (tag, out)
+    assert snapshot(handler.db) == before

@@ -58,7 +58,8 @@ RC = {
 }
 
 _TAG = re.compile(r"[A-Z][A-Z0-9]")
-_NUMERIC = {"3": 6, "4": 12, "7": 10, "11": 6, "12": 6, "13": 4, "14": 4, "49": 3}
+_BSSID = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
+_NUMERIC = {"3": 6, "4": 12, "7": 10, "11": 6, "12": 6, "13": 4, "14": 4, "22": 3, "49": 3}
 
 
 class MessageError(ValueError):
@@ -326,6 +327,11 @@ def decode(raw: bytes) -> Dict[str, str]:
     for f, n in _NUMERIC.items():
         if f in doc and (len(doc[f]) != n or not doc[f].isdigit()):
             raise MessageError("must be numeric", f)
+    for f, v in doc.items():
+        # ans fields are printable: a NUL or other control byte is refused here, not by the ledger
+        # (PostgreSQL rejects NUL in text) after the message was half handled.
+        if isinstance(v, str) and not v.isprintable():
+            raise MessageError("control character", f)
     return doc
 
 
@@ -377,6 +383,8 @@ def parse_location(tlv: Dict[str, str]) -> Tuple[str, Optional[Tuple[int, int, i
         mcc, mnc, lac, ci = (int(p) for p in parts)
         return "cell", (mcc, mnc, lac, ci)
     if "WF" in tlv:
+        if not _BSSID.fullmatch(tlv["WF"]):
+            raise MessageError("WF must be a BSSID AA:BB:CC:DD:EE:FF", "48")
         return "wifi", None
     return "none", None
 

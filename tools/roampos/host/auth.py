@@ -315,7 +315,7 @@ def reverse(ctx: Ctx) -> Decision:
         raise iso.MessageError("reversal needs RG and amount", "48" if "RG" not in tlv else "4")
     d = Decision(rc="00", kind="reversal", status="approved", amount=int(doc["4"]),
                  currency=doc.get("49", ""), region=tlv["RG"], method=tlv.get("PM", ""))
-    orig = ctx.db.one("SELECT id, amount, status, masked_pan, card_hash, proc, orig_rrn FROM txns"
+    orig = ctx.db.one("SELECT id, amount, status, masked_pan, card_hash, proc, orig_rrn, rrn FROM txns"
                       " WHERE terminal_id=? AND batch_no=? AND stan=? AND kind='financial'",
                       (ctx.terminal["terminal_id"], tlv["BN"], doc["11"]))
     if orig is None:
@@ -334,7 +334,11 @@ def reverse(ctx: Ctx) -> Decision:
     ctx.db.lock_cards((d.card_hash,))
     if orig[1] != d.amount:
         d.flags.append("amount_mismatch")
-    if orig[2] == "approved":
+    if orig[2] == "approved" and orig[5].startswith("00") and _refunded(ctx, orig[7]):
+        # Reversing a sale that was partly given back already would give back more than the sale.
+        d.rc, d.status = "12", "declined"
+        d.flags.append("sale_refunded")
+    elif orig[2] == "approved":
         totals.add_row(ctx.db, ctx.db.one(
             "UPDATE txns SET status='reversed' WHERE id=? RETURNING " + _TOTALS_COLUMNS, (orig[0],)), -1)
         if orig[5].startswith("02"):
