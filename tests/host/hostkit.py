@@ -23,6 +23,29 @@ def worker_thread(url: str, db_url: str, index: int):
     return w, t
 
 
+def handle_group(handler, tid: str, msgs: list) -> list:
+    """Handle `msgs` as a worker does: one transaction, group reads first."""
+    with handler.db.transaction():
+        decoded = [handler.decode(tid, m) for m in msgs]
+        handler.begin_group([(tid, d) for d in decoded])
+        try:
+            return [handler.handle(tid, m, decoded=d) for m, d in zip(msgs, decoded)]
+        finally:
+            handler.end_group()
+
+
+def totals_table(db) -> list:
+    """The running daily totals, as sorted tuples (zero rows left out)."""
+    return sorted(tuple(r) for r in db.all(
+        "SELECT scope, subject, region, local_date, amount FROM daily_totals WHERE amount <> 0"))
+
+
+def totals_from_ledger(db) -> list:
+    """The same totals recomputed from the ledger: must equal totals_table() at every commit."""
+    from roampos.host import totals
+    return sorted((r[0], r[1], r[2], r[3], int(r[4])) for r in totals.ledger_daily(db))
+
+
 def signed_on(link: MqttLink) -> SimTerminal:
     """The test terminal, subscribed on `link` and signed on (working keys applied)."""
     link.subscribe([TID])

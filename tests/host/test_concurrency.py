@@ -15,11 +15,11 @@ from typing import List
 import pytest
 
 from roampos import iso
-from roampos.host import db as dbm, registry, totals
+from roampos.host import db as dbm, registry
 from roampos.host.db import DatabaseError
 from roampos.host.handler import Handler, Outcome
 from roampos.termsim import SimTerminal
-from hostkit import MID, SERIAL, TID, TMK
+from hostkit import MID, SERIAL, TID, TMK, handle_group, totals_from_ledger, totals_table
 
 TID2, SERIAL2 = "SHA00002", "RP-S3-000002"
 CARD = "6228480000000042"
@@ -77,30 +77,20 @@ def _rcs(outs) -> List[str]:
     return sorted(o.rc for o in outs)
 
 
-def _totals_match_ledger(db) -> None:
-    assert sorted(map(tuple, db.all("SELECT scope, subject, region, local_date, amount FROM daily_totals"
-                                    " WHERE amount<>0"))) == sorted(map(tuple, totals.ledger_daily(db)))
-
-
-def test_daily_card_limit_holds_across_two_terminals(db, pair, monkeypatch):
+@pytest.mark.parametrize("amount, regions, declined, flag", [
+    # 330100: txn limit 2,000,000, daily card limit 3,000,000: each sale alone fits, both do not
+    (1_600_000, ("330100", "330100"), "61", "daily_card_limit"),
+    (1000, ("310000", "440300"), "59", "impossible_travel"),
+], ids=["daily-card-limit", "two-regions"])
+def test_one_card_at_two_terminals_at_once(db, pair, monkeypatch, amount, regions, declined, flag):
     (h1, h2), (t1, t2) = pair
-    # 330100: txn limit 2,000,000 and daily card limit 3,000,000; each sale alone fits, both do not.
-    m1 = t1.financial(CARD, 1_600_000, method="Q", region="330100")
-    m2 = t2.financial(CARD, 1_600_000, method="Q", region="330100")
+    m1 = t1.financial(CARD, amount, method="Q", region=regions[0])
+    m2 = t2.financial(CARD, amount, method="Q", region=regions[1])
     outs = _race(monkeypatch, [lambda: h1.handle(TID, m1), lambda: h2.handle(TID2, m2)])
-    assert _rcs(outs) == ["00", "61"]
+    assert _rcs(outs) == ["00", declined]
     assert db.one("SELECT COUNT(*) FROM txns WHERE status='approved'")[0] == 1
-    assert db.one("SELECT flags FROM txns WHERE rc='61'")[0] == "no_location,daily_card_limit"
-    _totals_match_ledger(db)
-
-
-def test_same_card_in_two_regions_at_once_is_caught(db, pair, monkeypatch):
-    (h1, h2), (t1, t2) = pair
-    m1 = t1.financial(CARD, 1000, method="Q", region="310000")
-    m2 = t2.financial(CARD, 1000, method="Q", region="440300")
-    outs = _race(monkeypatch, [lambda: h1.handle(TID, m1), lambda: h2.handle(TID2, m2)])
-    assert _rcs(outs) == ["00", "59"]
-    assert "impossible_travel" in db.one("SELECT flags FROM txns WHERE rc='59'")[0]
+    assert flag in db.one("SELECT flags FROM txns WHERE rc=?", (declined,))[0]
+    assert totals_table(db) == totals_from_ledger(db)
 
 
 def test_two_refunds_of_one_sale_at_two_terminals(db, pair, monkeypatch):
@@ -115,24 +105,13 @@ def test_two_refunds_of_one_sale_at_two_terminals(db, pair, monkeypatch):
     assert refunded == 7_000
 
 
-def _group(handler: Handler, tid: str, msgs: List[bytes]) -> List[Outcome]:
-    """As a worker handles a group: one transaction, group reads first."""
-    with handler.db.transaction():
-        decoded = [handler.decode(tid, m) for m in msgs]
-        handler.begin_group([(tid, d) for d in decoded])
-        try:
-            return [handler.handle(tid, m, decoded=d) for m, d in zip(msgs, decoded)]
-        finally:
-            handler.end_group()
-
-
 def test_two_groups_with_the_same_cards_in_opposite_order_do_not_deadlock(db, pair, monkeypatch):
     (h1, h2), (t1, t2) = pair
     g1 = [t1.financial(CARD, 100, method="Q"), t1.financial(OTHER, 100, method="Q")]
     g2 = [t2.financial(OTHER, 200, method="Q"), t2.financial(CARD, 200, method="Q")]
-    outs = _race(monkeypatch, [lambda: _group(h1, TID, g1), lambda: _group(h2, TID2, g2)])
+    outs = _race(monkeypatch, [lambda: handle_group(h1, TID, g1), lambda: handle_group(h2, TID2, g2)])
     # A lock cycle would end with PostgreSQL aborting one group (a DatabaseError for the worker).
     assert not any(isinstance(o, (DatabaseError, Exception)) for o in outs), outs
     assert [o.rc for group in outs for o in group] == ["00"] * 4
     assert db.one("SELECT COUNT(*) FROM txns")[0] == 5 - 1  # 4 sales (sign-ons store no row)
-    _totals_match_ledger(db)
+    assert totals_table(db) == totals_from_ledger(db)

@@ -1,19 +1,10 @@
 """Running daily totals (per card and per terminal) always equal SUM over the ledger they replace."""
 from roampos.host import totals
 from roampos.termsim import SimTerminal
-from hostkit import MID, SERIAL, TID, TMK
+from hostkit import MID, SERIAL, TID, TMK, totals_from_ledger as ledger, totals_table as table
 
 CELL = {"310000": "460-00-6200-1", "440300": "460-01-10000-7"}
 BATCH = {"310000": "000001", "440300": "000002"}
-
-
-def table(db) -> list:
-    return sorted(tuple(r) for r in db.all(
-        "SELECT scope, subject, region, local_date, amount FROM daily_totals WHERE amount <> 0"))
-
-
-def ledger(db) -> list:
-    return sorted((r[0], r[1], r[2], r[3], int(r[4])) for r in totals.ledger_daily(db))
 
 
 class Term:
