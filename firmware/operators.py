@@ -68,31 +68,88 @@ def login(op_id, pin):
     from firmware import params_store as store
 
     _ready()
-    o = find(params_core.record("ops"), op_id)
-    tries = store.get_single("tries") or {}
+    ops = params_core.record("ops")
+    o = find(ops, op_id)
+    tries = _tries()
     if o is None:
         _log_fail(op_id, "unknown operator")
         raise CommandError("denied", "unknown operator or wrong PIN")
     n = tries.get(op_id, 0)
     limit = o.get("tries", 3)
+    last = n >= limit and _last_admin(ops, o, tries)
     if n >= limit:
-        _log_fail(op_id, "locked")
-        raise CommandError("locked", "operator %s is locked after %d wrong PINs; an admin must set a new PIN" % (op_id, n))
+        if not last:
+            _log_fail(op_id, "locked")
+            raise CommandError("locked", "operator %s is locked after %d wrong PINs; an admin must set a new PIN" % (op_id, n))
+        wait = _wait_s(n, limit)
+        if wait > 0:
+            _log_fail(op_id, "locked")
+            raise CommandError("locked", "operator %s is the last admin: next try in %d s" % (op_id, wait))
+    # The try counts before the PIN is checked: a power cut between the check and a later
+    # write would make a wrong guess free (its answer could be seen before the count is saved).
+    tries[op_id] = n + 1
+    store.put_single("tries", tries)
     h = o["pin_hash"]
     if not _same(pin_hash(pin, unhexlify(h["salt"]), h["n"]), h["hash"]):
-        tries[op_id] = n + 1
-        store.put_single("tries", tries)
+        global _fail_at
+        _fail_at = time.ticks_ms()
         _log_fail(op_id, "wrong PIN")
         left = limit - n - 1
-        if left == 0:
+        if left <= 0 and (last or _last_admin(ops, o, tries)):
+            raise CommandError("locked", "wrong PIN; operator %s is the last admin: next try in %d s"
+                               % (op_id, _backoff_s(n + 1, limit)))
+        if left <= 0:
             raise CommandError("locked", "wrong PIN; operator %s is now locked" % op_id)
         raise CommandError("denied", "unknown operator or wrong PIN (%d tr%s left)" % (left, "y" if left == 1 else "ies"))
-    if n:
-        tries.pop(op_id)
-        store.put_single("tries", tries)
+    tries.pop(op_id)
+    store.put_single("tries", tries)
     state.operator = op_id
     state.role = o["role"]
     return {"operator": op_id, "role": o["role"]}
+
+
+# The last admin who can still log in is never locked for good (only reflashing would bring the
+# terminal back): past the limit each try waits 1 min, doubling per wrong PIN up to 1 h. The wait
+# runs on uptime since the last wrong PIN, or since boot, so a reset does not shorten it.
+_fail_at = None
+
+
+def _backoff_s(n, limit):
+    return 60 << (n - limit) if n - limit < 6 else 3600
+
+
+def _wait_s(n, limit):
+    # Seconds before the last admin's next try; <= 0: it may try now.
+    if _fail_at is None:
+        from firmware import boards
+
+        since = boards.BOOT_MS
+    else:
+        since = _fail_at
+    return _backoff_s(n, limit) - time.ticks_diff(time.ticks_ms(), since) // 1000
+
+
+def _last_admin(ops, o, tries):
+    if o["role"] != "admin":
+        return False
+    for x in ops:
+        if x is not o and x["role"] == "admin" and tries.get(x["id"], 0) < x.get("tries", 3):
+            return False
+    return True
+
+
+def _tries():
+    from firmware import console, params_store as store
+
+    try:
+        return store.get_single("tries") or {}
+    except store.RecordError:
+        # Damaged counters must neither crash a login nor lock everyone out: start again from
+        # zero, rewrite the file and say so (event and flash log).
+        store.put_single("tries", {})
+        store.log({"t": int(time.time()), "ev": "alert", "what": "tries damaged, reset"})
+        console.event({"alert": "tries", "detail": "failed-PIN counters damaged; reset to zero"})
+        return {}
 
 
 def _log_fail(op_id, why):
@@ -167,7 +224,7 @@ def passwd(op_id, pin):
 def _clear_tries(op_id):
     from firmware import params_store as store
 
-    tries = store.get_single("tries") or {}
+    tries = _tries()
     if op_id in tries:
         tries.pop(op_id)
         store.put_single("tries", tries)

@@ -93,6 +93,22 @@ def test_wrong_pins_lock_operator_across_reset(dut):
     assert ok(dut, "login 03 4321") == {"operator": "03", "role": "cashier"}
 
 
+def test_last_admin_waits_instead_of_locking_for_good(vterm_factory):
+    """Only reflashing could unlock the last admin: past the limit its tries are spaced out instead
+    (1 min, doubling), on uptime since the last wrong PIN or since boot, so a reset does not help."""
+    dut = vterm_factory(params=EXAMPLE)   # its own terminal: this one stays locked for a minute
+    dut.wait_ready(15)
+    err(dut, "login 01 000000", "denied", "2 tries left")
+    err(dut, "login 01 111111", "denied", "1 try left")
+    err(dut, "login 01 999999", "locked", "wrong PIN; operator 01 is the last admin: next try in 60 s")
+    err(dut, "login 01 123456", "locked", "operator 01 is the last admin: next try in")  # even the right PIN
+    dut.reboot_and_wait()
+    r = dut.command("login 01 123456")
+    assert r.code == "locked" and "next try in" in r.message, r.raw
+    assert 0 < int(r.message.split("next try in ")[1].split()[0]) <= 60, r.raw
+    ok(dut, "login 02 2222")      # the others are not affected
+
+
 def test_operator_add_remove(dut):
     ok(dut, "login 01 123456")
     assert ok(dut, "operator add 07 supervisor 7777")["role"] == "supervisor"

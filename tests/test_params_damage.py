@@ -92,3 +92,21 @@ def test_fallback_to_last_good_set(vterm_factory, tmp_path):
     assert re.search(r"active: truncated: \d+ of \d+ bytes; using previous version 1", alert), alert
     s = d.command("status").data
     assert (s["mode"], s["region"]) == ("ready", "310000"), s
+
+
+def test_damaged_failed_pin_counters_are_reset_not_fatal(vterm_factory, tmp_path):
+    flash = str(tmp_path / "flash.img")
+    d = vterm_factory(heap=HEAP, params=EXAMPLE, flash=flash)
+    d.wait_ready(15)
+    assert d.command("login 03 0000").code == "denied"   # writes the counters file
+    d.close()
+    d.vterm.stop()
+    EDITS["tries"] = lambda b: b[:-2] + bytes([b[-2] ^ 0x01]) + b[-1:]
+    _edit(flash, "tries")
+    d = vterm_factory(heap=HEAP, flash=flash, fresh=False)
+    d.wait_ready(15)
+    d.send("login 03 3333")
+    alert = d.expect(r'EVT (\{[^\n]*"alert": "tries"[^\n]*)\r?\n', 10).group(1).decode()
+    assert "damaged" in alert, alert
+    assert d.next_reply().data == {"operator": "03", "role": "cashier"}
+    assert "(2 tries left)" in d.command("login 03 0000").message   # counting again from zero
