@@ -66,6 +66,9 @@ def _short(s):
 def _walk(obj, keys, path):
     for k in keys:
         try:
+            # A list index is a few digits: no sign, nothing that overflows a machine int.
+            if isinstance(obj, list) and not (k.isdigit() and len(k) <= 4):
+                raise IndexError
             obj = obj[int(k)] if isinstance(obj, list) else obj[k]
         except (KeyError, IndexError, ValueError, TypeError):
             raise CommandError("notfound", "no parameter %s" % _short(path))
@@ -107,7 +110,8 @@ def p_set(args):
     try:
         value = json.loads(text)
     except ValueError:
-        raise CommandError("invalid", "value for %s is not JSON: %s" % (path, _short(text)))
+        shown = "(a WiFi key: not shown)" if path.endswith(".psk") else _short(text)
+        raise CommandError("invalid", "value for %s is not JSON: %s" % (path, shown))
     rec, keys = _locate(path)
     if rec[0] == "r" and not keys and rec not in _store().names():
         obj = value  # a new region profile
@@ -249,6 +253,10 @@ def _commit(imp):
         except schema.ParamError as e:
             raise CommandError("invalid", "%s; import aborted" % e)
         del s
+        if state.mode == params.READY and ver <= state.params_version:
+            # An older set would bring back what the acquirer withdrew (a revoked region grant).
+            raise CommandError("stale", "parameter set version %d is not newer than the current %d; import aborted"
+                               % (ver, state.params_version))
         for name in _store().names():
             if name[0] == "r" and name not in recs:
                 recs[name] = None  # a profile the new set drops

@@ -64,14 +64,16 @@ def _int(v, f, lo, hi):
     return v
 
 
-def _str(v, f, lo, hi, chars=None):
+def _str(v, f, lo, hi, chars=None, secret=False):
+    # secret: the message names what is wrong, never the value (a WiFi key must not reach the console).
     if not isinstance(v, str):
-        _err(f, "must be a string, got %s" % _shown(v))
+        _err(f, "must be a string, got %s" % ("a %s" % type(v).__name__ if secret else _shown(v)))
     if not lo <= len(v) <= hi:
         _err(f, "length %d, must be %s" % (len(v), lo if lo == hi else "%d..%d" % (lo, hi)))
     for c in v:
         if (chars is not None and c not in chars) or ord(c) < 32:
-            _err(f, "character %s not allowed in %s" % (_shown(c), _shown(v)))
+            _err(f, "a character is not allowed" if secret else
+                 "character %s not allowed in %s" % (_shown(c), _shown(v)))
     return v
 
 
@@ -157,7 +159,7 @@ def check_profile(p, f):
         _obj(w, fw, ("ssid", "psk"))
         _str(w["ssid"], fw + ".ssid", 1, 32)
         if w["psk"] != "":  # WPA2: 8..63 characters; "" = open network
-            _str(w["psk"], fw + ".psk", 8, 63)
+            _str(w["psk"], fw + ".psk", 8, 63, secret=True)
     a = n["apn"]
     if not isinstance(a, dict) or len(a) > 16:
         _err(f + ".network.apn", "must be an object of at most 16 MCC-MNC keys")

@@ -24,7 +24,24 @@ def classify(code):
                     "code": code[:6] + "*" * (n - 10) + code[-4:]}
     if code.startswith("000201"):
         return {"kind": "emvqr", "len": len(code)}
-    return {"kind": "text", "text": code[:64]}
+    return {"kind": "text", "text": mask_numbers(code[:64])}
+
+
+def mask_numbers(text):
+    # Any run of 12+ digits could be a card number or a token: keep 6 + 4, as for PANs.
+    out, i, n = [], 0, len(text)
+    while i < n:
+        j = i
+        while j < n and "0" <= text[j] <= "9":
+            j += 1
+        if j - i >= 12:
+            out.append(text[i:i + 6] + "*" * (j - i - 10) + text[j - 4:j])
+        elif j > i:
+            out.append(text[i:j])
+        if j < n:
+            out.append(text[j])
+        i = j + 1
+    return "".join(out)
 
 
 async def run(scanner):

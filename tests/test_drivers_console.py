@@ -136,6 +136,18 @@ def test_text_code_scan_in_a_sale_keeps_non_ascii(dut):
     assert ev == {"amount": 42, "state": "cancelled"}, ev
 
 
+def test_a_card_number_in_scanned_text_is_masked(dut):
+    back_to_idle(dut)
+    dut.events.clear()
+    ok(dut, "sim key 4 2 C")
+    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+    ok(dut, "sim scan card 6222021234567890 exp 2512")
+    ev = dut.wait_event(lambda e: "scan" in e, 5)["scan"]
+    assert ev == {"kind": "text", "text": "card 622202******7890 exp 2512"}, ev
+    ok(dut, "sim key A")
+    dut.wait_event(lambda e: "sale" in e, 5)
+
+
 def test_menu_shows_inverted_selection(dut):
     back_to_idle(dut)
     ok(dut, "sim key D")

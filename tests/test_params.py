@@ -183,3 +183,23 @@ def test_provision_tool_replaces_set(dut):
     assert ok(dut, "status")["operator"] is None  # import logs the operator out
     dut.reboot_and_wait()
     assert ok(dut, "status")["params_version"] == 2
+
+
+def test_import_refuses_an_older_version(dut):
+    """After version 2 (test_provision_tool_replaces_set) dropped region 330100, version 1 would
+    bring the revoked grant back."""
+    assert ok(dut, "param get version")["value"] == 2
+    with pytest.raises(provision.ProvisionError, match="stale parameter set version 1 is not newer than the current 2"):
+        provision.provision(dut, provision.load_set(EXAMPLE), "01", "123456")
+    assert ok(dut, "param get profiles")["value"] == ["310000", "440300"]
+    assert not dut.command("region use 330100").ok
+
+
+def test_secret_and_odd_values_are_not_echoed(dut):
+    ok(dut, "login 01 123456")
+    r = dut.command("param set profiles.310000.network.wifi.0.psk NewShopWifiKey2026")
+    assert r.code == "invalid" and "NewShopWifiKey2026" not in r.raw, r.raw
+    r = dut.command("param set profiles.310000.network.wifi.0.psk 1234567890")
+    assert r.code == "invalid" and "1234567890" not in r.raw, r.raw
+    err(dut, "param get authorized.99999999999999999999", "notfound", "no parameter")
+    err(dut, "param get authorized.-1", "notfound", "no parameter")
