@@ -169,3 +169,160 @@ def test_umqtt_simple_client_under_micropython(broker, tmp_path):
                          env={**os.environ, "MICROPYPATH": f"{lib}:.frozen"})
     assert out.returncode == 0, out.stderr + out.stdout
     assert "(b'roampos/v1/U1/resp', b'hello')" in out.stdout
+
+
+# -- bounds and edge cases, on raw sockets (paho would acknowledge everything) -------------------
+import struct  # noqa: E402
+
+from roampos import broker as broker_mod  # noqa: E402
+from roampos.mqtt_codec import encode_str, packet  # noqa: E402
+
+
+def raw(b, cid, clean=True, keepalive=60, will=None):
+    flags = (2 if clean else 0) | ((0x04 | 0x08) if will else 0)
+    body = encode_str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + encode_str(cid)
+    if will:
+        body += encode_str(will[0]) + struct.pack("!H", len(will[1])) + will[1]
+    s = socket.create_connection(("127.0.0.1", b.broker.port))
+    s.settimeout(5)
+    s.sendall(packet(1, 0, body))
+    assert s.recv(4)[:1] == b"\x20", "no CONNACK"
+    return s
+
+
+def raw_sub(s, filt, mid=1):
+    s.sendall(packet(8, 2, struct.pack("!H", mid) + encode_str(filt) + b"\x01"))
+    assert recv_packets(s, 1)[0][0] == 9
+
+
+def recv_packets(s, n, timeout=5.0):
+    """n packets as (type, flags, body)."""
+    out, buf, end = [], b"", time.monotonic() + timeout
+    while len(out) < n:
+        while True:
+            if len(buf) >= 2:
+                length, mult, i = 0, 1, 1
+                while i < len(buf):
+                    length += (buf[i] & 0x7F) * mult
+                    mult *= 128
+                    i += 1
+                    if not buf[i - 1] & 0x80:
+                        break
+                if len(buf) >= i + length:
+                    out.append((buf[0] >> 4, buf[0] & 15, buf[i:i + length]))
+                    buf = buf[i + length:]
+                    break
+            s.settimeout(max(0.01, end - time.monotonic()))
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+    return out
+
+
+def publish_id(body):
+    (tlen,) = struct.unpack_from("!H", body, 0)
+    return struct.unpack_from("!H", body, 2 + tlen)[0], body[4 + tlen:]
+
+
+def test_a_client_that_never_acknowledges_cannot_stall_the_broker(broker, monkeypatch):
+    monkeypatch.setattr(broker_mod, "MAX_INFLIGHT", 50)
+    lazy = raw(broker, "lazy")
+    raw_sub(lazy, "work/#")
+    pub = client(broker)
+    for i in range(200):
+        pub.publish("work/x", b"%d" % i, qos=1)
+    got = recv_packets(lazy, 50)
+    assert [publish_id(p[2])[1] for p in got] == [b"%d" % i for i in range(50)]
+    with pytest.raises(socket.timeout):
+        recv_packets(lazy, 1, timeout=0.5)        # nothing past the 50 in flight ...
+    a = client(broker)                            # ... and everyone else is served meanwhile
+    sub(a, "ok")
+    a.publish("ok", b"alive", qos=1)
+    assert a.q.get(timeout=5)[1] == b"alive"
+    for _, _, body in got[:10]:                  # 10 acks let 10 more through, in order
+        lazy.sendall(packet(4, 0, struct.pack("!H", publish_id(body)[0])))
+    assert [publish_id(p[2])[1] for p in recv_packets(lazy, 10)] == [b"%d" % i for i in range(50, 60)]
+    close(a, pub)
+    lazy.close()
+
+
+def test_requests_before_the_host_subscribes_wait_for_it():
+    b = BrokerThread("127.0.0.1", 0, hold=("$share/roampos-host/roampos/v1/+/req",)).start()
+    try:
+        t = client(b)
+        t.publish("roampos/v1/T1/req", b"early", qos=1).wait_for_publish(5)   # acknowledged by the broker
+        w = client(b, cid="worker", clean=False)
+        sub(w, "$share/roampos-host/roampos/v1/+/req")
+        assert w.q.get(timeout=5)[:2] == ("roampos/v1/T1/req", b"early")
+        close(t, w)
+    finally:
+        b.stop()
+
+
+def test_a_client_stalled_inside_a_packet_is_dropped_and_its_will_sent(broker):
+    watch = client(broker)
+    sub(watch, "roampos/v1/+/status")
+    s = raw(broker, "stall", keepalive=1, will=("roampos/v1/T9/status", b'{"online":false}'))
+    s.sendall(b"\x30\x20\x00")                   # a PUBLISH that never finishes
+    assert watch.q.get(timeout=5)[:2] == ("roampos/v1/T9/status", b'{"online":false}')
+    close(watch)
+    s.close()
+
+
+@pytest.mark.parametrize("body", [
+    b"\x82\x06\x00\x01\x00\x01t\x03",          # QoS 3
+    b"\x82\x06\x00\x01\x00\x01t\x05",          # reserved bits
+    b"\x80\x06\x00\x01\x00\x01t\x01",          # fixed-header flags 0000
+    b"\x82\x06\x00\x00\x00\x01t\x01",          # packet id 0
+])
+def test_malformed_subscribe_closes_the_connection(broker, body):
+    s = raw(broker, "")
+    s.sendall(body)
+    with pytest.raises((ConnectionError, socket.timeout)):
+        recv_packets(s, 1, timeout=2)
+    s.close()
+
+
+def test_bad_will_topic_is_refused(broker):
+    s = socket.create_connection(("127.0.0.1", broker.broker.port))
+    s.settimeout(2)
+    body = encode_str("MQTT") + bytes([4, 0x06]) + struct.pack("!H", 60) + encode_str("w") + \
+        encode_str("roampos/#") + struct.pack("!H", 1) + b"x"
+    s.sendall(packet(1, 0, body))
+    assert s.recv(10) == b""                      # closed, no CONNACK
+    s.close()
+    assert "roampos/#" not in broker.broker.retained
+
+
+def test_retained_qos0_stays_qos0(broker):
+    p = client(broker)
+    p.publish("r/t", b"v", qos=0, retain=True)
+    time.sleep(0.2)
+    a = client(broker)
+    sub(a, "r/#")
+    assert a.q.get(timeout=5) == ("r/t", b"v", 0, True)
+    close(a, p)
+
+
+def test_slow_reader_is_dropped_and_offline_queue_bounded(broker, monkeypatch):
+    monkeypatch.setattr(broker_mod, "MAX_BUFFER", 64 * 1024)
+    monkeypatch.setattr(broker_mod, "MAX_QUEUED", 20)
+    slow = raw(broker, "slow")
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw_sub(slow, "big/#")
+    pub = client(broker)
+    for _ in range(100):
+        pub.publish("big/x", b"x" * 50000, qos=0)
+    end = time.monotonic() + 10
+    while "slow" in broker.broker.sessions and time.monotonic() < end:
+        time.sleep(0.05)
+    assert "slow" not in broker.broker.sessions   # dropped (clean session: gone)
+    keeper = client(broker, cid="keeper2", clean=False)
+    sub(keeper, "q/#")
+    close(keeper)
+    for i in range(30):
+        pub.publish("q/x", b"%d" % i, qos=1).wait_for_publish(5)
+    assert len(broker.broker.sessions["keeper2"].queue) == 20
+    close(pub)
+    slow.close()

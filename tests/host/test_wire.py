@@ -9,7 +9,7 @@ import pytest
 from roampos import iso
 from roampos.host.service import Worker
 from roampos.host.wire import CONNECTION_LOST, WireClient
-from roampos.mqtt_codec import PUBLISH, packet
+from roampos.mqtt_codec import PUBLISH, ProtocolError, packet
 from roampos.termsim import MqttLink, SimTerminal
 from hostkit import MID, SERIAL, TID, TMK, free_port, signed_on, wait_port, worker_thread
 from test_authorization import card
@@ -52,6 +52,17 @@ def test_packets_split_anywhere_are_reassembled():
         c._parse()
     assert [(m.topic, m.payload, m.qos, m.mid) for m in got] == [("a/b", big, 1, 7), ("x", b"hi", 0, 0)]
     assert not c.inbuf
+
+
+@pytest.mark.parametrize("raw", [packet(PUBLISH, 2, b"\x00"), packet(PUBLISH, 2, b"\x00\x01a\x00"),
+                                 packet(4, 0, b"\x01")])
+def test_a_truncated_packet_from_the_broker_is_a_protocol_error(raw):
+    """What loop() turns into a reconnect, not an exception that would end the worker."""
+    c = WireClient("127.0.0.1", 1, "short")
+    c.on_message = lambda m: None
+    c.inbuf += raw
+    with pytest.raises(ProtocolError, match="truncated"):
+        c._parse()
 
 
 def test_unacknowledged_message_is_redelivered_to_the_same_session(mosquitto):

@@ -20,6 +20,17 @@ __all__ = ["Broker", "BrokerThread", "topic_matches", "DEFAULT_PORT", "main"]
 DEFAULT_PORT = 18830
 log = logging.getLogger("roampos.broker")
 
+# Bounds, so that no client can exhaust the broker. A session has at most MAX_INFLIGHT messages
+# awaiting its PUBACK (more wait in its queue, sent as acks come: a worker holding its acks through
+# a database outage must not make the broker spin looking for a free packet id); a session keeps at
+# most MAX_QUEUED messages (the newest are dropped, and logged, beyond it); at most MAX_RETAINED
+# retained topics; a client whose socket buffer passes MAX_BUFFER is not reading and is dropped
+# (its persistent session keeps what was unacknowledged).
+MAX_INFLIGHT = 1000
+MAX_QUEUED = 100_000
+MAX_RETAINED = 100_000
+MAX_BUFFER = 8 << 20
+
 
 @dataclass
 class Session:
@@ -41,8 +52,14 @@ class Connection:
         self.keepalive = 0
 
     def send(self, data: bytes) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(data)
+        if self.writer.is_closing():
+            return
+        if self.writer.transport.get_write_buffer_size() > MAX_BUFFER:
+            log.warning("dropping client %s: it does not read (%d bytes waiting)",
+                        self.session.client_id if self.session else "?", self.writer.transport.get_write_buffer_size())
+            self.writer.transport.abort()  # close() would wait for the buffer to drain: never
+            return
+        self.writer.write(data)
 
     async def read_packet(self) -> Tuple[int, int, bytes]:
         # A silent client is dropped after 1.5 keepalive periods (MQTT 3.1.1 §3.1.2.10).
@@ -52,10 +69,20 @@ class Connection:
 class Broker:
     """Single asyncio loop; all state in memory (it is a broker, not a store)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT):
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 hold: Tuple[str, ...] = ()):
         self.host, self.port = host, port
         self.sessions: Dict[str, Session] = {}
         self.retained: Dict[str, Message] = {}
+        # Shared subscriptions ("$share/<group>/<filter>") whose messages wait while the group has
+        # no member: a request the broker acknowledged before the host's workers subscribed is
+        # kept for them instead of being dropped.
+        self.held: Dict[Tuple[str, str], List[Message]] = {}
+        for filt in hold:
+            group, f = split_share(filt)
+            if group is None:
+                raise ValueError(f"hold needs a $share/<group>/<filter>, not {filt!r}")
+            self.held[(group, f)] = []
         self._rr = itertools.count()
         self._server: Optional[asyncio.AbstractServer] = None
         self._anon = itertools.count(1)
@@ -118,6 +145,7 @@ class Broker:
         if flags & 0x04:
             wtopic, pos = read_utf8(body, pos)
             wmsg, pos = read_bin(body, pos)
+            _check_topic(wtopic, "will topic")
             conn.will = Message(wtopic, wmsg, min((flags >> 3) & 3, 1), bool(flags & 0x20))
         if flags & 0x80:
             _, pos = read_utf8(body, pos)
@@ -144,9 +172,7 @@ class Broker:
         conn.send(packet(CONNACK, 0, bytes([1 if present else 0, 0])))
         for mid, (msg, share) in list(session.inflight.items()):
             conn.send(publish_packet(msg, mid, dup=True))
-        pending, session.queue = session.queue, []
-        for msg, share in pending:
-            self._deliver(session, msg, msg.qos, share)
+        self._send_queued(session)
         return True
 
     def _drop(self, conn: Connection, graceful: bool) -> None:
@@ -179,8 +205,7 @@ class Broker:
             if qos > 1:
                 raise ProtocolError("QoS 2 is not supported")
             topic, pos = read_utf8(body, 0)
-            if not topic or "+" in topic or "#" in topic:
-                raise ProtocolError(f"bad topic name {topic!r}")
+            _check_topic(topic, "topic name")
             mid = 0
             if qos:
                 if pos + 2 > len(body):
@@ -194,8 +219,10 @@ class Broker:
             if len(body) != 2:
                 raise ProtocolError("PUBACK length")
             s.inflight.pop(struct.unpack("!H", body)[0], None)
+            if s.queue and len(s.inflight) < MAX_INFLIGHT:
+                self._send_queued(s)
         elif ptype == SUBSCRIBE:
-            self._subscribe(conn, s, body)
+            self._subscribe(conn, s, flags, body)
         elif ptype == UNSUBSCRIBE:
             if len(body) < 2:
                 raise ProtocolError("UNSUBSCRIBE length")
@@ -213,15 +240,19 @@ class Broker:
         else:
             raise ProtocolError(f"unexpected packet type {ptype}")
 
-    def _subscribe(self, conn: Connection, s: Session, body: bytes) -> None:
-        if len(body) < 5:
-            raise ProtocolError("SUBSCRIBE length")
-        pos, granted, new = 2, bytearray(), []
+    def _subscribe(self, conn: Connection, s: Session, flags: int, body: bytes) -> None:
+        # MQTT 3.1.1 §3.8.1, §3.8.3.1: fixed-header flags 0010, a non-zero packet id, QoS 0..2 with
+        # the reserved bits clear; anything else closes the connection.
+        if flags != 2 or len(body) < 5 or body[:2] == b"\x00\x00":
+            raise ProtocolError("malformed SUBSCRIBE")
+        pos, granted, new, shared = 2, bytearray(), [], []
         while pos < len(body):
             filt, pos = read_utf8(body, pos)
             if pos >= len(body):
                 raise ProtocolError("SUBSCRIBE without QoS byte")
-            qos = body[pos] & 3
+            if body[pos] > 2:
+                raise ProtocolError(f"SUBSCRIBE options byte {body[pos]:#x}")
+            qos = body[pos]
             pos += 1
             try:
                 group, f = split_share(filt)
@@ -233,6 +264,7 @@ class Broker:
             qos = min(qos, 1)
             if group:
                 s.shares[(group, f)] = qos
+                shared.append((group, f))
             else:
                 s.subs[f] = qos
                 new.append((f, qos))
@@ -241,15 +273,23 @@ class Broker:
         for f, qos in new:  # retained messages go to new plain subscriptions only
             for msg in list(self.retained.values()):
                 if topic_matches(f, msg.topic):
-                    self._deliver(s, Message(msg.topic, msg.payload, msg.qos, True), qos, None)
+                    self._deliver(s, Message(msg.topic, msg.payload, msg.qos, True), min(qos, msg.qos), None)
+        for key in shared:  # what waited for the group's first member
+            waiting = self.held.get(key)
+            if waiting:
+                self.held[key] = []
+                for msg in waiting:
+                    self._route_share(key, msg)
 
     # ------------------------------------------------------------ routing
     def publish(self, msg: Message) -> None:
         if msg.retain:
-            if msg.payload:
+            if not msg.payload:
+                self.retained.pop(msg.topic, None)
+            elif msg.topic in self.retained or len(self.retained) < MAX_RETAINED:
                 self.retained[msg.topic] = Message(msg.topic, msg.payload, msg.qos, True)
             else:
-                self.retained.pop(msg.topic, None)
+                log.warning("retained store full (%d topics): %s delivered but not retained", MAX_RETAINED, msg.topic)
         out = Message(msg.topic, msg.payload, msg.qos, False)
         groups: Dict[Tuple[str, str], None] = {}
         for s in list(self.sessions.values()):
@@ -264,6 +304,13 @@ class Broker:
                     groups[key] = None
         for key in groups:
             self._route_share(key, out)
+        for key, waiting in self.held.items():
+            if key not in groups and msg.qos and topic_matches(key[1], msg.topic):
+                if len(waiting) < MAX_QUEUED:
+                    waiting.append(out)
+                else:
+                    log.warning("no member of $share/%s/%s and %d waiting: %s dropped", key[0], key[1],
+                                MAX_QUEUED, msg.topic)
 
     def _route_share(self, key: Tuple[str, str], msg: Message, exclude: Optional[Session] = None) -> None:
         members = [s for s in self.sessions.values() if key in s.shares and s is not exclude]
@@ -274,24 +321,46 @@ class Broker:
         self._deliver(s, msg, min(s.shares[key], msg.qos), key)
 
     def _deliver(self, s: Session, msg: Message, qos: int, share: Optional[Tuple[str, str]]) -> None:
+        if qos and (s.conn is None or len(s.inflight) >= MAX_INFLIGHT or s.queue):
+            # Offline, or as many in flight as allowed: wait in order (a clean session offline
+            # is gone, nothing to keep).
+            if s.conn is None and s.clean:
+                return
+            if len(s.queue) >= MAX_QUEUED:
+                log.warning("session %s: %d messages waiting; %s dropped", s.client_id, MAX_QUEUED, msg.topic)
+                return
+            s.queue.append((Message(msg.topic, msg.payload, qos, msg.retain), share))
+            return
         if s.conn is None:
-            if qos and not s.clean:
-                s.queue.append((Message(msg.topic, msg.payload, qos, msg.retain), share))
             return
         mid = 0
         if qos:
             mid = next(s.mids)
-            while mid in s.inflight:
+            while mid in s.inflight:  # at most MAX_INFLIGHT ids are taken: this ends
                 mid = next(s.mids)
             s.inflight[mid] = (Message(msg.topic, msg.payload, qos, msg.retain), share)
         s.conn.send(publish_packet(Message(msg.topic, msg.payload, qos, msg.retain), mid))
+
+    def _send_queued(self, s: Session) -> None:
+        while s.queue and s.conn is not None and len(s.inflight) < MAX_INFLIGHT:
+            msg, share = s.queue.pop(0)
+            mid = next(s.mids)
+            while mid in s.inflight:
+                mid = next(s.mids)
+            s.inflight[mid] = (msg, share)
+            s.conn.send(publish_packet(msg, mid))
+
+
+def _check_topic(topic: str, what: str) -> None:
+    if not topic or "+" in topic or "#" in topic or "\0" in topic:
+        raise ProtocolError(f"bad {what} {topic!r}")
 
 
 class BrokerThread:
     """Run a Broker on its own event loop thread (for `roampos host` and tests)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT):
-        self.broker = Broker(host, port)
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, hold: Tuple[str, ...] = ()):
+        self.broker = Broker(host, port, hold)
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: Optional[BaseException] = None

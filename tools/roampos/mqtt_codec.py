@@ -103,8 +103,18 @@ def publish_packet(msg: Message, mid: int, dup: bool = False) -> bytes:
 
 
 async def read_packet(reader: asyncio.StreamReader, timeout: Optional[float]) -> Tuple[int, int, bytes]:
-    """One packet: (type, flags, body); `timeout` bounds the wait for its first byte (keepalive)."""
-    first = await asyncio.wait_for(reader.readexactly(1), timeout)
+    """One packet: (type, flags, body); `timeout` bounds the whole packet (keepalive): a client that
+    stops halfway through one (a dead cellular link) is as gone as a silent one."""
+    if timeout is None:
+        return await _read_packet(reader)
+    if hasattr(asyncio, "timeout"):  # 3.11+: no extra task per packet
+        async with asyncio.timeout(timeout):
+            return await _read_packet(reader)
+    return await asyncio.wait_for(_read_packet(reader), timeout)
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> Tuple[int, int, bytes]:
+    first = await reader.readexactly(1)
     mult, length = 1, 0
     for _ in range(4):
         (b,) = await reader.readexactly(1)

@@ -273,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
     url = args.broker
     if not url:
         from ..broker import DEFAULT_PORT, BrokerThread
-        broker = BrokerThread("127.0.0.1", args.port or DEFAULT_PORT).start()
+        # Requests and heartbeats a terminal sends before the workers have subscribed wait for them.
+        broker = BrokerThread("127.0.0.1", args.port or DEFAULT_PORT, hold=(REQ_FILTER, STATUS_FILTER)).start()
         url = broker.url
         log.info("embedded broker at %s", url)
     ctx = multiprocessing.get_context("spawn")

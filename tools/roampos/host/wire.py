@@ -221,6 +221,12 @@ class WireClient:
         del buf[:pos]
 
     def _packet(self, first: int, body: bytes) -> None:
+        try:
+            self._handle_packet(first, body)
+        except struct.error:  # a packet shorter than its own fields
+            raise ProtocolError(f"packet type {first >> 4} of {len(body)} bytes is truncated") from None
+
+    def _handle_packet(self, first: int, body: bytes) -> None:
         ptype = first >> 4
         if ptype == PUBLISH:
             qos = (first >> 1) & 3
