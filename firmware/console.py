@@ -139,6 +139,8 @@ class Console:
                 self.error("binary", "control byte 0x%02x in line" % line)
             return
         try:
+            if len(line) and max(line) >= 0x80 and not _utf8_ok(line):
+                raise UnicodeError
             text = str(line, "utf-8")
         except UnicodeError:
             self.error("encoding", "line is not UTF-8")
@@ -170,6 +172,40 @@ class Console:
             fn = getattr(mod, entry[1])
             self._handlers[name] = fn
         return fn
+
+
+def _utf8_ok(b):
+    # Strict UTF-8 (RFC 3629): MicroPython's decoder takes overlong forms (C0 80 = a NUL that
+    # slipped past the control-byte check), surrogates and code points above U+10FFFF.
+    i, n = 0, len(b)
+    while i < n:
+        c = b[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            k, lo, hi = 1, 0x80, 0xBF
+        elif c == 0xE0:
+            k, lo, hi = 2, 0xA0, 0xBF
+        elif c == 0xED:
+            k, lo, hi = 2, 0x80, 0x9F
+        elif 0xE1 <= c <= 0xEF:
+            k, lo, hi = 2, 0x80, 0xBF
+        elif c == 0xF0:
+            k, lo, hi = 3, 0x90, 0xBF
+        elif 0xF1 <= c <= 0xF3:
+            k, lo, hi = 3, 0x80, 0xBF
+        elif c == 0xF4:
+            k, lo, hi = 3, 0x80, 0x8F
+        else:
+            return False
+        if i + k >= n or not lo <= b[i + 1] <= hi:
+            return False
+        for j in range(i + 2, i + k + 1):
+            if not 0x80 <= b[j] <= 0xBF:
+                return False
+        i += k + 1
+    return True
 
 
 async def _readable(stream):

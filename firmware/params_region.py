@@ -40,31 +40,39 @@ def authorized_today():
     return codes
 
 
+def check(code, need_clock=True):
+    # Raise CommandError unless the terminal may work in region `code` today. Without a set
+    # clock no grant can be judged: refused for a switch, left to the host (which checks every
+    # transaction's region online) for a transaction.
+    if code == params_core.record("merchant")["home_region"]:
+        return
+    grant = None
+    for g in params_core.record("grants"):
+        if g["region"] == code:
+            grant = g
+    if grant is None:
+        raise CommandError("unauthorized", "region %s is not authorized for this terminal" % code)
+    if not params_core.clock_ok():
+        if need_clock:
+            raise CommandError("clock", "terminal clock not set; sign on first")
+        return
+    st, today = grant_state(grant, params_core.record("r" + code)["utc_offset_min"])
+    if st == "expired":
+        raise CommandError("expired", "grant %s for %s expired on %s (today %s there)" % (
+            grant["grant"], code, grant["to"], today))
+    if st == "not yet":
+        raise CommandError("notyet", "grant %s for %s starts on %s (today %s there)" % (
+            grant["grant"], code, grant["from"], today))
+
+
 def use(code):
     from firmware import params_batch
 
     cur = state.region
-    m = params_core.record("merchant")
     if code == cur:
         return {"region": code, "name": state.region_name, "changed": False}
-    grant = None
-    if code != m["home_region"]:
-        for g in params_core.record("grants"):
-            if g["region"] == code:
-                grant = g
-        if grant is None:
-            raise CommandError("unauthorized", "region %s is not authorized for this terminal" % code)
+    check(code)
     p = params_core.record("r" + code)
-    if grant is not None:
-        if not params_core.clock_ok():
-            raise CommandError("clock", "terminal clock not set; sign on first")
-        st, today = grant_state(grant, p["utc_offset_min"])
-        if st == "expired":
-            raise CommandError("expired", "grant %s for %s expired on %s (today %s there)" % (
-                grant["grant"], code, grant["to"], today))
-        if st == "not yet":
-            raise CommandError("notyet", "grant %s for %s starts on %s (today %s there)" % (
-                grant["grant"], code, grant["from"], today))
     n = params_batch.unsettled(cur)
     if n and not params_core.record("r" + cur).get("batch_per_region", False):
         raise CommandError("unsettled", "region %s has %d unsettled transaction%s; settle before switching" % (

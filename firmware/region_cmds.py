@@ -68,6 +68,8 @@ def cmd_batch(args):
             amount = rest.strip()
             if not amount.isdigit() or not 0 < int(amount) < 10 ** 11:
                 raise CommandError("usage", "batch add <amount in minor units>")
+            from firmware import params_region
+            params_region.check(state.region, need_clock=False)
             c, t, u = params_batch.add(state.region, int(amount))
             return {"region": state.region, "count": c, "total": t, "unsettled": u}
         if sub == "settle":

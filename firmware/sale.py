@@ -3,7 +3,7 @@
 # The online authorization (a later issue) continues from card_read().
 import asyncio
 
-from firmware import boards, console, ui
+from firmware import boards, console, state, ui
 
 WAIT_CARD_MS = 60000       # a sale waiting for a card gives up after this
 
@@ -12,8 +12,30 @@ _timer = None
 _scan = None               # scanner task while a sale waits
 
 
+def refused():
+    # (code, message) when no transaction may start in the active region now (its grant expired,
+    # is not yet valid, or it is not granted at all), else None.
+    from firmware import params, params_region
+    from firmware.console import CommandError
+
+    if state.mode != params.READY:
+        return None  # no parameter set, so no regions: the bench flow up to the card read
+    try:
+        params_region.check(state.region, need_clock=False)
+    except CommandError as e:
+        return e.code, e.message
+    finally:
+        params.unload()
+    return None
+
+
 def start(minor):
     global amount, _timer, _scan
+    why = refused()
+    if why is not None:
+        console.event({"sale": {"amount": minor, "state": "refused", "error": why[0], "detail": why[1]}})
+        ui.message("NOT ALLOWED", (why[0].upper(), "region %s" % state.region))
+        return
     amount = minor
     _stop_timer()
     _timer = asyncio.create_task(_timeout())

@@ -41,12 +41,26 @@ def test_ten_kilobyte_line_is_refused_and_console_survives(dut):
     assert dut.command("echo after")["echo"] == "after"
 
 
-def test_invalid_utf8(dut):
+@pytest.mark.parametrize("raw", [
+    b"\xff\xfe\xc3",              # not UTF-8 at all
+    b"A\xc0\x80B",                # overlong NUL: a control byte in disguise
+    b"A\xc0\x9bB",                # overlong ESC
+    b"\xe0\x80\xaf",              # overlong '/'
+    b"\xed\xa0\x80",              # a UTF-16 surrogate
+    b"\xf4\x90\x80\x80",          # above U+10FFFF
+    b"\xe4\xb8",                  # truncated sequence
+])
+def test_invalid_utf8(dut, raw):
     dut.flush_input()
-    dut.write(b"echo \xff\xfe\xc3\r\n")
+    dut.write(b"echo " + raw + b"\r\n")
     r = dut.next_reply()
     assert r.code == "encoding", r
     assert dut.command("status").ok
+
+
+def test_valid_utf8_of_every_length_is_accepted(dut):
+    text = "é北京€😀"   # 2, 3, 3, 3 and 4 bytes
+    assert dut.command("echo " + text)["echo"] == text
 
 
 @pytest.mark.parametrize("garbage", [

@@ -129,3 +129,24 @@ def test_region_and_logout_survive_reset(dut):
     s = ok(dut, "status")
     assert (s["region"], s["operator"]) == ("440300", None), s
     err(dut, "region use 310000", "denied", "needs a supervisor login")
+
+
+def test_no_transaction_once_the_active_regions_grant_has_expired(dut):
+    """The grant of the region in use runs out (here: the acquirer's new dates, set by an admin):
+    sales and batch entries stop there, also after a reset, until the terminal is back home."""
+    ok(dut, "login 02 2222")
+    ok(dut, "region use 440300")
+    ok(dut, "login 01 123456")
+    ok(dut, 'param set authorized.0.from "2020-01-01"')
+    ok(dut, 'param set authorized.0.to "2020-12-31"')
+    for _ in range(2):
+        err(dut, "batch add 100", "expired", "grant ACQ-2026-SZ-0017 for 440300 expired on 2020-12-31")
+        dut.events.clear()
+        ok(dut, "sim key 1 2 C")
+        ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+        assert ev["state"] == "refused" and ev["error"] == "expired", ev
+        dut.reboot_and_wait()
+        ok(dut, "login 01 123456")
+    ok(dut, "region use 310000")
+    assert ok(dut, "batch add 100")["count"] >= 1
+    ok(dut, "batch settle")
