@@ -89,8 +89,12 @@ def login(op_id, pin):
     # write would make a wrong guess free (its answer could be seen before the count is saved).
     tries[op_id] = n + 1
     store.put_single("tries", tries)
-    h = o["pin_hash"]
-    if not _same(pin_hash(pin, unhexlify(h["salt"]), h["n"]), h["hash"]):
+    h = o.get("pin_hash")
+    try:
+        good = _same(pin_hash(pin, unhexlify(h["salt"]), h["n"]), h["hash"])
+    except (TypeError, KeyError, ValueError):
+        raise CommandError("damaged", "operator %s has no valid PIN hash; load the parameter set again" % op_id)
+    if not good:
         global _fail_at
         _fail_at = time.ticks_ms()
         _log_fail(op_id, "wrong PIN")

@@ -110,3 +110,22 @@ def test_damaged_failed_pin_counters_are_reset_not_fatal(vterm_factory, tmp_path
     assert "damaged" in alert, alert
     assert d.next_reply().data == {"operator": "03", "role": "cashier"}
     assert "(2 tries left)" in d.command("login 03 0000").message   # counting again from zero
+
+
+def test_damaged_batch_summary_is_reset_with_an_alert(vterm_factory, tmp_path):
+    flash = str(tmp_path / "flash.img")
+    d = vterm_factory(heap=HEAP, params=EXAMPLE, flash=flash)
+    d.wait_ready(15)
+    assert d.command("batch add 100").ok
+    d.close()
+    d.vterm.stop()
+    EDITS["batch"] = lambda b: b[:-2] + bytes([b[-2] ^ 0x01]) + b[-1:]
+    _edit(flash, "batch")
+    d = vterm_factory(heap=HEAP, flash=flash, fresh=False)
+    d.wait_ready(15)
+    d.send("batch")
+    alert = d.expect(r'EVT (\{[^\n]*"alert": "batch"[^\n]*)\r?\n', 10).group(1).decode()
+    assert "damaged" in alert, alert
+    assert d.next_reply().data["batches"] == {}
+    assert d.command("region use 440300").code != "internal"
+    assert d.command("batch add 200").data["count"] == 1
