@@ -13,6 +13,13 @@ def cmd_link(args):
     if not op:
         return link.status()
     if op == "set":
+        # Pointing a provisioned terminal at another network (a rogue access point) is an
+        # admin's act; the profile's own networks come with the parameter set.
+        from firmware import operators, params, state
+
+        if state.mode == params.READY:  # a blank or damaged terminal stays open, as for provisioning
+            operators.require("admin")
+            params.unload()
         return _set(rest)
     if op == "echo":
         host, port, text = words(rest, 3)

@@ -183,11 +183,11 @@ def p_import(args):
     from firmware import cmd_param, operators
 
     sub, _, rest = args.partition(" ")
-    if sub == "abort":
-        _abort()
-        return {"import": "aborted"}
     if state.mode == params.READY:
         operators.require("admin")  # a blank or damaged terminal is open to provisioning
+    if sub == "abort":  # after the check: nobody else may cancel an admin's import
+        _abort()
+        return {"import": "aborted"}
     if sub == "begin":
         w = words(rest, 2)
         if not w[0].isdigit() or not 2 <= int(w[0]) <= _MAX_SET:

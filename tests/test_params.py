@@ -203,3 +203,11 @@ def test_secret_and_odd_values_are_not_echoed(dut):
     assert r.code == "invalid" and "1234567890" not in r.raw, r.raw
     err(dut, "param get authorized.99999999999999999999", "notfound", "no parameter")
     err(dut, "param get authorized.-1", "notfound", "no parameter")
+
+
+def test_network_and_import_control_need_an_admin(dut):
+    ok(dut, "logout")
+    err(dut, 'link set {"wifi": [{"ssid": "free-wifi", "psk": ""}]}', "denied", "needs a admin login")
+    err(dut, "param import abort", "denied", "needs a admin login")
+    ok(dut, "login 01 123456")
+    assert ok(dut, "param import abort") == {"import": "aborted"}
