@@ -143,17 +143,10 @@ def _last_admin(ops, o, tries):
 
 
 def _tries():
-    from firmware import console, params_store as store
+    # Damaged counters must neither crash a login nor lock everyone out: they start from zero.
+    from firmware import params_store as store
 
-    try:
-        return store.get_single("tries") or {}
-    except store.RecordError:
-        # Damaged counters must neither crash a login nor lock everyone out: start again from
-        # zero, rewrite the file and say so (event and flash log).
-        store.put_single("tries", {})
-        store.log({"t": int(time.time()), "ev": "alert", "what": "tries damaged, reset"})
-        console.event({"alert": "tries", "detail": "failed-PIN counters damaged; reset to zero"})
-        return {}
+    return store.get_single_or_reset("tries", "failed-PIN counters damaged; reset to zero")
 
 
 def _log_fail(op_id, why):

@@ -10,21 +10,10 @@ def _store():
 
 
 def summary():
-    # {region: [count, total minor units, unsettled count]}
-    st = _store()
-    try:
-        return st.get_single("batch") or {}
-    except st.RecordError:
-        # Damaged totals must not stop the terminal: the host's ledger has every transaction, and
-        # a settlement that then does not balance is resolved by the batch upload. Start again
-        # from empty, rewrite the file and say so.
-        import time
-        from firmware import console
-
-        st.put_single("batch", {})
-        st.log({"t": int(time.time()), "ev": "alert", "what": "batch summary damaged, reset"})
-        console.event({"alert": "batch", "detail": "batch summary damaged; reset: settle with upload"})
-        return {}
+    # {region: [count, total minor units, unsettled count]}. Damaged totals must not stop the
+    # terminal: the host's ledger has every transaction, and a settlement that then does not
+    # balance is resolved by the batch upload.
+    return _store().get_single_or_reset("batch", "batch summary damaged; reset: settle with upload")
 
 
 def add(region, amount):

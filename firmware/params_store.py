@@ -162,6 +162,22 @@ def get_single(name):
     return codec.decode_obj(name, data)[1]
 
 
+def get_single_or_reset(name, alert):
+    # A single record, or {} after a damaged one was rewritten empty, logged and announced
+    # (EVT {"alert": name, "detail": alert}): counters and summaries the terminal can do without
+    # must not stop it.
+    try:
+        return get_single(name) or {}
+    except RecordError:
+        import time
+        from firmware import console
+
+        put_single(name, {})
+        log({"t": int(time.time()), "ev": "alert", "what": name + " damaged, reset"})
+        console.event({"alert": name, "detail": alert})
+        return {}
+
+
 def put_single(name, obj):
     _mkdirs()
     try:

@@ -80,11 +80,16 @@ def test_sale_takes_the_card_read(dut):
     assert "CARD READ" in screen(dut)["text"]
 
 
-def test_card_pulled_in_a_sale_then_a_good_tap(dut):
+def start_sale(dut, keys):
+    """From the idle screen, key an amount and confirm: the sale waits for a card."""
     back_to_idle(dut)
     dut.events.clear()
-    ok(dut, "sim key 5 0 C")
+    ok(dut, "sim key %s C" % keys)
     dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+
+
+def test_card_pulled_in_a_sale_then_a_good_tap(dut):
+    start_sale(dut, "5 0")
     ok(dut, "sim tap pulled")
     ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
     assert ev == {"amount": 50, "state": "card error", "error": "removed"}, ev
@@ -102,20 +107,14 @@ def test_remove_while_card_in_field(dut):
 
 
 def test_cancel_sale_with_key_a(dut):
-    back_to_idle(dut)
-    dut.events.clear()
-    ok(dut, "sim key 7 C")
-    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+    start_sale(dut, "7")
     ok(dut, "sim key A")
     ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
     assert ev == {"amount": 7, "state": "cancelled"}, ev
 
 
 def test_payment_code_scan_in_a_sale(dut):
-    back_to_idle(dut)
-    dut.events.clear()
-    ok(dut, "sim key 9 9 C")
-    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+    start_sale(dut, "9 9")
     ok(dut, "sim scan 134567890123456789")
     ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
     assert ev["state"] == "code read" and ev["amount"] == 99, ev
@@ -124,10 +123,7 @@ def test_payment_code_scan_in_a_sale(dut):
 
 def test_text_code_scan_in_a_sale_keeps_non_ascii(dut):
     # The code travels to the vterm's scanner as UTF-8 and comes back over its UART.
-    back_to_idle(dut)
-    dut.events.clear()
-    ok(dut, "sim key 4 2 C")
-    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+    start_sale(dut, "4 2")
     assert ok(dut, "sim scan Grüße aus 北京")["scanned"] == 12   # characters
     ev = dut.wait_event(lambda e: "scan" in e, 5)["scan"]
     assert ev == {"kind": "text", "text": "Grüße aus 北京"}, ev
@@ -137,10 +133,7 @@ def test_text_code_scan_in_a_sale_keeps_non_ascii(dut):
 
 
 def test_a_card_number_in_scanned_text_is_masked(dut):
-    back_to_idle(dut)
-    dut.events.clear()
-    ok(dut, "sim key 4 2 C")
-    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+    start_sale(dut, "4 2")
     ok(dut, "sim scan card 6222021234567890 exp 2512")
     ev = dut.wait_event(lambda e: "scan" in e, 5)["scan"]
     assert ev == {"kind": "text", "text": "card 622202******7890 exp 2512"}, ev

@@ -94,17 +94,23 @@ def test_fallback_to_last_good_set(vterm_factory, tmp_path):
     assert (s["mode"], s["region"]) == ("ready", "310000"), s
 
 
-def test_damaged_failed_pin_counters_are_reset_not_fatal(vterm_factory, tmp_path):
+def _restart_with_damaged(vterm_factory, tmp_path, action, fn):
+    """Provision a vterm, run `action` (which writes file `fn`), flip one bit of it, restart."""
     flash = str(tmp_path / "flash.img")
     d = vterm_factory(heap=HEAP, params=EXAMPLE, flash=flash)
     d.wait_ready(15)
-    assert d.command("login 03 0000").code == "denied"   # writes the counters file
+    action(d)
     d.close()
     d.vterm.stop()
-    EDITS["tries"] = lambda b: b[:-2] + bytes([b[-2] ^ 0x01]) + b[-1:]
-    _edit(flash, "tries")
+    EDITS[fn] = lambda b: b[:-2] + bytes([b[-2] ^ 0x01]) + b[-1:]
+    _edit(flash, fn)
     d = vterm_factory(heap=HEAP, flash=flash, fresh=False)
     d.wait_ready(15)
+    return d
+
+
+def test_damaged_failed_pin_counters_are_reset_not_fatal(vterm_factory, tmp_path):
+    d = _restart_with_damaged(vterm_factory, tmp_path, lambda d: d.command("login 03 0000"), "tries")
     d.send("login 03 3333")
     alert = d.expect(r'EVT (\{[^\n]*"alert": "tries"[^\n]*)\r?\n', 10).group(1).decode()
     assert "damaged" in alert, alert
@@ -113,16 +119,7 @@ def test_damaged_failed_pin_counters_are_reset_not_fatal(vterm_factory, tmp_path
 
 
 def test_damaged_batch_summary_is_reset_with_an_alert(vterm_factory, tmp_path):
-    flash = str(tmp_path / "flash.img")
-    d = vterm_factory(heap=HEAP, params=EXAMPLE, flash=flash)
-    d.wait_ready(15)
-    assert d.command("batch add 100").ok
-    d.close()
-    d.vterm.stop()
-    EDITS["batch"] = lambda b: b[:-2] + bytes([b[-2] ^ 0x01]) + b[-1:]
-    _edit(flash, "batch")
-    d = vterm_factory(heap=HEAP, flash=flash, fresh=False)
-    d.wait_ready(15)
+    d = _restart_with_damaged(vterm_factory, tmp_path, lambda d: d.command("batch add 100"), "batch")
     d.send("batch")
     alert = d.expect(r'EVT (\{[^\n]*"alert": "batch"[^\n]*)\r?\n', 10).group(1).decode()
     assert "damaged" in alert, alert
