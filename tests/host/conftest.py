@@ -84,7 +84,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 @pytest.fixture
 def db(db_url):
     d = dbm.connect(db_url)
-    registry.add_terminal(d, TID, SERIAL, MID, "Roaming Noodles", "ACQ001", "6222020000000001",
+    registry.add_terminal(d, TID, SERIAL, MID, "Roaming Noodles", "48021000", "6222020000000001",
                           "310000", {"310000": "88 Nanjing Rd, Shanghai", "440300": "Booth 7, Futian"},
                           TMK.hex())
     registry.grant_region(d, TID, "440300", "2020-01-01", "2099-12-31")

@@ -209,6 +209,23 @@ def test_advice_stored_exactly_once(env):
     assert r["39"] == "00" and "advice_rc_R1" in env.row(r["11"])["flags"]
 
 
+def test_advice_outside_the_terminals_grants_is_held_not_counted(env):
+    # 810000 is not granted: the advice is acknowledged (the money already moved offline) but held
+    # for review: never counted in a batch, a settlement or the clearing report.
+    r = env.send(env.term.financial(card(82), 900, mti="0220", region="810000", cell=CELL["810000"]))
+    assert r["39"] == "00" and env.row(r["11"])["status"] == "held"
+    assert "advice_rc_R1" in env.row(r["11"])["flags"]
+
+
+def test_signon_in_the_same_second_with_another_stan_is_accepted(env):
+    t0 = time.time() + 3
+    env.term.clock = lambda: t0
+    env.term.apply_signon(env.send(env.term.signon(), raw_out=True))
+    env.term.apply_signon(env.send(env.term.signon(), raw_out=True))   # a reboot: new STAN, same second
+    env.term.clock = time.time
+    assert sale(env, card(98), 100)["39"] == "00"
+
+
 def test_unknown_processing_code_and_missing_tag(env):
     assert sale(env, card(90), 100, proc="310000")["39"] == "12"
     raw = env.term.financial(card(90), 100)

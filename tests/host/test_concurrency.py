@@ -29,7 +29,7 @@ OTHER = "6228480000000043"
 @pytest.fixture
 def pair(db, monkeypatch):
     """Two terminals of one merchant, each signed on through its own handler and connection."""
-    registry.add_terminal(db, TID2, SERIAL2, MID, "Roaming Noodles", "ACQ001", "6222020000000001",
+    registry.add_terminal(db, TID2, SERIAL2, MID, "Roaming Noodles", "48021000", "6222020000000001",
                           "310000", {"440300": "Booth 8, Futian"}, TMK.hex())
     registry.grant_region(db, TID2, "440300", "2020-01-01", "2099-12-31")
     registry.grant_region(db, TID2, "330100", "2020-01-01", "2099-12-31")

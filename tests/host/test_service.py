@@ -9,6 +9,7 @@ import time
 import pytest
 
 from roampos import iso
+from roampos.host import registry
 from roampos.host.db import DatabaseError
 from roampos.host.handler import Outcome
 from roampos.host.service import Worker
@@ -26,7 +27,7 @@ def cli(*args, check=True):
 
 def test_terminal_registry_cli_refuses_second_binding(db_url):
     add = ["terminal", "--db", db_url, "add", "SZX00001", "--serial", "RP-S3-000777", "--merchant",
-           "440300000000009", "--merchant-name", "Dim Sum Cart", "--acquirer", "ACQ002", "--account",
+           "440300000000009", "--merchant-name", "Dim Sum Cart", "--acquirer", "48022000", "--account",
            "6222030000000009", "--home-region", "440300", "--address", "440300=Stall 3, Nanshan",
            "--tmk", "00112233445566778899AABBCCDDEEFF"]
     assert "registered" in cli(*add).stdout
@@ -43,6 +44,22 @@ def test_terminal_registry_cli_refuses_second_binding(db_url):
     assert "revoked" in cli("terminal", "--db", db_url, "revoke-region", "SZX00001", "810000").stdout
     unknown = cli("terminal", "--db", db_url, "block", "NOPE0001", check=False)
     assert unknown.returncode == 2 and "unknown terminal NOPE0001" in unknown.stderr
+    # Validation with the terminal schema's rules, and grants that make sense
+    for i, value in ((6, ""), (10, ""), (12, "ACQ"), (14, "")):   # serial, name, acquirer, account
+        bad_add = add[:4] + ["SZX00003"] + add[5:]
+        bad_add[i] = value
+        r = cli(*bad_add, check=False)
+        assert r.returncode == 2 and "must be" in r.stderr, (i, r.stderr)
+    for frm, to, text in (("2026-02-30", "2026-12-31", "real dates"), ("2026-05-01", "2026-04-01", "--from <= --to")):
+        r = cli("terminal", "--db", db_url, "grant-region", "SZX00001", "810000", "--from", frm, "--to", to, check=False)
+        assert r.returncode == 2 and text in r.stderr, r.stderr
+    home = cli("terminal", "--db", db_url, "grant-region", "SZX00001", "440300", "--from", "2026-01-01",
+               "--to", "2026-12-31", check=False)
+    assert home.returncode == 2 and "home region" in home.stderr
+    cli("terminal", "--db", db_url, "grant-region", "SZX00001", "810000", "--from", "2026-01-01", "--to", "2026-12-31")
+    again = cli("terminal", "--db", db_url, "grant-region", "SZX00001", "810000", "--from", "2026-01-01",
+                "--to", "2026-01-02")
+    assert "(replaces 2026-01-01..2026-12-31)" in again.stdout
 
 
 def test_parameters_are_signed_and_retained(mosquitto, db):
@@ -58,6 +75,9 @@ def test_parameters_are_signed_and_retained(mosquitto, db):
         assert {r["code"] for r in body["regions"]} == {"310000", "330100", "440300", "810000"}
         hk = [r for r in body["regions"] if r["code"] == "810000"][0]
         assert hk["currency"] == "344" and hk["fees"]["C"] == {"bps": 80, "cap": 0}
+        # methods without a row of their own carry the '*' default, as the host charges them
+        assert set(hk["fees"]) == {"C", "Q", "P"}
+        assert hk["fees"]["Q"]["bps"] == registry.fee_for(db, "810000", "Q", 10000)
         forged = payload.replace(b'"blocked":false', b'"blocked":true')
         with pytest.raises(iso.MessageError):
             iso.verify_params(TMK, forged)

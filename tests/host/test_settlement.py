@@ -99,15 +99,17 @@ def test_an_uploaded_transaction_meets_the_online_rules_or_is_held(env):
     assert settle(env, (1, 1000, 1, 50000))["39"] == "95"
     assert env.send(env.term.financial(card(41), 1000, mti="0320", stan=a["11"]))["39"] == "00"
     # the same refund again, now claimed as an offline one the host never saw
-    up = env.send(env.term.financial(card(41), 50000, mti="0320", proc="200000", orig_rrn=a["37"], stan="000901"))
-    assert up["39"] == "00"                                 # received ...
+    raw = env.term.financial(card(41), 50000, mti="0320", proc="200000", orig_rrn=a["37"], stan="000901")
+    assert env.send(raw)["39"] == "64"                   # stored, but not counted in the batch ...
     row = env.row("000901")
-    assert row["status"] == "held" and "upload_rc_64" in row["flags"]   # ... but not counted
+    assert row["status"] == "held" and "upload_rc_64" in row["flags"]
+    assert env.send(raw)["39"] == "64"                   # ... the same answer again, one row
+    assert env.db.one("SELECT COUNT(*) FROM txns WHERE stan='000901'")[0] == 1
     other = env.send(env.term.financial(card(42), 7777, mti="0320", region="810000", stan="000902"))
-    assert other["39"] == "00" and env.row("000902")["status"] == "held"   # HKD region, CNY batch
-    # the trailer compares what the host counts: the batch stays out of balance for review
-    done = settle(env, (1, 1000, 1, 50000), proc="960000")
-    assert done["39"] == "95" and iso.decode_tlv(done["48"])["RA"] == "0"
+    assert other["39"] == "R1" and env.row("000902")["status"] == "held"   # a region it has no grant for
+    # a terminal leaves what the host does not count out of its trailer: in balance, batch closed
+    done = settle(env, (1, 1000, 0, 0), proc="960000")
+    assert done["39"] == "00"
 
 
 def test_a_trailer_exclusion_is_undone_by_a_later_upload(env):
@@ -143,3 +145,25 @@ def test_a_settled_batch_does_not_change_afterwards(env, tmp_path):
                           "--csv", str(tmp_path / "c.csv")], capture_output=True, text=True, timeout=60)
     rows = list(csv.DictReader(open(tmp_path / "c.csv", encoding="utf-8")))
     assert [(r["sales_count"], r["sales_amount"]) for r in rows] == [("1", "20000")], out.stdout
+
+
+def test_report_refuses_bad_dates_missing_ledgers_and_unwritable_paths(env, tmp_path):
+    def report(*args):
+        return subprocess.run([roampos_bin(), "report", "settlement", *args], capture_output=True, text=True,
+                              timeout=60)
+    for bad in ("2026-02-30", "2026-13-45", "0000-00-00", "yesterday"):
+        r = report("--date", bad, "--db", env.db_url, "--csv", str(tmp_path / "x.csv"))
+        assert r.returncode == 2 and "is not a date" in r.stderr, r.stderr
+    r = report("--date", "2026-01-01", "--db", f"sqlite:///{tmp_path / 'typo.db'}", "--csv", str(tmp_path / "x.csv"))
+    assert r.returncode == 1 and "no ledger at" in r.stderr and not (tmp_path / "typo.db").exists()
+    r = report("--date", "2026-01-01", "--db", env.db_url, "--csv", str(tmp_path / "missing" / "x.csv"))
+    assert r.returncode == 1 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_excluded_sale_reversed_since_is_not_restored_by_an_upload(env):
+    s = sale(env, card(49), 4200)
+    assert settle(env, (1, 4200, 0, 0), proc="960000")["39"] == "95"   # not uploaded: excluded
+    assert env.send(env.term.reversal(s["11"], card(49), 4200))["39"] == "00"
+    assert "original_excluded" in env.row(s["11"], "reversal")["flags"]
+    up = env.send(env.term.financial(card(49), 4200, mti="0320", stan=s["11"]))
+    assert up["39"] == "12" and env.row(s["11"])["status"] == "excluded"   # not counted again

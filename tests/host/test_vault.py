@@ -30,7 +30,7 @@ def test_database_holds_no_terminal_key_and_no_card_key(db, handler):
     dump = _dump(db)
     for key in (TMK, t.tpk, t.tak, t.tdk):
         assert key.hex() not in dump.lower()
-    assert PAN not in dump and "card_key" not in dump
+    assert PAN not in dump and "'card_key'" not in dump
     # The card hash is keyed by the host key, which the database does not hold: hashing the PANs
     # that fit the masked one, with anything the database has, finds nothing.
     (masked, stored_hash) = db.one("SELECT masked_pan, card_hash FROM txns")
@@ -52,7 +52,7 @@ def test_key_file_beside_a_sqlite_ledger_is_private(tmp_path):
 def test_missing_or_wrong_host_key_is_refused_with_its_reason(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     d = dbm.connect(url)
-    registry.add_terminal(d, TID, SERIAL, MID, "Roaming Noodles", "ACQ001", "6222020000000001", "310000", {},
+    registry.add_terminal(d, TID, SERIAL, MID, "Roaming Noodles", "48021000", "6222020000000001", "310000", {},
                           TMK.hex())
     d.close()
     os.rename(tmp_path / "ledger.db.key", tmp_path / "elsewhere.key")
@@ -82,7 +82,7 @@ def test_keys_stored_in_clear_by_an_older_version_still_work(db, handler):
 def test_terminal_add_needs_somewhere_for_a_generated_tmk(tmp_path):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     base = [roampos_bin(), "terminal", "--db", url, "add", "SZX00009", "--serial", "RP-S3-000999", "--merchant",
-            "440300000000009", "--merchant-name", "Dim Sum Cart", "--acquirer", "ACQ002", "--account",
+            "440300000000009", "--merchant-name", "Dim Sum Cart", "--acquirer", "48022000", "--account",
             "6222030000000009", "--home-region", "440300"]
     out = subprocess.run(base, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--tmk-file" in out.stderr
@@ -95,3 +95,10 @@ def test_terminal_add_needs_somewhere_for_a_generated_tmk(tmp_path):
     h = Handler(dbm.connect(url))   # the terminal injected with that file signs on
     t = SimTerminal("SZX00009", "440300000000009", "RP-S3-000999", tmk, region="440300")
     t.apply_signon(h.handle("SZX00009", t.signon()).response)
+
+
+def test_a_different_card_key_is_refused(db, monkeypatch):
+    Handler(db)   # records the card-hash key's check value
+    monkeypatch.setenv("ROAMPOS_CARD_KEY", os.urandom(32).hex())
+    with pytest.raises(vault.VaultError, match="card-hash key"):
+        Handler(dbm.connect(db.url))

@@ -45,7 +45,7 @@ def register_terminal(db_url: str, params_path: str) -> None:
     if m["terminal_id"] in out.stdout:
         return
     subprocess.run(cli + ["add", m["terminal_id"], "--serial", m["serial"],
-                          "--merchant", m["id"], "--merchant-name", m.get("name", ""),
+                          "--merchant", m["id"], "--merchant-name", m.get("name") or m["id"],
                           "--acquirer", m["acquirer"], "--account", "demo-settlement-account",
                           "--home-region", m["home_region"],
                           # The TMK a real acquirer injects into the terminal; kept beside the ledger.

@@ -257,7 +257,7 @@ def run_once(broker_kind: str, workers: int, terminals: int, requests: int, roun
         sims, twins = [], []
         for i in range(terminals):
             tid = f"BEN{i:05d}"
-            registry.add_terminal(db, tid, f"SN-BENCH-{i:05d}", "310000000000777", "Bench", "ACQ", "62220",
+            registry.add_terminal(db, tid, f"SN-BENCH-{i:05d}", "310000000000777", "Bench", "48020000", "62220",
                                   "310000", {}, TMK.hex())
             sims.append(SimTerminal(tid, "310000000000777", f"SN-BENCH-{i:05d}", TMK))
             # The echo phase sends the same kind of message, built with throw-away session keys.

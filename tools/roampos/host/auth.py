@@ -261,8 +261,10 @@ def _void(ctx: Ctx, d: Decision) -> Optional[str]:
     return None
 
 
-# An advice that fails these cannot be counted anywhere: its batch is settled or of another region.
-_UNBATCHABLE = ("batch_closed", "batch_region_mix")
+# An advice that fails these cannot be counted anywhere: its region is not granted (so its batch
+# was never checked), its currency is not the region's, or its batch is settled or of another region.
+_UNBATCHABLE = ("region_not_granted", "region_grant_not_valid", "currency_mismatch", "batch_closed",
+                "batch_region_mix")
 
 
 def authorize(ctx: Ctx, advice: bool = False, upload: bool = False) -> Decision:
@@ -292,10 +294,12 @@ def authorize(ctx: Ctx, advice: bool = False, upload: bool = False) -> Decision:
             rc = _void(ctx, d)
     hold = False
     if (advice or upload) and rc:
-        # Already completed offline: record, do not refuse.
+        # Already completed offline: record, do not refuse. An upload that is held is answered
+        # with the rule's code, so that the terminal drops it from the totals of its trailer
+        # (0330 00 means: counted in this batch).
         d.flags.append(f"{'upload' if upload else 'advice'}_rc_{rc}")
         hold = upload or any(f in d.flags for f in _UNBATCHABLE)
-        rc = None
+        rc = rc if upload else None
     d.rc = rc or "00"
     if hold:
         d.status = "held"

@@ -342,17 +342,20 @@ class Handler:
             return self._reply(doc, "12", mac_key, f"terminal {term['terminal_id']}: 0800 processing code {doc['3']}")
         keys = {name: os.urandom(16) for name in ("P", "M", "D")}
         # A replayed sign-on would rotate the keys under the terminal's feet, and so would any older
-        # one recorded within the freshness window: only a sign-on sent after the last accepted one
-        # counts. The reference leads with the send time, 12 digits, so it orders as text;
-        # a reference from before that (STAN + field 7, no ':') only refuses its exact copy.
+        # one recorded within the freshness window: only a sign-on sent no earlier than the last
+        # accepted one (same second: another STAN) counts. The reference leads with the send time,
+        # 12 digits, so its first 12 characters order as text; a reference from before that
+        # (STAN + field 7, no ':') only refuses its exact copy. A terminal whose clock stepped back
+        # signs on again once its clock has passed its last sign-on (at most the skew window).
         ref = f"{int(sent):012d}:{doc['11']}{doc['7']}"
         with self.db.transaction():
             cur = self.db.execute("UPDATE terminals SET tpk=?, tak=?, tdk=?, keys_at=?, signon_ref=?"
                                   " WHERE terminal_id=? AND (signon_ref IS NULL"
-                                  " OR (signon_ref LIKE '%:%' AND signon_ref < ?)"
+                                  " OR (signon_ref LIKE '%:%' AND substr(signon_ref, 1, 12) <= ?"
+                                  " AND signon_ref <> ?)"
                                   " OR (signon_ref NOT LIKE '%:%' AND signon_ref <> ?))",
                                   (*(self.db.vault().seal(keys[n]) for n in "PMD"), int(now), ref,
-                                   term["terminal_id"], ref, doc["11"] + doc["7"]))
+                                   term["terminal_id"], ref[:12], ref, doc["11"] + doc["7"]))
             if cur.rowcount != 1:
                 return self._reply(doc, "94", mac_key, f"terminal {term['terminal_id']}: sign-on replayed")
         resp48 = {}

@@ -1,11 +1,12 @@
 """Merchant/terminal registry, region grants, region profiles, fee schedules, cell->region map."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .. import iso
 from .db import Database
@@ -74,6 +75,15 @@ def add_terminal(db: Database, terminal_id: str, serial: str, merchant_id: str, 
         raise RegistryError(f"terminal ID {terminal_id!r} must be 8 alphanumerics (field 41)")
     if not re.fullmatch(r"\d{15}", merchant_id):
         raise RegistryError(f"merchant ID {merchant_id!r} must be 15 digits (field 42)")
+    # The same rules as the terminal's parameter schema (firmware/params_schema.py, merchant).
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", serial):
+        raise RegistryError(f"serial {serial!r} must be 1..32 of A-Z a-z 0-9 - _")
+    if not re.fullmatch(r"\d{1,11}", acquirer_code):
+        raise RegistryError(f"acquirer code {acquirer_code!r} must be 1..11 digits")
+    if not 1 <= len(merchant_name.strip()) <= 40:
+        raise RegistryError("merchant name must be 1..40 characters")
+    if not re.fullmatch(r"[A-Za-z0-9 -]{1,34}", settlement_account) or not settlement_account.strip():
+        raise RegistryError("settlement account must be 1..34 letters, digits, spaces or dashes")
     if not re.fullmatch(r"[0-9A-Fa-f]{32}", tmk_hex):
         raise RegistryError("TMK must be 32 hex digits (AES-128)")
     if location_policy not in ("decline", "flag"):
@@ -108,15 +118,31 @@ def _require(db: Database, terminal_id: str) -> dict:
     return t
 
 
-def grant_region(db: Database, terminal_id: str, code: str, valid_from: str, valid_to: str) -> None:
-    _require(db, terminal_id)
+def grant_region(db: Database, terminal_id: str, code: str, valid_from: str,
+                 valid_to: str) -> Optional[Tuple[str, str]]:
+    """Grant `code` for the validity (inclusive local dates); returns the grant it replaced, if any."""
+    t = _require(db, terminal_id)
     if region(db, code) is None:
         raise RegistryError(f"unknown region {code}")
-    if not (_DATE.fullmatch(valid_from) and _DATE.fullmatch(valid_to)) or valid_to < valid_from:
-        raise RegistryError("validity must be YYYY-MM-DD with --from <= --to")
+    if code == t["home_region"]:
+        raise RegistryError(f"region {code} is the terminal's home region: always authorized, never granted")
+    if not (_real_date(valid_from) and _real_date(valid_to)) or valid_to < valid_from:
+        raise RegistryError("validity must be real dates YYYY-MM-DD with --from <= --to")
     with db.transaction():
+        old = db.one("SELECT valid_from, valid_to FROM grants WHERE terminal_id=? AND region=?", (terminal_id, code))
         db.execute("DELETE FROM grants WHERE terminal_id=? AND region=?", (terminal_id, code))
         db.execute("INSERT INTO grants VALUES (?,?,?,?)", (terminal_id, code, valid_from, valid_to))
+    return (str(old[0]), str(old[1])) if old else None
+
+
+def _real_date(text: str) -> bool:
+    if not _DATE.fullmatch(text):
+        return False
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def revoke_region(db: Database, terminal_id: str, code: str) -> bool:
@@ -198,10 +224,11 @@ def params_package(db: Database, terminal_id: str, now: float) -> bytes:
     for code, vf, vt in codes:
         reg = region(db, code)
         assert reg is not None
+        # Per method, as fee_for() charges: the region's own row, else the '*' default.
         fees = {m: {"bps": b, "cap": c} for m, b, c in db.all(
-            "SELECT method, bps, cap FROM fees WHERE region=? ORDER BY method", (code,))} or \
-            {m: {"bps": b, "cap": c} for m, b, c in db.all(
-                "SELECT method, bps, cap FROM fees WHERE region='*' ORDER BY method")}
+            "SELECT method, bps, cap FROM fees WHERE region='*' ORDER BY method")}
+        fees.update({m: {"bps": b, "cap": c} for m, b, c in db.all(
+            "SELECT method, bps, cap FROM fees WHERE region=? ORDER BY method", (code,))})
         regions.append({"code": code, "valid_from": vf, "valid_to": vt, "currency": reg["currency"],
                         "utc_offset_min": reg["utc_offset_min"], "pin_threshold": reg["pin_threshold"],
                         "txn_limit": reg["txn_limit"], "fees": fees})

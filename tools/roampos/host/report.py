@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
+import os
 import re
 import sys
 from typing import Dict, List, Tuple
 
-from .db import Database, DatabaseError, connect
+from .db import Database, DatabaseError, connect, default_url
 
 __all__ = ["add_arguments", "run", "clearing_rows", "COLUMNS"]
 
@@ -82,20 +84,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
-        print("error: --date must be YYYY-MM-DD", file=sys.stderr)
-        return 2
     try:
-        db = connect(args.db)
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
+            raise ValueError
+        datetime.date.fromisoformat(args.date)
+    except ValueError:
+        print(f"error: --date {args.date!r} is not a date YYYY-MM-DD", file=sys.stderr)
+        return 2
+    url = args.db or default_url()
+    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
+        # Opening would create an empty ledger and report nothing: a typo must not look like a quiet day.
+        print(f"error: no ledger at {url[len('sqlite:///'):]}", file=sys.stderr)
+        return 1
+    try:
+        db = connect(url)
         rows = clearing_rows(db, args.date)
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     path = args.csv or f"clearing-{args.date}.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+    except OSError as exc:
+        print(f"error: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return 1
     print(_table(rows, args.date))
     print(f"\nCSV written to {path}")
     return 0

@@ -87,24 +87,35 @@ def _resp(totals: Tuple[int, int, int, int], rc: str) -> dict:
 
 
 def upload(ctx: Ctx) -> Decision:
-    """0320: one transaction of the terminal's batch. Known -> marked uploaded (an earlier trailer's
-    exclusion undone while the batch is open); unknown -> checked like an online one and stored."""
+    """0320: one transaction of the terminal's batch; 0330 `00` means the host counts it in the batch,
+    any other code that it does not (the terminal leaves it out of its trailer's totals).
+
+    Known -> marked uploaded; one an earlier trailer excluded is put back while the batch is open
+    (unless it was reversed since). Unknown -> checked like an online one and stored: approved, or
+    held for review with the failed rule's code."""
     tid, batch, stan = ctx.terminal["terminal_id"], ctx.tlv["BN"], ctx.doc["11"]
-    row = ctx.db.one("SELECT id, status FROM txns WHERE terminal_id=? AND batch_no=? AND stan=?"
+    row = ctx.db.one("SELECT id, status, rc FROM txns WHERE terminal_id=? AND batch_no=? AND stan=?"
                      " AND kind='financial'", (tid, batch, stan))
     b = ctx.db.one("SELECT status FROM batches WHERE terminal_id=? AND batch_no=?", (tid, batch))
     is_open = b is None or b[0] != "settled"
     if row is not None:
-        if row[1] == "excluded" and is_open:
+        rid, status, rc = row
+        if status == "excluded" and is_open and not ctx.db.one(
+                "SELECT id FROM txns WHERE terminal_id=? AND batch_no=? AND stan=? AND kind='reversal'",
+                (tid, batch, stan)):
             # The terminal still has it: it was only missing from an earlier upload.
             totals.add_row(ctx.db, ctx.db.one(
                 "UPDATE txns SET status='approved', uploaded=1, flags=flags || ',upload_restored' WHERE id=?"
-                " RETURNING " + _TOTALS_COLUMNS, (row[0],)), +1)
+                " RETURNING " + _TOTALS_COLUMNS, (rid,)), +1)
             return Decision(rc="00")
-        ctx.db.execute("UPDATE txns SET uploaded=1 WHERE id=?", (row[0],))
-        if row[1] != "approved":
-            ctx.db.execute("UPDATE txns SET flags=flags || ',upload_of_' || status WHERE id=?", (row[0],))
-        return Decision(rc="00")
+        if status == "approved":
+            ctx.db.execute("UPDATE txns SET uploaded=1 WHERE id=?", (rid,))
+            return Decision(rc="00")
+        flag = ",upload_of_" + status
+        ctx.db.execute("UPDATE txns SET uploaded=1, flags=CASE WHEN flags LIKE ? THEN flags ELSE flags || ? END"
+                       " WHERE id=?", ("%" + flag + "%", flag, rid))
+        return Decision(rc=rc if rc != "00" else "12", reason=f"terminal {tid} STAN {stan}: upload of a {status}"
+                                                              " transaction, not counted")
     if not is_open:
         return Decision(rc="12", reason=f"batch {batch} already settled")
     d = authorize(ctx, upload=True)

@@ -123,8 +123,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"TMK written to {args.tmk_file} (mode 600): inject it into the terminal, then keep it offline")
             print(f"terminal {args.terminal_id} registered (merchant {args.merchant}, home {args.home_region})")
         elif args.action == "grant-region":
-            registry.grant_region(db, tid, args.region, args.valid_from, args.valid_to)
-            print(f"terminal {tid}: region {args.region} granted {args.valid_from}..{args.valid_to}")
+            old = registry.grant_region(db, tid, args.region, args.valid_from, args.valid_to)
+            print(f"terminal {tid}: region {args.region} granted {args.valid_from}..{args.valid_to}"
+                  + (f" (replaces {old[0]}..{old[1]})" if old else ""))
         elif args.action == "revoke-region":
             found = registry.revoke_region(db, tid, args.region)
             print(f"terminal {tid}: region {args.region} " + ("revoked" if found else "was not granted"))

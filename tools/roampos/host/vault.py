@@ -107,6 +107,13 @@ def load(db: "Database") -> Vault:
     if check != vault.check:
         raise VaultError(f"the host key (check value {vault.check}) is not the one this database was set up with"
                          f" ({check}): set {ENV_KEY} or {ENV_FILE} to that key")
+    # The card-hash key too: workers hashing cards differently would split every per-card rule.
+    card_check = _derive(vault.card_key, b"check")[:3].hex().upper()
+    db.execute("INSERT INTO settings VALUES ('card_key_check', ?) ON CONFLICT DO NOTHING", (card_check,))
+    stored = _setting(db, "card_key_check")
+    if stored != card_check:
+        raise VaultError(f"the card-hash key (check value {card_check}) is not the one this database's card"
+                         f" hashes were made with ({stored}): check ROAMPOS_CARD_KEY")
     return vault
 
 
