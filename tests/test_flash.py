@@ -88,15 +88,21 @@ def test_mip_installs_a_local_package(idle):
 
 
 def test_deploy_copies_the_tree_and_the_board_boots_it(dut):
+    # What an earlier deploy left: a module since dropped from the tree, a source beside its .mpy.
+    mpremote(dut, "exec", "import os\ntry:\n os.mkdir('/firmware')\nexcept OSError:\n pass\n"
+                          "open('/firmware/zz_dropped.py','w').write('X=1')\nopen('/firmware/version.py','w').write('V=0')")
     with dut.released():
         r = subprocess.run([sys.executable, "-m", "roampos.deploy", "--port", dut.vterm.console, "--offline"],
                            capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    dut.reboot_and_wait("reset")
+    dut.wait_ready(15)      # the deploy restarted the board itself
     assert dut.command("status").ok
     out = mpremote(dut, "fs", "ls", ":firmware")
-    assert "console.mpy" in out, out
+    assert "console.mpy" in out and "zz_dropped" not in out and "version.py" not in out, out
     dut.reboot_and_wait("reset")
+    bad = subprocess.run([sys.executable, "-m", "roampos.deploy", "--port", "x", "--board", "esp8266"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
 def test_package_json_declares_board_dependencies():

@@ -67,3 +67,22 @@ def test_romfs_image_holds_the_code_and_littlefs_the_rest(tmp_path):
                       "print(sorted(os.listdir('/rom')), 'console.mpy' in os.listdir('/rom/firmware'))\n")
     m = subprocess.run([micropython_binary(), str(script), str(rom)], capture_output=True, text=True, timeout=30)
     assert m.stdout.strip() == "['drivers', 'firmware', 'lib'] True", m.stdout + m.stderr
+
+
+def test_image_and_provision_errors_are_one_line(tmp_path):
+    cli = [sys.executable, "-m", "roampos.cli"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 1}')
+    r = subprocess.run(cli + ["image", "--board", "rp2", "-o", str(tmp_path / "x.img"), "--params", str(bad)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.startswith("image: parameter set") and "Traceback" not in r.stderr
+    (tmp_path / "adir").mkdir()
+    r = subprocess.run(cli + ["image", "--board", "rp2", "-o", str(tmp_path / "adir")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["adir", "bad.json"]        # no temporary file left behind
+    r = subprocess.run(cli + ["provision", "--port", str(tmp_path / "no-such-port"), "--file",
+                              os.path.join(os.path.dirname(__file__), "..", "examples", "params",
+                                           "shanghai-merchant.json")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "cannot talk to" in r.stderr and "Traceback" not in r.stderr

@@ -1,19 +1,27 @@
 """`roampos vterm` and `roampos run` as a newcomer uses them."""
+import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import serial
+
+from roampos import ROOT
+from roampos.vterm.process import _code_state
 
 pytestmark = pytest.mark.simulation
 CLI = [sys.executable, "-m", "roampos.cli"]
 
 
-def test_vterm_prints_console_first_and_stops_on_sigterm(tmp_path):
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+def test_vterm_prints_console_first_and_stops_on_sigterm(tmp_path, relative):
     flash = tmp_path / "f.img"
-    p = subprocess.Popen(CLI + ["vterm", "--flash", str(flash), "--heap", "64K"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(CLI + ["vterm", "--flash", "f.img" if relative else str(flash), "--heap", "64K"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path),
+                         env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tools")))
     try:
         first = p.stdout.readline()
         assert first.startswith("console: /dev/"), first
@@ -65,3 +73,59 @@ def test_run_starts_the_host_with_the_terminal_registered(tmp_path):
     listed = subprocess.run(CLI + ["terminal", "--db", "sqlite:///%s" % db, "list"],
                             capture_output=True, text=True, timeout=60)
     assert "SH000001" in listed.stdout and "440300" in listed.stdout, listed.stdout
+
+
+def _port_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_stops_everything_on_sigterm(tmp_path):
+    port = _free_port()
+    p = subprocess.Popen(CLI + ["run", "--flash", str(tmp_path / "f.img"), "--db", str(tmp_path / "h.db"),
+                                "--broker-port", str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    for line in p.stdout:
+        if "terminal ready" in line:
+            break
+    assert not _port_free(port)            # the host's broker serves
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(30) == 0
+    end = time.monotonic() + 10
+    while not _port_free(port) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert _port_free(port), "the host outlived `roampos run`"
+
+
+def test_run_says_why_when_the_host_cannot_start(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run(CLI + ["run", "--flash", str(tmp_path / "f.img"), "--db", str(tmp_path / "h.db"),
+                                  "--broker-port", str(port)], input="quit\n", capture_output=True, text=True,
+                           timeout=120)
+    assert r.returncode == 1 and "the host exited" in r.stderr, r.stdout + r.stderr
+    assert "Address already in use" in r.stderr or "address already in use" in r.stderr.lower(), r.stderr
+    bad = subprocess.run(CLI + ["run", "--heap", "64Q"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "heap size" in bad.stderr
+
+
+def test_code_image_notices_deleted_and_restored_files(tmp_path):
+    (tmp_path / "a.py").write_text("A = 1")
+    (tmp_path / "b.py").write_text("B = 2")
+    before = _code_state([str(tmp_path)])
+    os.rename(tmp_path / "b.py", tmp_path / "c.py")          # a rename: same newest mtime
+    assert _code_state([str(tmp_path)]) != before
+    os.remove(tmp_path / "c.py")                              # a deletion: nothing newer at all
+    assert _code_state([str(tmp_path)]) != before

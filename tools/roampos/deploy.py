@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 from roampos import ROOT
-from roampos.image import tree_files
+from roampos.image import BOARDS, tree_files
 
 __all__ = ["deploy", "main"]
 
@@ -26,6 +26,25 @@ def mpremote(port: str, *args: str) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if r.returncode:
         raise SystemExit("deploy: %s failed:\n%s%s" % (" ".join(args[:4]), r.stdout, r.stderr))
+
+
+# Runs on the board: remove the given directories of the flash filesystem, recursively.
+_REMOVE_TREES = """
+import os
+def rm(p):
+    try:
+        mode = os.stat(p)[0]
+    except OSError:
+        return
+    if mode & 0x4000:
+        for name in os.listdir(p):
+            rm(p + '/' + name)
+        os.rmdir(p)
+    else:
+        os.remove(p)
+for d in %r:
+    rm('/' + d)
+"""
 
 
 def deploy(port: str, offline: bool = False, source: bool = False) -> int:
@@ -43,12 +62,17 @@ def deploy(port: str, offline: bool = False, source: bool = False) -> int:
                 f.write(data)
             n += 1
         tops = sorted(os.path.join(stage, e) for e in os.listdir(stage))
-        # Ctrl-C first (mpremote does) so the app stops and the REPL serves.
-        mpremote(port, "fs", "cp", "-r", *tops, ":")
+        # Ctrl-C first (mpremote does) so the app stops and the REPL serves. The old code trees go
+        # first: a module dropped from the tree, or one shipped the other way (.py beside .mpy,
+        # which the import prefers), must not outlive the deploy.
+        mpremote(port, "exec", _REMOVE_TREES % (("firmware", "drivers") + (("lib/umqtt",) if offline else ()),))
+        mpremote(port, "resume", "fs", "cp", "-r", *tops, ":")
         if not offline:
             for dep in deps:
                 mpremote(port, "resume", "mip", "install", dep)
-        print("deploy: %d files to %s%s" % (n, port, "" if offline else ", then mip: " + " ".join(deps)))
+        # Start what was just copied, as a power cycle would (the board's own reset line).
+        mpremote(port, "resume", "exec", "--no-follow", "from firmware import boards; boards.get().reset()")
+        print("deploy: %d files to %s%s; the board restarts" % (n, port, "" if offline else ", then mip: " + " ".join(deps)))
         return n
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -57,7 +81,7 @@ def deploy(port: str, offline: bool = False, source: bool = False) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m roampos.deploy", description=__doc__.split("\n")[0])
     p.add_argument("--port", required=True)
-    p.add_argument("--board", default="esp32s3", help="for the record; the tree is the same")
+    p.add_argument("--board", default="esp32s3", choices=sorted(BOARDS), help="for the record; the tree is the same")
     p.add_argument("--offline", action="store_true", help="copy lib/umqtt from setup instead of mip")
     p.add_argument("--source", action="store_true", help="copy .py sources instead of .mpy")
     a = p.parse_args(argv)

@@ -4,6 +4,8 @@ place from flash (MicroPython >= 1.25, `vfs.VfsRom`) instead of the heap."""
 import argparse
 import os
 import subprocess
+import sys
+import tempfile
 from typing import Dict, Iterator, Optional, Tuple
 
 from littlefs import LittleFS
@@ -47,7 +49,9 @@ def mpy_cross() -> str:
 
 def compile_py(src: str, name: str) -> bytes:
     # Compile one .py to .mpy bytes. `name` is what tracebacks show.
-    out = src + ".mpy-tmp%d" % os.getpid()  # parallel vterms compile the same tree
+    # In a private temporary directory: the tree may be read-only, and parallel vterms compile it.
+    fd, out = tempfile.mkstemp(suffix=".mpy")
+    os.close(fd)
     try:
         r = subprocess.run([mpy_cross(), "-s", name, "-o", out, src],
                            capture_output=True, text=True)
@@ -124,9 +128,13 @@ def build(out: str, board: str = "vterm", source: bool = False,
         bake_params(fs, params)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = out + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(fs.context.buffer)
-    os.replace(tmp, out)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(fs.context.buffer)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return n
 
 
@@ -190,9 +198,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from roampos.provision import ProvisionError
+
     if args.romfs and args.source:
         raise SystemExit("--romfs holds compiled code: leave out --source")
-    n = build(args.output, args.board, args.source, args.params, code=not args.romfs)
+    try:
+        n = build(args.output, args.board, args.source, args.params, code=not args.romfs)
+    except ProvisionError as e:
+        print("image: parameter set %s: %s" % (args.params, e), file=sys.stderr)
+        return 1
+    except OSError as e:
+        print("image: cannot write %s: %s" % (args.output, e.strerror or e), file=sys.stderr)
+        return 1
     bs, count, offset = BOARDS[args.board]
     print("%s: %d files, %s image of %d x %d-byte blocks, flash it at 0x%X"
           % (args.output, n, args.board, count, bs, offset))

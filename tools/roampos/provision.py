@@ -112,18 +112,33 @@ def provision(con, s: Dict[str, Any], operator: Optional[str] = None, pin: Optio
               chunk: int = CHUNK) -> Dict[str, Any]:
     """Send a (validated) set through a console_client.Console; returns the commit reply."""
     validate(s)
+    if chunk < 1:
+        raise ProvisionError("--chunk must be at least 1 byte")
     raw = json.dumps(s, separators=(",", ":"), ensure_ascii=False).encode()
     if operator:
         _expect_ok(con, "login %s %s" % (operator, pin or ""), "login %s" % operator)
-    _expect_ok(con, "param import begin %d %08x" % (len(raw), zlib.crc32(raw) & 0xFFFFFFFF))
     try:
-        for off in range(0, len(raw), chunk):
-            b64 = base64.b64encode(raw[off:off + chunk]).decode()
-            _expect_ok(con, "param import data %d %s" % (off, b64), "chunk at %d" % off)
-        return _expect_ok(con, "param import commit").data
+        _expect_ok(con, "param import begin %d %08x" % (len(raw), zlib.crc32(raw) & 0xFFFFFFFF))
+        try:
+            for off in range(0, len(raw), chunk):
+                b64 = base64.b64encode(raw[off:off + chunk]).decode()
+                _expect_ok(con, "param import data %d %s" % (off, b64), "chunk at %d" % off)
+            return _expect_ok(con, "param import commit").data   # a commit logs everyone out
+        except BaseException:
+            _quietly(con, "param import abort")
+            raise
     except BaseException:
-        con.command("param import abort")
+        if operator:
+            _quietly(con, "logout")  # never leave an admin session open on a terminal we gave up on
         raise
+
+
+def _quietly(con, line: str) -> None:
+    """Best effort on a terminal that may have stopped answering."""
+    try:
+        con.command(line, timeout=5)
+    except Exception:
+        pass
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -136,7 +151,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from roampos.console_client import Console
+    from serial import SerialException
+
+    from roampos.console_client import Console, ExpectTimeout
 
     try:
         s = load_set(args.file)
@@ -148,6 +165,13 @@ def run(args: argparse.Namespace) -> int:
             con.close()
     except ProvisionError as e:
         print("provision: %s" % e, file=sys.stderr)
+        return 1
+    except ExpectTimeout:
+        print("provision: the terminal on %s stopped answering; the import was aborted if it could be"
+              % args.port, file=sys.stderr)
+        return 1
+    except (OSError, SerialException) as e:
+        print("provision: cannot talk to %s: %s" % (args.port, e), file=sys.stderr)
         return 1
     print("provisioned: parameter version %s, active region %s" % (res.get("version"), res.get("region")))
     return 0

@@ -10,6 +10,7 @@ path printed at start; type `quit` (or Ctrl-D) to stop everything.
 """
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,14 +18,14 @@ import time
 from roampos import ROOT
 from roampos.console_client import Console, ExpectTimeout
 from roampos.vterm.control import VTermProcess
-from roampos.vterm.process import DEFAULT_FLASH
+from roampos.vterm.process import DEFAULT_FLASH, heap_arg
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flash", default=DEFAULT_FLASH)
-    p.add_argument("--heap", default="128K")
+    p.add_argument("--heap", default="128K", type=heap_arg, help="MicroPython heap, e.g. 128K")
     p.add_argument("--fresh", action="store_true", help="rebuild the flash image from the tree")
     p.add_argument("--params", default=os.path.join(ROOT, "examples", "params", "shanghai-merchant.json"),
                    help="parameter set baked into a new image")
@@ -35,27 +36,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def register_terminal(db_url: str, params_path: str) -> None:
     """Register the parameter set's terminal and its region grants with the
-    host, as the acquirer does before it ships a terminal."""
+    host, as the acquirer does before it ships a terminal; on later runs only
+    the grants are applied again (the set may have new ones)."""
     import json
     with open(params_path) as f:
         p = json.load(f)
     m = p["merchant"]
     cli = [sys.executable, "-m", "roampos.cli", "terminal", "--db", db_url]
-    out = subprocess.run(cli + ["list"], capture_output=True, text=True)
-    if m["terminal_id"] in out.stdout:
-        return
-    subprocess.run(cli + ["add", m["terminal_id"], "--serial", m["serial"],
-                          "--merchant", m["id"], "--merchant-name", m.get("name") or m["id"],
-                          "--acquirer", m["acquirer"], "--account", "demo-settlement-account",
-                          "--home-region", m["home_region"],
-                          # The TMK a real acquirer injects into the terminal; kept beside the ledger.
-                          "--tmk-file", os.path.join(os.path.dirname(db_url[len("sqlite:///"):]),
-                                                     m["terminal_id"] + ".tmk")],
-                   check=True, capture_output=True)
+
+    def call(*args: str) -> "subprocess.CompletedProcess[str]":
+        r = subprocess.run(cli + list(args), capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError("roampos terminal %s: %s" % (args[0], (r.stderr or r.stdout).strip()))
+        return r
+
+    known = {t["terminal_id"] for t in json.loads(call("list", "--json").stdout or "[]")}
+    if m["terminal_id"] not in known:
+        call("add", m["terminal_id"], "--serial", m["serial"],
+             "--merchant", m["id"], "--merchant-name", m.get("name") or m["id"],
+             "--acquirer", m["acquirer"], "--account", "demo-settlement-account",
+             "--home-region", m["home_region"],
+             # The TMK a real acquirer injects into the terminal; kept beside the ledger.
+             "--tmk-file", os.path.join(os.path.dirname(db_url[len("sqlite:///"):]), m["terminal_id"] + ".tmk"))
+        print("run: registered terminal %s (merchant %s) with the host" % (m["terminal_id"], m["id"]))
     for g in p.get("authorized", []):
-        subprocess.run(cli + ["grant-region", m["terminal_id"], g["region"],
-                              "--from", g["from"], "--to", g["to"]], check=True, capture_output=True)
-    print("run: registered terminal %s (merchant %s) with the host" % (m["terminal_id"], m["id"]))
+        call("grant-region", m["terminal_id"], g["region"], "--from", g["from"], "--to", g["to"])
 
 
 def start_host(db: str, port: int, log: str) -> "subprocess.Popen[str]":
@@ -66,57 +71,98 @@ def start_host(db: str, port: int, log: str) -> "subprocess.Popen[str]":
                              "--port", str(port)], stdout=out, stderr=out, text=True)
 
 
+def _host_up(host: "subprocess.Popen[str]", log: str, since: int, timeout: float = 60) -> None:
+    """Return once the host says it is ready in its log (past offset `since`): a port that merely
+    accepts connections may be someone else's. Raise with the log's last line if it died."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with open(log, errors="replace") as fh:
+            fh.seek(since)
+            text = fh.read()
+        if "roampos host ready" in text:
+            return
+        if host.poll() is not None:
+            last = ([ln.strip() for ln in text.splitlines() if ln.strip()] or ["(no log)"])[-1]
+            raise RuntimeError("the host exited (%s): %s" % (host.returncode, last))
+        time.sleep(0.1)
+    raise RuntimeError("the host did not get ready within %.0f s (log %s)" % (timeout, log))
+
+
 def run(args: argparse.Namespace) -> int:
-    host = None
-    if not args.no_host:
-        if os.path.exists(args.params):
-            register_terminal("sqlite:///" + args.db, args.params)
-        log = os.path.splitext(args.db)[0] + ".log"
-        host = start_host(args.db, args.broker_port, log)
-        print("host: embedded MQTT broker on 127.0.0.1:%d, ledger %s, log %s"
-              % (args.broker_port, args.db, log))
-    fresh = args.fresh or not os.path.exists(args.flash)
-    params = args.params if fresh and os.path.exists(args.params) else None
-    vt = VTermProcess(args.flash, heap=args.heap, fresh=fresh, params=params)
-    con = Console(vt.console)
+    # SIGTERM/SIGHUP (a background `run` stopped with kill, a closed terminal) end it like `quit`:
+    # the finally below stops the terminal and the host instead of leaving them running.
+    def stop(signum, frame):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+    host = vt = con = None
     try:
-        print("console: %s" % vt.console)
         try:
-            con.wait_ready(15)
-            print("terminal ready; type a console command (help, status, ...), quit to stop")
-        except ExpectTimeout as e:
-            print("terminal did not report ready: %s" % e)
-        interactive = sys.stdin.isatty()
-        while True:
-            try:
-                line = input("roampos> " if interactive else "")
-            except EOFError:
-                if not interactive:  # started in the background: serve until stopped
-                    while vt.alive():
-                        time.sleep(1)
-                break
-            except KeyboardInterrupt:
-                print()
-                break
-            line = line.strip()
-            if line in ("quit", "exit"):
-                break
-            if not line:
-                continue
-            for ev in con.events:
-                print("EVT", ev)
-            con.events.clear()
-            try:
-                print(con.command(line, timeout=30).raw)
-            except ExpectTimeout as e:
-                print(str(e))
-        return 0
+            if not args.no_host:
+                if os.path.exists(args.params):
+                    register_terminal("sqlite:///" + args.db, args.params)
+                log = os.path.splitext(args.db)[0] + ".log"
+                since = os.path.getsize(log) if os.path.exists(log) else 0
+                host = start_host(args.db, args.broker_port, log)
+                _host_up(host, log, since)
+                print("host: embedded MQTT broker on 127.0.0.1:%d, ledger %s, log %s"
+                      % (args.broker_port, args.db, log))
+            fresh = args.fresh or not os.path.exists(args.flash)
+            params = args.params if fresh and os.path.exists(args.params) else None
+            vt = VTermProcess(args.flash, heap=args.heap, fresh=fresh, params=params)
+            con = Console(vt.console)
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+            print("run: %s" % exc, file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+        try:
+            return _serve(vt, con)
+        except KeyboardInterrupt:  # a signal while serving in the background
+            return 0
     finally:
-        con.close()
-        vt.stop()
+        if con is not None:
+            con.close()
+        if vt is not None:
+            vt.stop()
         if host is not None:
             host.terminate()
             try:
                 host.wait(10)
             except subprocess.TimeoutExpired:
                 host.kill()
+
+
+def _serve(vt: VTermProcess, con: Console) -> int:
+    """The prompt: console commands until quit, EOF or a signal."""
+    print("console: %s" % vt.console)
+    try:
+        con.wait_ready(15)
+        print("terminal ready; type a console command (help, status, ...), quit to stop")
+    except ExpectTimeout as e:
+        print("terminal did not report ready: %s" % e)
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            line = input("roampos> " if interactive else "")
+        except EOFError:
+            if not interactive:  # started in the background: serve until stopped
+                while vt.alive():
+                    time.sleep(1)
+            break
+        except KeyboardInterrupt:
+            print()
+            break
+        line = line.strip()
+        if line in ("quit", "exit"):
+            break
+        if not line:
+            continue
+        for ev in con.events:
+            print("EVT", ev)
+        con.events.clear()
+        try:
+            print(con.command(line, timeout=30).raw)
+        except ExpectTimeout as e:
+            print(str(e))
+    return 0

@@ -2,51 +2,45 @@
 
 PyPI carries it as the sdist `micropython-umqtt.simple`, which pip can download
 but not build (it has neither setup.py nor pyproject.toml). We let pip resolve
-and fetch it from whatever index pip is configured with, then unpack the module
-ourselves. No registry host is named here: the URL is the one pip chose.
+and fetch it from whatever index pip is configured with (its credentials,
+proxy and certificates included) and keep what it unpacked before its build
+step failed (--no-clean, in a temporary directory of our own). No registry
+host is named here, and nothing is fetched twice.
 """
-import io
 import os
-import re
 import subprocess
 import sys
 import tarfile
 import tempfile
-import urllib.request
-import ssl
 
 PACKAGE = "micropython-umqtt.simple==1.3.4"
 MEMBER = "umqtt/simple.py"
 
 
-def pip_chosen_url() -> str:
-    # pip prints the artifact it fetched in its (failing) metadata step.
-    with tempfile.TemporaryDirectory() as d:
-        r = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "-d", d, "-v", PACKAGE], capture_output=True, text=True)
-        for name in os.listdir(d):  # a future pip may succeed and leave the file
+def fetched_source() -> bytes:
+    with tempfile.TemporaryDirectory() as work:
+        dl, tmp = os.path.join(work, "dl"), os.path.join(work, "tmp")
+        os.makedirs(tmp)
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                            "--no-clean", "-d", dl, PACKAGE], capture_output=True, text=True,
+                           env=dict(os.environ, TMPDIR=tmp))
+        # A future pip may build it and leave the archive; today's leaves the unpacked sdist.
+        for name in os.listdir(dl) if os.path.isdir(dl) else ():
             if name.endswith(".tar.gz"):
-                return "file://" + os.path.join(d, name), open(os.path.join(d, name), "rb").read()
-        m = re.search(r"((?:https?|file)://\S+?\.tar\.gz)", r.stdout + r.stderr)
-        if not m:
-            sys.exit("fetch_umqtt: pip did not report where it fetched %s:\n%s" % (PACKAGE, r.stderr[-2000:]))
-        return m.group(1), None
+                with tarfile.open(os.path.join(dl, name), mode="r:gz") as tar:
+                    for m in tar.getmembers():
+                        if m.name.endswith("/" + MEMBER):
+                            return tar.extractfile(m).read()
+        for dirpath, _, filenames in os.walk(tmp):
+            path = os.path.join(dirpath, os.path.basename(MEMBER))
+            if dirpath.endswith(os.path.dirname(MEMBER)) and os.path.basename(MEMBER) in filenames:
+                with open(path, "rb") as f:
+                    return f.read()
+        sys.exit("fetch_umqtt: pip did not fetch %s:\n%s" % (PACKAGE, (r.stdout + r.stderr)[-2000:]))
 
 
 def main(dest: str) -> int:
-    url, data = pip_chosen_url()
-    if data is None:
-        ctx = ssl.create_default_context(cafile=os.environ.get("PIP_CERT") or None)
-        with urllib.request.urlopen(url, context=ctx, timeout=60) as f:
-            data = f.read()
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        for m in tar.getmembers():
-            if m.name.endswith("/" + MEMBER):
-                src = tar.extractfile(m).read()
-                break
-        else:
-            sys.exit("fetch_umqtt: %s not in %s" % (MEMBER, url))
+    src = fetched_source()
     out = os.path.join(dest, "umqtt")
     os.makedirs(out, exist_ok=True)
     open(os.path.join(out, "__init__.py"), "w").close()

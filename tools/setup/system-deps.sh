@@ -6,6 +6,8 @@
 # and only as root (CI); elsewhere it says what to install.
 set -u
 need=()
+# Debian's python3 comes without venv/ensurepip (`make setup` creates .venv): everything needs it.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)

@@ -10,6 +10,7 @@ process at this instant, then power on), SIGUSR2 = reset button,
 SIGTERM/SIGINT = switch off and exit.
 """
 import argparse
+import hashlib
 import os
 import select
 import shutil
@@ -81,14 +82,18 @@ def romfs_path(flash: str) -> str:
     return flash + ".romfs"
 
 
-def _newest(top: str) -> float:
-    t = 0.0
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        for fn in filenames:
-            if fn.endswith(".py"):
-                t = max(t, os.path.getmtime(os.path.join(dirpath, fn)))
-    return t
+def _code_state(tops: List[str]) -> str:
+    """What the ROMFS was built from: every code file's path, size and mtime. A deleted, renamed or
+    restored file (branch switch) changes it, not only a newer edit."""
+    h = hashlib.sha256()
+    for top in tops:
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for fn in sorted(filenames):
+                if fn.endswith((".py", ".json")):
+                    st = os.stat(os.path.join(dirpath, fn))
+                    h.update(f"{os.path.join(dirpath, fn)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def ensure_romfs(flash: str, fresh: bool = False) -> str:
@@ -97,12 +102,15 @@ def ensure_romfs(flash: str, fresh: bool = False) -> str:
     is newer than it, so code edits take effect at the next vterm start."""
     rom = romfs_path(flash)
     vhw = compiled_vhw()
-    if not fresh and os.path.exists(rom):
-        built = os.path.getmtime(rom)
-        tops = [os.path.join(ROOT, d) for d in CODE_DIRS] + [os.path.join(VHW, "vhw")]
-        if max(_newest(t) for t in tops) <= built:
-            return rom
+    state = _code_state([os.path.join(ROOT, d) for d in CODE_DIRS] + [os.path.join(VHW, "vhw")])
+    stamp = rom + ".src"
+    if not fresh and os.path.exists(rom) and os.path.exists(stamp):
+        with open(stamp) as fh:
+            if fh.read() == state:
+                return rom
     build_romfs(rom, "vterm", extra=vhw)
+    with open(stamp, "w") as fh:
+        fh.write(state)
     return rom
 
 
@@ -122,8 +130,8 @@ def micropython_binary() -> str:
 class VirtualTerminal:
     def __init__(self, flash: str, heap: str = "64K", log: Optional[str] = None,
                  rom: Optional[str] = None):
-        self.flash = flash
-        self.rom = rom  # the ROMFS image, or None: code from the littlefs only
+        self.flash = os.path.abspath(flash)   # the child runs in a temporary directory
+        self.rom = os.path.abspath(rom) if rom else None  # the ROMFS image, or None: code from the littlefs only
         self.heap = heap
         self.con_master, self.con_slave = os.openpty()
         tty.setraw(self.con_slave)  # no echo, no CR/LF mangling, Ctrl-C is a byte
