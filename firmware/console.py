@@ -14,6 +14,7 @@ MAX_LINE = const(1024)
 _DRAIN = const(256)  # bytes taken per wake-up before yielding to other tasks
 _CR = const(13)
 _LF = const(10)
+_CTRL_B = const(2)
 _CTRL_C = const(3)
 _TOOLONG = const(-1)
 
@@ -110,6 +111,10 @@ class Console:
         # for a bad line (_TOOLONG or the control byte), or None meanwhile.
         if c == _CTRL_C and self.board.ctrl_c_is_byte:
             self.stopped = True
+            return None
+        if c == _CTRL_B and self._n == 0:
+            # What mpremote sends as it leaves the raw REPL ("\r" Ctrl-B); after `deploy` resets
+            # the board it reaches the new console: not the start of a command.
             return None
         if c == _CR or c == _LF:
             n, over, ctrl = self._n, self._overflow, self._ctrl

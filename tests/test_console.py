@@ -111,3 +111,13 @@ def test_ctrl_c_leaves_the_app_for_the_repl_and_reset_returns(dut):
 def test_power_cut_restarts_the_application(dut):
     dut.reboot_and_wait("power_cut")
     assert dut.command("status").ok
+
+
+def test_ctrl_b_at_the_start_of_a_line_is_not_a_command(dut):
+    # mpremote ends its raw-REPL session with "\r" Ctrl-B; after a deploy resets the board it lands
+    # on the new console, in front of the engineer's next command.
+    dut.flush_input()
+    dut.write(b"\r\x02status\r\n")
+    assert dut.next_reply().ok
+    dut.write(b"echo a\x02b\r\n")            # anywhere else it is a control byte as before
+    assert dut.next_reply().code == "binary"
