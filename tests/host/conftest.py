@@ -41,12 +41,7 @@ def mosquitto(tmp_path) -> Iterator[str]:
 
 
 def _pg_available() -> bool:
-    try:
-        import psycopg
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-        return True
-    except Exception:
-        return False
+    return dbm.pg_reachable(PG_URL)
 
 
 _PG = None

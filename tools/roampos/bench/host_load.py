@@ -231,12 +231,8 @@ PG_URL = os.environ.get("ROAMPOS_TEST_PG", "postgresql://postgres@127.0.0.1:5432
 
 
 def pg_available() -> bool:
-    try:
-        import psycopg
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-        return True
-    except Exception:
-        return False
+    from ..host.db import pg_reachable
+    return pg_reachable(PG_URL)
 
 
 def run_once(broker_kind: str, workers: int, terminals: int, requests: int, rounds: int = 5,

@@ -337,6 +337,16 @@ def _is_outage(exc: Exception) -> bool:
     return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
+def pg_reachable(url: str) -> bool:
+    """Whether a PostgreSQL server answers at `url` (tests and the bench use it when there is one)."""
+    try:
+        import psycopg
+        psycopg.connect(url, connect_timeout=3).close()
+        return True
+    except Exception:
+        return False
+
+
 def connect(url: Optional[str] = None, create: bool = True) -> Database:
     db = Database(url or default_url())
     if create:
