@@ -277,6 +277,11 @@ def run(args: argparse.Namespace) -> int:
         broker = BrokerThread("127.0.0.1", args.port or DEFAULT_PORT, hold=(REQ_FILTER, STATUS_FILTER)).start()
         url = broker.url
         log.info("embedded broker at %s", url)
+    if args.workers > 1 and not db_url.startswith(("postgresql://", "postgres://")):
+        # Measured (docs/host.md): SQLite has one writer, so workers on one ledger only take turns
+        # on its lock and fsync; two give about a third fewer authorizations per second than one.
+        log.warning("%d workers on a SQLite ledger take turns on its single writer: expect less throughput"
+                    " than 1 worker; use PostgreSQL to scale out", args.workers)
     ctx = multiprocessing.get_context("spawn")
     procs: List = []
     events = []
