@@ -40,3 +40,54 @@ def test_group_reads_see_a_blocked_terminal_and_unknown_ones(db, handler):
         handler.begin_group([("ZZZ00001", {"t": "0200", "41": "ZZZ00001", "11": "000001"})])
         assert handler._group.terms == {"ZZZ00001": None}
         handler.end_group()
+
+
+class _Client:
+    """What process_batch needs of the MQTT client: it records what would be sent."""
+    conn = 1
+
+    def __init__(self):
+        self.published, self.acked = [], []
+
+    def publish(self, topic, payload, qos=1):
+        self.published.append((topic, payload))
+
+    def ack(self, msg):
+        self.acked.append(msg.mid)
+
+    def flush(self):
+        return True
+
+
+def test_a_message_failing_half_way_is_undone_alone(db, monkeypatch):
+    """The worker handles a group without per-message savepoints; one that fails after it wrote
+    (here: an internal error after its batch row was inserted) makes the worker roll the group back
+    and handle it again with savepoints, so only that message is undone, and all are answered."""
+    from roampos.host import auth
+    from roampos.host.service import Worker
+    from roampos.host.wire import Inbound
+    w = Worker("mqtt://127.0.0.1:1", db.url)
+    w.client = _Client()
+    term = SimTerminal(TID, MID, SERIAL, TMK)
+    term.apply_signon(w.handler.handle(TID, term.signon()).response)
+    good1 = term.financial(card(11), 100, cell="460-00-6200-1")
+    term.batch = "000007"
+    bad = term.financial(card(12), 200, cell="460-00-6200-1")
+    term.batch = "000001"
+    good2 = term.financial(card(13), 300, cell="460-00-6200-1")
+    location = auth._location
+
+    def failing(ctx, d):
+        if ctx.tlv["BN"] == "000007":
+            raise RuntimeError("a bug after the batch row was written")
+        return location(ctx, d)
+    monkeypatch.setattr(auth, "_location", failing)
+    msgs = [Inbound(f"roampos/v1/{TID}/req", raw, 1, i + 1, 1) for i, raw in enumerate((good1, bad, good2))]
+    statements = db.statement_errors
+    w.process_batch(msgs)
+    rcs = [iso.decode(p)["39"] for _, p in w.client.published]
+    assert rcs == ["00", "96", "00"] and w.client.acked == [1, 2, 3]
+    assert db.one("SELECT COUNT(*) FROM txns")[0] == 2
+    assert db.one("SELECT COUNT(*) FROM batches WHERE batch_no='000007'")[0] == 0   # undone
+    assert db.statement_errors == statements
+    assert totals_table(db) == totals_from_ledger(db)

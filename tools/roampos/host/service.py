@@ -110,8 +110,11 @@ class Worker:
         # Decoding needs no database: do it once, outside the write lock another worker may want.
         decoded = [self._decode_one(m) for m in batch]
         first = True
+        safe = False   # real savepoints per message: after a pass that left one message half-written
         while not self.stopping.is_set():
             try:
+                self.db.lazy_savepoints, self.db.dirty = not safe, False
+                errors = self.db.statement_errors
                 with self.db.transaction():
                     if first:
                         # Group commit across workers: whatever arrived while this worker waited
@@ -128,7 +131,12 @@ class Worker:
                         end = getattr(self.handler, "end_group", None)
                         if end is not None:
                             end()
+                    if not safe and (self.db.dirty or self.db.statement_errors != errors):
+                        raise _Redo()  # roll all of it back; nothing was answered yet
                 break
+            except _Redo:
+                safe = True
+                continue
             except DatabaseError as exc:
                 log.error("worker %d: database unavailable (%s); retrying in %.1fs", self.index, exc, delay)
                 self._idle(delay)
@@ -137,6 +145,8 @@ class Worker:
                     self.db.reconnect()
                 except DatabaseError:
                     pass
+            finally:
+                self.db.lazy_savepoints = False
         else:
             return  # stopping: leave them unacknowledged for redelivery
         self.groups += 1
@@ -208,6 +218,10 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+class _Redo(Exception):
+    """A lazy-savepoint pass left a message half-written: handle the group again, with savepoints."""
 
 
 def no_delay(client) -> None:  # type: ignore[no-untyped-def]
