@@ -91,3 +91,84 @@ def test_a_message_failing_half_way_is_undone_alone(db, monkeypatch):
     assert db.one("SELECT COUNT(*) FROM batches WHERE batch_no='000007'")[0] == 0   # undone
     assert db.statement_errors == statements
     assert totals_table(db) == totals_from_ledger(db)
+
+
+def _terminals(db, handler, n):
+    from roampos.host import registry
+    out = []
+    for i in range(n):
+        tid, serial = f"GRP{i:05d}", f"RP-GRP-{i:05d}"
+        registry.add_terminal(db, tid, serial, MID, "Roaming Noodles", "48021000", "6222020000000001", "310000",
+                              {}, TMK.hex())
+        registry.grant_region(db, tid, "440300", "2020-01-01", "2099-12-31")
+        t = SimTerminal(tid, MID, serial, TMK, cell=None)
+        t.apply_signon(handler.handle(tid, t.signon()).response)
+        out.append(t)
+    return out
+
+
+def _mixed_group(handler, items):
+    """(terminal, raw) pairs handled as one worker group."""
+    with handler.db.transaction():
+        decoded = [(t.tid, handler.decode(t.tid, raw)) for t, raw in items]
+        handler.begin_group(decoded)
+        try:
+            return [handler.handle(t.tid, raw, decoded=d) for (t, raw), (_, d) in zip(items, decoded)]
+        finally:
+            handler.end_group()
+
+
+def test_one_card_several_times_in_one_group_sees_its_own_earlier_approvals(db, handler):
+    """The group reads a card's totals and recent approvals once; a second message with that card
+    must not decide on them, but on what the first one just wrote."""
+    ts = _terminals(db, handler, 7)
+    same = card(500)
+    # daily card limit (310000: 10,000,000; per transaction 5,000,000): the third sale crosses it
+    out = _mixed_group(handler, [(t, t.financial(same, 4_000_000, method="Q")) for t in ts[:3]])
+    assert [o.rc for o in out] == ["00", "00", "61"]
+    # velocity (5 approvals a minute): of six sales of one card in one group, the sixth is refused
+    other = card(501)
+    out = _mixed_group(handler, [(t, t.financial(other, 100, method="Q")) for t in ts[:6]])
+    assert [o.rc for o in out] == ["00"] * 5 + ["59"]
+    # impossible travel inside one group: Shanghai, then Shenzhen
+    third = card(502)
+    out = _mixed_group(handler, [(ts[0], ts[0].financial(third, 100, method="Q")),
+                                 (ts[6], ts[6].financial(third, 100, method="Q", region="440300"))])
+    assert [o.rc for o in out] == ["00", "59"]
+    assert totals_table(db) == totals_from_ledger(db)
+
+
+def test_group_card_reads_match_reading_per_message(db, handler):
+    """The same messages, one group or one at a time: the same decisions."""
+    ts = _terminals(db, handler, 4)
+    pans = [card(600 + i) for i in range(4)]
+    for t, pan in zip(ts, pans):   # history: each card approved once already, in Shanghai
+        assert iso.decode(handler.handle(t.tid, t.financial(pan, 2_000_000, method="Q")).response)["39"] == "00"
+    ts[2].batch = "000002"   # a Shenzhen batch of its own
+    batch = [(ts[0], ts[0].financial(pans[0], 4_000_000, method="Q")),                  # fits
+             (ts[1], ts[1].financial(pans[1], 9_000_000, method="Q")),                  # per-txn limit
+             (ts[2], ts[2].financial(pans[2], 100, method="Q", region="440300")),       # travel
+             (ts[3], ts[3].financial(pans[3], 4_500_000, method="Q"))]                  # fits
+    grouped = [o.rc for o in _mixed_group(handler, batch)]
+    assert grouped == ["00", "61", "59", "00"], grouped
+
+
+def test_a_statement_bug_costs_one_message_not_the_worker(db, monkeypatch):
+    """A mistake in a statement (here: a column that does not exist) is not a database outage:
+    the message gets a 96 and the worker goes on, instead of retrying the group forever."""
+    from roampos.host import risk
+    from roampos.host.service import Worker
+    from roampos.host.wire import Inbound
+    w = Worker("mqtt://127.0.0.1:1", db.url)
+    w.client = _Client()
+    term = SimTerminal(TID, MID, SERIAL, TMK)
+    term.apply_signon(w.handler.handle(TID, term.signon()).response)
+    original = risk.check
+
+    def buggy(db_, policy, card_hash, region, amount, threshold, now, recent=None):
+        db_.one("SELECT no_such_column FROM txns")
+        return original(db_, policy, card_hash, region, amount, threshold, now, recent)
+    monkeypatch.setattr(risk, "check", buggy)
+    w.process_batch([Inbound(f"roampos/v1/{TID}/req", term.financial(card(21), 100, cell="460-00-6200-1"), 1, 1, 1)])
+    assert [iso.decode(p)["39"] for _, p in w.client.published] == ["96"] and w.client.acked == [1]
+    assert db.one("SELECT COUNT(*) FROM txns")[0] == 0

@@ -38,6 +38,9 @@ class Ctx:
     # This message's reversal is already in the ledger (it overtook the message): whatever is
     # decided is stored as reversed, so a void must not touch its sale.
     reversed_first: bool = False
+    # handler.CardState: the worker group's reads of this card (PAN, totals, recent approvals),
+    # when no earlier message of the group can have moved them; None: read per message.
+    card_state: Any = None
 
 
 @dataclass
@@ -78,11 +81,13 @@ def _base(ctx: Ctx, kind: str) -> Decision:
         raise iso.MessageError("PM must be C, Q or P", "48")
     if "4" not in doc or "49" not in doc:
         raise iso.MessageError("amount and currency are required", "4" if "4" not in doc else "49")
-    pan = iso.decrypt_pan(ctx.tdk, tlv["EP"], ctx.pan_ecb)
+    cs = ctx.card_state
+    pan = cs.pan if cs is not None else iso.decrypt_pan(ctx.tdk, tlv["EP"], ctx.pan_ecb)
     if "2" in doc and doc["2"] != iso.mask_pan(pan):
         raise iso.MessageError("masked PAN does not match the encrypted PAN", "2")
     d = Decision(rc="00", kind=kind, amount=int(doc["4"]), currency=doc["49"], region=tlv["RG"],
-                 method=tlv["PM"], masked_pan=iso.mask_pan(pan), card_hash=iso.card_hash(ctx.card_key, pan),
+                 method=tlv["PM"], masked_pan=iso.mask_pan(pan),
+                 card_hash=cs.card_hash if cs is not None else iso.card_hash(ctx.card_key, pan),
                  orig_rrn=tlv.get("OR", ""))
     d.reason = pan  # carried to the checks only; the handler never stores or logs `reason` when rc=00
     # Before any read of the card's state (totals, velocity, PIN tries, its sales for a refund or
@@ -144,8 +149,9 @@ def _daily(ctx: Ctx, d: Decision, reg: dict) -> Optional[str]:
     if d.amount > reg["txn_limit"]:
         d.flags.append("txn_limit")
         return "61"
-    # Running totals (one indexed read) instead of SUM over a ledger that grows all day.
-    card_sum, term_sum = totals.daily(ctx.db, d.card_hash, ctx.terminal["terminal_id"], d.region, today)
+    # Running totals (one indexed read, or the group's) instead of SUM over a ledger that grows all day.
+    sums = ctx.card_state.daily(ctx.terminal["terminal_id"], d.region, today) if ctx.card_state else None
+    card_sum, term_sum = sums or totals.daily(ctx.db, d.card_hash, ctx.terminal["terminal_id"], d.region, today)
     if card_sum + d.amount > reg["daily_card_limit"]:
         d.flags.append("daily_card_limit")
         return "61"
@@ -199,7 +205,8 @@ def _sale_checks(ctx: Ctx, d: Decision, pan: str, reg: dict) -> Optional[str]:
     rc = _pin(ctx, d, pan, reg) or _daily(ctx, d, reg)
     if rc:
         return rc
-    rc, flags = risk.check(ctx.db, ctx.policy, d.card_hash, d.region, d.amount, reg["report_threshold"], ctx.now)
+    rc, flags = risk.check(ctx.db, ctx.policy, d.card_hash, d.region, d.amount, reg["report_threshold"], ctx.now,
+                           ctx.card_state.recent() if ctx.card_state else None)
     d.flags.extend(flags)
     if rc:
         return rc

@@ -352,10 +352,18 @@ def _card_lock_key(card_hash: str) -> int:
         return zlib.crc32(card_hash.encode()) - (1 << 31)
 
 
+# SQLite's OperationalError covers both the file being unavailable and mistakes in a statement
+# ("no such column", a syntax error): only the first kind is worth retrying. A bug retried forever
+# would stall the worker with nothing answered; raised, it costs one message a 96.
+_SQLITE_OUTAGES = ("locked", "busy", "disk i/o", "unable to open", "readonly", "read-only", "disk is full",
+                   "no such file", "not a database", "interrupted")
+
+
 def _is_outage(exc: Exception) -> bool:
     """Connection lost, server gone, database locked or unreadable: worth retrying."""
     if isinstance(exc, sqlite3.OperationalError):
-        return True
+        text = str(exc).lower()
+        return any(k in text for k in _SQLITE_OUTAGES)
     try:
         import psycopg
     except ImportError:

@@ -45,7 +45,8 @@ class _Group:
     Only a terminal's first message in the group uses it: any later one (whose predecessor may
     have signed on, settled, opened a batch or stored a row) reads the database as before.
     """
-    __slots__ = ("terms", "stans", "batches", "tlvs", "seen")
+    __slots__ = ("terms", "stans", "batches", "tlvs", "seen", "cards", "key_cards", "totals", "days",
+                 "recent", "touched", "stale")
 
     def __init__(self) -> None:
         self.terms: Dict[str, Optional[dict]] = {}           # terminal ID -> row (None: unknown)
@@ -53,6 +54,34 @@ class _Group:
         self.batches: Dict[tuple, Optional[tuple]] = {}      # (tid, batch) -> (region, status) or None
         self.tlvs: Dict[int, tuple] = {}                     # id(doc) -> (doc, decoded field 48)
         self.seen: set = set()                               # terminals already handled in the group
+        # Card state, for a message whose terminal and card no earlier message of the group touched
+        # (and no settlement or upload came before, which can move many cards' rows):
+        self.cards: Dict[int, Tuple[str, str]] = {}         # id(doc) -> (PAN, card hash)
+        self.key_cards: Dict[tuple, str] = {}               # (tid, batch, STAN) -> card of its ledger row
+        self.totals: Dict[tuple, int] = {}                  # (scope, subject, region, day) -> amount
+        self.days: Dict[str, str] = {}                      # region -> the local day totals were read for
+        self.recent: Dict[str, list] = {}                   # card -> [(created, proc, region)] approved
+        self.touched: set = set()                           # cards an earlier message may have moved
+        self.stale = False
+
+
+class CardState:
+    """The group's reads for one message's card and terminal (see _Group); None where not known."""
+    __slots__ = ("pan", "card_hash", "_g")
+
+    def __init__(self, g: _Group, pan: str, card_hash: str):
+        self.pan, self.card_hash, self._g = pan, card_hash, g
+
+    def daily(self, terminal_id: str, region: str, day: str) -> Optional[Tuple[int, int]]:
+        """(card total, terminal total) of standing sales, as totals.daily() reads them."""
+        if self._g.days.get(region) != day:
+            return None  # read for another day (the group straddles midnight there)
+        t = self._g.totals
+        return t.get(("card", self.card_hash, region, day), 0), t.get(("terminal", terminal_id, region, day), 0)
+
+    def recent(self) -> list:
+        """This card's approved financial rows of the risk windows: (created, proc, region)."""
+        return self._g.recent.get(self.card_hash, [])
 
 
 _GROUP_MTIS = ("0200", "0220", "0400", "0320", "0500")
@@ -102,7 +131,7 @@ class Handler:
         for tid in tids:
             g.terms.setdefault(tid, None)
         stans, batches, cards = set(), set(), set()
-        pg = self.db.kind == "pg"
+        now = time.time()
         for _, doc in items:
             if not isinstance(doc, dict) or doc.get("t") not in _GROUP_MTIS or "11" not in doc:
                 continue
@@ -114,8 +143,16 @@ class Handler:
             except Exception:
                 continue  # the handler raises it again, as a format error
             g.tlvs[id(doc)] = (doc, tlv)
-            if pg and "EP" in tlv and doc["t"] != "0400":
-                cards.add(self._card_of(g.terms[tid], tlv["EP"]))
+            if "EP" in tlv and doc["t"] != "0400":
+                hit = self._card_of(g.terms[tid], tlv["EP"])
+                if hit is not None:
+                    g.cards[id(doc)] = hit
+                    cards.add(hit[1])
+                    reg = registry.region(self.db, tlv.get("RG", ""))
+                    if reg is not None:
+                        day = g.days.setdefault(reg["code"], registry.local_date(reg, now))
+                        g.totals[("card", hit[1], reg["code"], day)] = 0
+                        g.totals[("terminal", tid, reg["code"], day)] = 0
             batch = tlv.get("BN", "")
             if len(batch) == 6 and batch.isdigit():
                 stans.add((tid, batch, doc["11"]))
@@ -129,7 +166,9 @@ class Handler:
                     " ON txns.terminal_id=k.t AND txns.batch_no=k.b AND txns.stan=k.s",
                     [v for key in stans for v in key]):
                 g.stans[(tid, batch, stan)] = True
-                cards.add(card)  # a reversal's original, a redelivered sale
+                if card:
+                    g.key_cards[(tid, batch, stan)] = card
+                    cards.add(card)  # a reversal's original, a redelivered sale
             for key in batches:
                 g.batches[key] = None
             for tid, batch, reg, status in self.db.all(
@@ -140,16 +179,60 @@ class Handler:
                 g.batches[(tid, batch)] = (reg, status)
         # The group's cards, locked in one sorted sweep after its terminals: a card's later lock
         # (auth) then finds it held, and two workers' groups can never wait on each other in a cycle.
+        # Their state is read under those locks (PostgreSQL) or the write lock (SQLite).
         self.db.lock_cards(cards)
+        if g.totals:
+            keys = list(g.totals)
+            for scope, subject, region, day, amount in self.db.all(
+                    "WITH k(sc, su, r, d) AS (VALUES " + ",".join(["(?,?,?,?)"] * len(keys)) + ")"
+                    " SELECT t.scope, t.subject, t.region, t.local_date, t.amount FROM k JOIN daily_totals t"
+                    " ON t.scope=k.sc AND t.subject=k.su AND t.region=k.r AND t.local_date=k.d",
+                    [v for key in keys for v in key]):
+                g.totals[(scope, subject, region, day)] = int(amount)
+        sale_cards = sorted({hit[1] for hit in g.cards.values()})
+        if sale_cards:
+            # Every approval inside either risk window of any message handled from now on.
+            since = int(now) - max(self.policy.velocity_window_s, self.policy.travel_window_s)
+            for card in sale_cards:
+                g.recent[card] = []
+            if self.db.kind == "pg":
+                # One index probe per card (txns_card: card_hash, created), whatever the statistics
+                # of a young ledger make the planner think of an IN list.
+                sql = ("WITH k(c) AS (VALUES " + ",".join(["(?)"] * len(sale_cards)) + ") SELECT r.card_hash,"
+                       " r.created, r.proc, r.region FROM k CROSS JOIN LATERAL (SELECT card_hash, created, proc,"
+                       " region FROM txns WHERE card_hash=k.c AND created>=? AND status='approved'"
+                       " AND kind='financial' ORDER BY card_hash, created) r")
+            else:
+                sql = ("SELECT card_hash, created, proc, region FROM txns WHERE card_hash IN ("
+                       + ",".join("?" * len(sale_cards)) + ") AND created>=? AND status='approved' AND kind='financial'")
+            for card, created, proc, region in self.db.all(sql, sale_cards + [since]):
+                g.recent[card].append((int(created), proc, region))
         return g
 
-    def _card_of(self, term: dict, ep: str) -> str:
-        """The card hash of an encrypted PAN under the terminal's data key ('' if it does not decrypt)."""
+    def _card_of(self, term: dict, ep: str) -> Optional[Tuple[str, str]]:
+        """(PAN, card hash) of an encrypted PAN under the terminal's data key, or None."""
         keys = self.keys(term)
         try:
-            return iso.card_hash(self.card_key, iso.decrypt_pan(keys.tdk or b"", ep, keys.pan_ecb))
+            pan = iso.decrypt_pan(keys.tdk or b"", ep, keys.pan_ecb)
+            return pan, iso.card_hash(self.card_key, pan)
         except Exception:
-            return ""  # the handler rejects it on its own, as a format error
+            return None  # the handler rejects it on its own, as a format error
+
+    def _touch(self, doc: Dict[str, str]) -> None:
+        """After a message: what it may have moved is read afresh by the group's later messages."""
+        g = self._group
+        if g is None:
+            return
+        hit = g.cards.get(id(doc))
+        if hit is not None:
+            g.touched.add(hit[1])
+        hit_tlv = g.tlvs.get(id(doc))
+        if hit_tlv is not None and hit_tlv[0] is doc:
+            card = g.key_cards.get((doc.get("41"), hit_tlv[1].get("BN", ""), doc.get("11")))
+            if card:
+                g.touched.add(card)
+        if doc.get("t") in ("0320", "0500"):
+            g.stale = True  # an upload or a trailer can move rows of any card of the batch
 
     def end_group(self) -> None:
         self._group = None
@@ -207,6 +290,8 @@ class Handler:
         except Exception as exc:  # a bug must cost one message a 96, not the whole worker
             log.exception("internal error on %s", topic_tid)
             return self._reply(doc, "96", None, f"{topic_tid}: internal error {type(exc).__name__}")
+        finally:
+            self._touch(doc)
 
     # ------------------------------------------------------------ steps
     def _handle(self, topic_tid: str, raw: bytes, doc: Dict[str, str], now: float) -> Outcome:
@@ -262,6 +347,10 @@ class Handler:
             raise iso.MessageError("tag BN (6-digit batch number) required", "48")
         ctx = Ctx(self.db, self.policy, term, doc, tlv, now, keys.tpk or b"", keys.tdk or b"", self.card_key,
                   keys.pan_ecb)
+        if g is not None and not g.stale:
+            hit = g.cards.get(id(doc))
+            if hit is not None and hit[1] not in g.touched:
+                ctx.card_state = CardState(g, hit[0], hit[1])
         key = (tid, batch, doc["11"])
         if g is not None and key in g.stans:
             ctx.batch_row, ctx.batch_known = g.batches[key[:2]], True

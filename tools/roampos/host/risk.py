@@ -27,17 +27,25 @@ class Policy:
 
 
 def check(db: Database, policy: Policy, card_hash: str, region: str, amount: int,
-          report_threshold: int, now: float) -> Tuple[Optional[str], List[str]]:
-    """Return (decline code or None, flags). Only approved, still-standing sales count."""
+          report_threshold: int, now: float,
+          recent: Optional[List[Tuple[int, str, str]]] = None) -> Tuple[Optional[str], List[str]]:
+    """Return (decline code or None, flags). Only approved, still-standing sales count.
+
+    `recent`: the card's approved financial rows (created, proc, region) from at least both windows
+    back, when the caller already read them (a worker group); else one query here."""
     flags: List[str] = []
     rc: Optional[str] = None
     since_v = int(now) - policy.velocity_window_s
     since_t = int(now) - policy.travel_window_s
-    # Both rules in one read of the card's recent approvals (index card_hash, created).
-    n, other = db.one("SELECT COALESCE(SUM(CASE WHEN created>=? AND proc LIKE '00%' THEN 1 ELSE 0 END), 0),"
-                      " MAX(CASE WHEN created>=? AND region<>? THEN region END) FROM txns"
-                      " WHERE card_hash=? AND created>=? AND status='approved' AND kind='financial'",
-                      (since_v, since_t, region, card_hash, min(since_v, since_t)))
+    if recent is not None:
+        n = sum(1 for created, proc, _ in recent if created >= since_v and proc.startswith("00"))
+        other = any(created >= since_t and reg != region for created, _, reg in recent)
+    else:
+        # Both rules in one read of the card's recent approvals (index card_hash, created).
+        n, other = db.one("SELECT COALESCE(SUM(CASE WHEN created>=? AND proc LIKE '00%' THEN 1 ELSE 0 END), 0),"
+                          " MAX(CASE WHEN created>=? AND region<>? THEN region END) FROM txns"
+                          " WHERE card_hash=? AND created>=? AND status='approved' AND kind='financial'",
+                          (since_v, since_t, region, card_hash, min(since_v, since_t)))
     if n >= policy.velocity_count:
         flags.append("velocity")
         rc = "59"
