@@ -5,6 +5,7 @@
 import time
 from micropython import const
 
+_OVERRUN_MS = const(100)  # bytes still arriving past the deadline are read this long
 _MAX_LINE = const(256)
 
 # Lines that are always URCs (never a command's answer) on SIM7600-class
@@ -40,11 +41,14 @@ class AT:
         # prompt=True, or None at the deadline.
         one = self._one
         while True:
+            left = time.ticks_diff(deadline, time.ticks_ms())
             if not self.uart.any():
-                if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                if left <= 0:
                     return None
                 time.sleep_ms(1)
                 continue
+            if left <= -_OVERRUN_MS:
+                return None   # a modem that never stops talking: the deadline still holds
             self.uart.readinto(one, 1)
             c = one[0]
             if c == 10:               # LF ends a line; CR is dropped
@@ -87,6 +91,10 @@ class AT:
     def cmd(self, cmd, timeout_ms=1000, prefix=None, prompt=None):
         # Run one command; return its information lines (those starting with
         # `prefix` when given). prompt: bytes sent after the ">" prompt.
+        # What arrived before it (URCs, or the late answer of a command that
+        # timed out) belongs to no answer of this one: hand it over first.
+        self.poll()
+        self._n, self._bad = 0, False
         self.send_line(cmd)
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         out = []

@@ -91,8 +91,13 @@ class Keypad:
             self._rep_at = time.ticks_add(now, self.repeat_ms)
             emit(LEGENDS[k], True)
 
-    async def run(self, emit):
-        # The scanning task: one scan per period, forever.
+    async def run(self, emit, on_error=None):
+        # The scanning task: one scan per period, forever. A key handler that fails (out of
+        # memory, a bug) costs that key press, never the keypad: on_error(exc) is told.
         while True:
-            self.poll(emit)
+            try:
+                self.poll(emit)
+            except Exception as e:
+                if on_error is not None:
+                    on_error(e)
             await asyncio.sleep_ms(self.period_ms)

@@ -75,7 +75,9 @@ class SIM7600:
         try:
             r = self.at.cmd("AT+CPIN?", 5000, "+CPIN:")
         except ATError as e:
-            return "absent" if "10" in e.result else "error"
+            # 27.007 §9.2.1: +CME ERROR: 10 is "SIM not inserted" (100, 110 are other errors).
+            return "absent" if e.result.replace(" ", "") in ("+CMEERROR:10", "+CMEERROR:SIMnotinserted") \
+                else "error"
         if r:
             self.sim_lost = r[0][7:].strip() != "READY"
             return r[0][7:].strip()
@@ -201,8 +203,8 @@ class SIM7600:
                     got, rest = int(rl), int(rest)
                 except ValueError:
                     raise ModemError("bad CIPRXGET header %r" % line[:40])
-                if got > n:
-                    raise ModemError("CIPRXGET gave %d > %d bytes" % (got, n))
+                if not 0 <= got <= n or rest < 0:
+                    raise ModemError("CIPRXGET gave %d bytes (%d asked), %d left" % (got, n, rest))
                 self.at.read_raw(buf, got, 2000)
                 if rest == 0:
                     self.data_ready = False

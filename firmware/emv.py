@@ -4,6 +4,7 @@
 # PDOL, READ RECORD over the AFL. Returns the PAN only inside a Card object;
 # everything printable goes through Card.public() with the PAN masked.
 import time
+from micropython import const
 
 from drivers.nfcerr import NfcError, CardRemoved
 from drivers.iso14443 import T4
@@ -90,19 +91,31 @@ class Card:
                 "scheme": self.scheme, "label": self.label}
 
 
+_MAX_PDOL = const(200)    # a short GPO command holds 255 bytes; real PDOLs ask for a few dozen
+_MAX_RECORDS = const(32)  # real cards list a handful of records
+
+
 def _pdol_data(pdol, amount, currency):
     # Fill the card's PDOL (tag-length list) with terminal data; unknown
-    # tags are zeros (EMV Book 3 §5.4).
+    # tags are zeros (EMV Book 3 §5.4). A PDOL cut short, or asking for more
+    # than one GPO command can carry, is the card's error, not ours.
     out = bytearray()
     i = 0
-    while i < len(pdol):
+    n = len(pdol)
+    while i < n:
         t = pdol[i]
         i += 1
         if t & 0x1F == 0x1F:
+            if i >= n:
+                raise CardError("data", "PDOL ends inside a tag")
             t = (t << 8) | pdol[i]
             i += 1
+        if i >= n:
+            raise CardError("data", "PDOL ends before a length")
         ln = pdol[i]
         i += 1
+        if len(out) + ln > _MAX_PDOL:
+            raise CardError("data", "PDOL asks for more than %d bytes" % _MAX_PDOL)
         v = bytearray(ln)
         if t == 0x9F02:                      # amount, n12 BCD
             s = "%012d" % amount
@@ -110,8 +123,8 @@ def _pdol_data(pdol, amount, currency):
         elif t == 0x5F2A:                    # currency, n3 BCD
             v[:] = bytes((currency // 100 // 10 * 16 + currency // 100 % 10,
                           currency % 100 // 10 * 16 + currency % 10))[-ln:]
-        elif t == 0x9F66:                    # TTQ: EMV mode, online capable
-            v[0:1] = b"\x36"
+        elif t == 0x9F66 and ln:             # TTQ: EMV mode, online capable
+            v[0] = 0x36
         elif t == 0x9F37:                    # unpredictable number
             x = time.ticks_us()
             for k in range(ln):
@@ -164,7 +177,8 @@ def _read_app(t4, uid, amount, currency, today):
     card.uid = uid.hex()
     fci = _sw_ok(t4.transceive(b"\x00\xa4\x04\x00" + bytes((len(best),)) + best + b"\x00"), "SELECT AID")
     lab = tlv_find(fci, 0x50)
-    card.label = str(bytes(lab), "utf-8") if lab is not None else ""
+    # Tag 50 is "ans" (EMV Book 1): keep printable ASCII only, whatever the card sends.
+    card.label = "".join(chr(b) if 32 <= b < 127 else "?" for b in bytes(lab)[:16]) if lab is not None else ""
     pdol = tlv_find(fci, 0x9F38)
     data = _pdol_data(pdol, amount, currency) if pdol is not None else b""
     gpo = bytearray(b"\x80\xa8\x00\x00")
@@ -181,9 +195,15 @@ def _read_app(t4, uid, amount, currency, today):
     if afl is None or len(afl) % 4:
         raise CardError("data", "bad AFL in GPO response")
     pan = exp = None
+    left = _MAX_RECORDS   # a card listing 15,000 records must not hold the terminal for seconds
     for k in range(0, len(afl), 4):
         sfi = afl[k] >> 3
+        if not 1 <= afl[k + 1] <= afl[k + 2]:
+            raise CardError("data", "bad AFL entry")
         for rec in range(afl[k + 1], afl[k + 2] + 1):
+            left -= 1
+            if left < 0:
+                raise CardError("data", "AFL lists more than %d records" % _MAX_RECORDS)
             r = _sw_ok(t4.transceive(bytes((0x00, 0xB2, rec, (sfi << 3) | 4, 0))), "READ RECORD")
             v = tlv_find(r, 0x5A)
             if v is not None:
@@ -200,11 +220,27 @@ def _read_app(t4, uid, amount, currency, today):
                         pan, exp = t2[:d], exp or t2[d + 1:d + 5] + "31"
     if not pan or not exp or not pan.isdigit() or len(exp) != 6:
         raise CardError("data", "card has no PAN or expiry")
+    if not 12 <= len(pan) <= 19 or not luhn_ok(pan):
+        raise CardError("data", "card number fails its check (length %d or Luhn)" % len(pan))
+    if not exp.isdigit() or not 1 <= int(exp[2:4]) <= 12:
+        raise CardError("data", "card expiry %r is not a date YYMMDD" % exp[:6])
     card.pan, card.exp = pan, exp
     today = today or _today()
     if exp < today:
         raise CardError("expired", "card expired %s/%s (PAN %s)" % (exp[2:4], exp[:2], mask(pan)))
     return card
+
+
+def luhn_ok(digits):
+    # ISO/IEC 7812-1 check digit.
+    total, odd = 0, True
+    for ch in reversed(digits):
+        d = ord(ch) - 48
+        if not odd:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+        odd = not odd
+    return total % 10 == 0
 
 
 def _today():

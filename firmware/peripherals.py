@@ -26,10 +26,15 @@ async def _poll_cards(rd):
         return
     while True:
         await asyncio.sleep_ms(POLL_MS)
-        atqa = rd.poll()
-        if atqa is not None:
-            from firmware import tap
-            try:
-                tap.read_once(rd.driver(), atqa)
-            finally:
-                tap.unload()
+        try:
+            atqa = rd.poll()
+            if atqa is not None:
+                from firmware import tap
+                try:
+                    tap.read_once(rd.driver(), atqa)
+                finally:
+                    tap.unload()
+        except Exception as e:  # out of memory, a reader fault: this tap is lost, not the reader
+            from firmware import console
+            console.event({"reader": "error", "error": "%s: %s" % (type(e).__name__, e)})
+            await asyncio.sleep_ms(POLL_MS * 10)

@@ -38,11 +38,18 @@ def start(minor):
         return
     amount = minor
     _stop_timer()
-    _timer = asyncio.create_task(_timeout())
-    sc = getattr(boards.get(), "scanner", None)
-    if sc is not None:
-        from firmware import scanner
-        _scan = asyncio.create_task(scanner.run(sc))
+    try:
+        _timer = asyncio.create_task(_timeout())
+        sc = getattr(boards.get(), "scanner", None)
+        if sc is not None:
+            from firmware import scanner
+            _scan = asyncio.create_task(scanner.run(sc))
+    except MemoryError:
+        _stop_timer()
+        amount = None   # no sale half-started: the keypad starts over at idle
+        console.event({"sale": {"amount": minor, "state": "failed", "error": "nomem"}})
+        ui.message("NOT ENOUGH MEMORY", ("TRY AGAIN",))
+        return
     console.event({"sale": {"amount": minor, "state": "waiting card"}})
     ui.show_tap(minor)
 

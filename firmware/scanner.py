@@ -27,20 +27,33 @@ def classify(code):
     return {"kind": "text", "text": mask_numbers(code[:64])}
 
 
+def _digit(c):
+    return "0" <= c <= "9" or "\uff10" <= c <= "\uff19"   # ASCII or fullwidth
+
+
 def mask_numbers(text):
-    # Any run of 12+ digits could be a card number or a token: keep 6 + 4, as for PANs.
-    out, i, n = [], 0, len(text)
+    # Any run of 12+ digits could be a card number or a token: keep 6 + 4, as for PANs. Digits
+    # grouped by single spaces or dashes ("4761 7390 0101 0010") count as one run.
+    out = list(text)
+    n, i = len(text), 0
     while i < n:
-        j = i
-        while j < n and "0" <= text[j] <= "9":
+        if not _digit(text[i]):
+            i += 1
+            continue
+        pos = [i]                      # positions of the run's digits
+        j = i + 1
+        while j < n:
+            if _digit(text[j]):
+                pos.append(j)
+            elif text[j] in " -" and j + 1 < n and _digit(text[j + 1]):
+                pass
+            else:
+                break
             j += 1
-        if j - i >= 12:
-            out.append(text[i:i + 6] + "*" * (j - i - 10) + text[j - 4:j])
-        elif j > i:
-            out.append(text[i:j])
-        if j < n:
-            out.append(text[j])
-        i = j + 1
+        if len(pos) >= 12:
+            for p in pos[6:-4]:
+                out[p] = "*"
+        i = j
     return "".join(out)
 
 

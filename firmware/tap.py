@@ -48,6 +48,12 @@ def read_once(rd, atqa=None):
         del card
     except emv.CardError as e:
         ev = {"error": e.code, "message": e.message}
+    except NfcError as e:
+        ev = {"error": "read", "message": "%s: %s" % (type(e).__name__, e)}
+    except MemoryError:
+        ev = {"error": "nomem", "message": "out of memory reading the card"}
+    except Exception as e:  # whatever a card sends, the answer is an error event (never its data)
+        ev = {"error": "data", "message": "card data not understood (%s)" % type(e).__name__}
     ev["ms"] = time.ticks_diff(time.ticks_ms(), t0)
     _unload()
     if "error" in ev:

@@ -32,7 +32,12 @@ def start(board):
             _fb = None
     show_idle()
     if board.keypad is not None:
-        asyncio.create_task(board.keypad.run(key))
+        asyncio.create_task(board.keypad.run(key, _key_failed))
+
+
+def _key_failed(e):
+    from firmware import console
+    console.event({"keypad": "error", "error": "%s: %s" % (type(e).__name__, e)})
 
 
 def _show(first=0, last=7):

@@ -12,8 +12,17 @@ _scratch = bytearray(8)
 _sfb = framebuf.FrameBuffer(_scratch, 8, 8, framebuf.MONO_VLSB)
 
 
+def _ascii(text):
+    # The built-in 8x8 font has ASCII glyphs only, and framebuf.text draws one per byte: a
+    # character outside it (a CJK region name) shows as one "?" cell, not as 3 garbage cells.
+    for c in text:
+        if not " " <= c <= "~":
+            return "".join(c if " " <= c <= "~" else "?" for c in text)
+    return text
+
+
 def row(fb, r, text, inverted=False, center=False):
-    text = text[:COLS]
+    text = _ascii(text)[:COLS]
     x = ((COLS - len(text)) // 2) * 8 if center else 0
     y = r * 8
     fb.fill_rect(0, y, W, 8, 1 if inverted else 0)
@@ -23,7 +32,7 @@ def row(fb, r, text, inverted=False, center=False):
 def big(fb, r, text, x=None, width=W):
     # Double-size text on rows r, r+1 (at most 8 characters, 16x16 each),
     # right-aligned as amounts are (or from x), on the 8-pixel grid.
-    text = text[-8:]
+    text = _ascii(text)[-8:]
     if x is None:
         x = width - 16 * len(text)
     y = r * 8

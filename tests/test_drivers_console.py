@@ -132,11 +132,28 @@ def test_text_code_scan_in_a_sale_keeps_non_ascii(dut):
     assert ev == {"amount": 42, "state": "cancelled"}, ev
 
 
+def test_a_broken_card_is_an_error_and_the_reader_keeps_reading(dut):
+    back_to_idle(dut)
+    dut.events.clear()
+    ok(dut, "sim tap badpdol")
+    ev = dut.wait_event(lambda e: "card" in e, 5)["card"]
+    assert ev["error"] == "data" and "PDOL" in ev["message"], ev
+    ok(dut, "sim remove")
+    start_sale(dut, "3")
+    ok(dut, "sim tap visa")                 # the next card is read as usual
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev["state"] == "card read" and ev["card"]["scheme"] == "visa", ev
+    ok(dut, "sim remove")
+
+
 def test_a_card_number_in_scanned_text_is_masked(dut):
     start_sale(dut, "4 2")
-    ok(dut, "sim scan card 6222021234567890 exp 2512")
-    ev = dut.wait_event(lambda e: "scan" in e, 5)["scan"]
-    assert ev == {"kind": "text", "text": "card 622202******7890 exp 2512"}, ev
+    for scanned, shown in (("card 6222021234567890 exp 2512", "card 622202******7890 exp 2512"),
+                           ("PAN 6222 0212 3456 7890", "PAN 6222 02** **** 7890"),
+                           ("6222-0212-3456-7890", "6222-02**-****-7890")):
+        ok(dut, "sim scan " + scanned)
+        ev = dut.wait_event(lambda e: "scan" in e, 5)["scan"]
+        assert ev == {"kind": "text", "text": shown}, ev
     ok(dut, "sim key A")
     dut.wait_event(lambda e: "sale" in e, 5)
 

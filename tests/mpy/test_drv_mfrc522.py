@@ -4,7 +4,7 @@ import time
 
 from vhw.bus import SPI, Pin
 from vhw.nfc import MFRC522Model, crc_a
-from vhw.cards import Card
+from vhw.cards import Card, tlv
 from drivers.mfrc522 import MFRC522, INIT
 from drivers.mfrc522_poll import MFRC522Poll
 from drivers.iso14443 import T4, parse_ats
@@ -279,3 +279,90 @@ def test_tlv_errors_are_typed():
             raise AssertionError("accepted %s" % bad.hex())
     assert bytes(emv.tlv_find(bytes.fromhex("700a5a0847617390010100109000")[:12], 0x5A)) \
         == bytes.fromhex("4761739001010010")
+
+
+def _hostile(mutate):
+    # The visa profile with parts of its answers replaced; GPO accepts whatever PDOL data comes.
+    rd, model, _ = rig()
+    c = Card("visa")
+    c.app = mutate(*c.app)
+    real = c.apdu
+
+    def apdu(cmd):
+        return c.app[2] + b"\x90\x00" if cmd[:2] == b"\x80\xa8" else real(cmd)
+    c.apdu = apdu
+    model.card = c
+    return emv.read(rd, iso14443a.activate(rd), 125, 156, today="261127")
+
+
+_AID = bytes.fromhex("a0000000031010")
+
+
+def _fci(pdol_hex, label=b"VISA"):
+    return tlv("6f", tlv("84", _AID) + tlv("a5", tlv("50", label) + tlv("87", b"\x01")
+                                          + tlv("9f38", bytes.fromhex(pdol_hex))))
+
+
+def _rec(pan_hex, exp_hex="281231"):
+    return {0x0C01: tlv("70", tlv("5a", bytes.fromhex(pan_hex)) + tlv("5f24", bytes.fromhex(exp_hex)))}
+
+
+_GPO1 = tlv("77", tlv("82", b"\x20\x00") + tlv("94", b"\x08\x01\x01\x00"))
+
+
+def test_hostile_card_data_is_a_card_error_not_a_crash():
+    cases = (
+        ("truncated PDOL", lambda p, f, g, r: (p, _fci("9f66049f02"), g, r)),
+        ("PDOL tag without length", lambda p, f, g, r: (p, _fci("9f66049f"), g, r)),
+        ("PDOL asking 510 bytes", lambda p, f, g, r: (p, _fci("9f37ff9f37ff"), g, r)),
+        ("PAN fails Luhn", lambda p, f, g, r: (p, f, _GPO1, _rec("4761739001010011"))),
+        ("PAN of 1 digit", lambda p, f, g, r: (p, f, _GPO1, _rec("4f"))),
+        ("PAN of 30 digits", lambda p, f, g, r: (p, f, _GPO1, _rec("476173900101001047617390010100"))),
+        ("expiry not BCD", lambda p, f, g, r: (p, f, _GPO1, _rec("4761739001010010", "ffffff"))),
+        ("expiry month 13", lambda p, f, g, r: (p, f, _GPO1, _rec("4761739001010010", "291399"))),
+        ("AFL first record 0", lambda p, f, g, r: (p, f, tlv("77", tlv("94", b"\x08\x00\x00\x00")), r)),
+    )
+    for name, mutate in cases:
+        try:
+            _hostile(mutate)
+        except emv.CardError as e:
+            assert e.code == "data", (name, e.code, e.message)
+            assert "4761739001010010" not in e.message, (name, e.message)
+        else:
+            raise AssertionError("%s: read without error" % name)
+
+
+def test_a_label_that_is_not_text_is_shown_safely():
+    c = _hostile(lambda p, f, g, r: (p, _fci("9f6604", b"\xff\xfeAB\x1b"), g, r))
+    assert c.label == "??AB?" and c.pan == "4761739001010010", c.label
+
+
+def test_a_card_listing_thousands_of_records_is_refused_quickly():
+    # 60 AFL entries of records 1..255 (15,300 READ RECORDs) answered by a card that has them all.
+    rd, model, _ = rig()
+    c = Card("visa")
+    many = tlv("77", tlv("82", b"\x20\x00") + tlv("94", b"\x08\x01\xff\x00" * 60))
+    real = c.apdu
+
+    def apdu(cmd):
+        if cmd[:2] == b"\x80\xa8":
+            return many + b"\x90\x00"
+        if cmd[:2] == b"\x00\xb2":
+            return tlv("70", tlv("9f4a", b"\x82")) + b"\x90\x00"
+        return real(cmd)
+    c.apdu = apdu
+    model.card = c
+    reads = []
+
+    def counted(cmd):
+        if cmd[:2] == b"\x00\xb2":
+            reads.append(cmd[2])
+        return apdu(cmd)
+    c.apdu = counted
+    try:
+        emv.read(rd, iso14443a.activate(rd), 125, 156, today="261127")
+    except emv.CardError as e:
+        assert e.code == "data" and "records" in e.message, e.message
+    else:
+        raise AssertionError("read without error")
+    assert len(reads) == 32, len(reads)   # stopped at the cap, not after 15,300

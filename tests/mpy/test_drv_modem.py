@@ -167,3 +167,67 @@ def test_tcp_over_model_with_real_socket():
     assert out == b"", out               # closed by the peer: +IPCLOSE
     assert m.closed and time.ticks_diff(time.ticks_ms(), t0) < 3000
     s.close()
+
+
+class _Late(Script):
+    # Answers AT+COPS? only after the driver has given up on it.
+    def __init__(self):
+        super().__init__({"AT+CSQ": b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n"})
+        self.late = b""
+
+    def rx(self, data):
+        if b"AT+COPS?" in data:
+            self.late += b'\r\n+COPS: 0,2,"46000",7\r\n\r\nOK\r\n'
+            return
+        super().rx(data)
+
+
+def test_a_late_answer_does_not_shift_the_next_ones():
+    model = _Late()
+    m = SIM7600(UART(1, model=model))
+    try:
+        m.operator()
+    except ATTimeout:
+        pass
+    model.out += model.late          # the old answer arrives now, before the next command
+    assert m.signal() == -73         # +CSQ: 20 -> -113 + 2*20, not the stale +COPS lines
+
+
+class _Flood:
+    # A modem that never stops sending (noise, a URC storm) and never answers.
+    def rx(self, data):
+        pass
+
+    def tx(self):
+        return b"\r\n+CREG: 2\r\n"
+
+
+def test_a_modem_that_never_stops_talking_still_times_out():
+    m = SIM7600(UART(1, model=_Flood()))
+    t0 = time.ticks_ms()
+    try:
+        m.at.cmd("AT+CSQ", 300, "+CSQ:")
+    except ATTimeout:
+        pass
+    else:
+        raise AssertionError("no timeout")
+    # bounded: the deadline plus the overrun allowance, not until the noise stops
+    assert time.ticks_diff(time.ticks_ms(), t0) < 300 + 100 + 200
+
+
+def test_sim_absent_only_for_its_own_error_code():
+    for err, want in ((b"+CME ERROR: 10", "absent"), (b"+CME ERROR: 100", "error"), (b"+CME ERROR: 110", "error"),
+                      (b"+CME ERROR: SIM not inserted", "absent")):
+        m = SIM7600(UART(1, model=Script({"AT+CPIN?": b"\r\n" + err + b"\r\n"})))
+        assert m.sim() == want, (err, m.sim())
+
+
+def test_a_negative_receive_length_is_refused():
+    m = SIM7600(UART(1, model=Script({"AT+CIPRXGET=2,0,256": b"\r\n+CIPRXGET: 2,0,-5,0\r\n\r\nOK\r\n"})))
+    m.closed, m.data_ready = False, True
+    try:
+        m.tcp_recv(bytearray(256), 256)
+    except ModemError as e:
+        assert "-5" in str(e), e
+    else:
+        raise AssertionError("accepted a negative length")

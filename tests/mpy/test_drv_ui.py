@@ -44,3 +44,10 @@ def test_qr_scaled_to_fit():
         pass
     else:
         raise AssertionError("a 70-module QR does not fit")
+
+
+def test_text_outside_the_font_is_one_cell_per_character():
+    buf, f = fb()
+    draw.row(f, 0, "深圳 Shenzhen", center=True)   # 2 CJK characters: 2 cells, not 6
+    d = screen_text.decode(buf)
+    assert d["text"][0] == "?? Shenzhen", d

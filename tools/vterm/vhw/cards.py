@@ -8,7 +8,8 @@ from vhw.nfc import crc_a
 
 # name: uid, aid (or "" for a MIFARE Classic 1K, SAK 08), pan, expiry YYMMDD,
 # behaviour: w = WTX twice on GPO, p = pulled away at frame 3, f = one
-# answer damaged on air at frame 4.
+# answer damaged on air at frame 4, t = a PDOL cut off inside a tag (a card
+# that is broken, or hostile).
 PROFILES = {
     "visa": "04a1b2c3 a0000000031010 4761739001010010 281231 -",
     "unionpay": "0488776655443f a0000003330101 6212345678901234569 301130 w",
@@ -16,6 +17,7 @@ PROFILES = {
     "pulled": "04deadbe a0000000031010 4761739001010010 281231 p",
     "flaky": "04f1a2b3 a0000003330101 6212345600000012 291031 f",
     "mifare": "d3a41c5e - - - -",
+    "badpdol": "04bad0d1 a0000000031010 4761739001010010 281231 t",
 }
 _FSD = (16, 24, 32, 40, 48, 64, 96, 128, 256)
 _LABEL = {"a0000000031010": b"VISA CREDIT", "a0000003330101": b"UnionPay Debit"}
@@ -26,15 +28,16 @@ def tlv(tag, value):
     return bytes.fromhex(tag) + (bytes((n,)) if n < 128 else bytes((0x81, n))) + value
 
 
-def _app(aid, pan, exp):
+def _app(aid, pan, exp, how="-"):
     # -> (PPSE FCI, AID FCI, GPO answer, {record p2p1: data}) for one card.
     a = bytes.fromhex(aid)
     lab = _LABEL.get(aid, b"CARD")
     ppse = tlv("6f", tlv("84", b"2PAY.SYS.DDF01") + tlv("a5", tlv("bf0c", tlv(
         "61", tlv("4f", a) + tlv("50", lab) + tlv("87", b"\x01")))))
     # PDOL: TTQ 9F66(4), amount 9F02(6), currency 5F2A(2), UN 9F37(4) = 16 bytes
+    pdol = "9f66049f02065f2a029f3704" if how != "t" else "9f66049f"
     fci = tlv("6f", tlv("84", a) + tlv("a5", tlv("50", lab) + tlv("87", b"\x01")
-                                       + tlv("9f38", bytes.fromhex("9f66049f02065f2a029f3704"))))
+                                       + tlv("9f38", bytes.fromhex(pdol))))
     gpo = tlv("77", tlv("82", b"\x20\x00") + tlv("94", b"\x08\x01\x02\x00"))  # SFI 1, records 1-2
     p = pan + ("f" if len(pan) % 2 else "")
     t2 = pan + "d" + exp[:4] + "2010000000000"
@@ -59,7 +62,7 @@ class Card:
         # ATS: TL 05, T0 75 (TA TB TC present, FSCI 5 = 64 bytes), TA 00
         # (106 kBd only), TB 70 (FWI 7 = 38.7 ms, SFGI 0), TC 02.
         self.ats = bytes.fromhex("0575007002") if aid != "-" else None
-        self.app = _app(aid, pan, exp) if aid != "-" else None
+        self.app = _app(aid, pan, exp, self.how) if aid != "-" else None
         self.state = "idle"
         self.gone = False
         self.frames = 0
