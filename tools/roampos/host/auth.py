@@ -38,7 +38,7 @@ class Ctx:
     # This message's reversal is already in the ledger (it overtook the message): whatever is
     # decided is stored as reversed, so a void must not touch its sale.
     reversed_first: bool = False
-    # handler.CardState: the worker group's reads of this card (PAN, totals, recent approvals),
+    # group.CardState: the worker group's reads of this card (PAN, totals, recent approvals),
     # when no earlier message of the group can have moved them; None: read per message.
     card_state: Any = None
 
@@ -369,7 +369,7 @@ def _unvoid(ctx: Ctx, d: Decision, sale_rrn: str) -> None:
     gone = ctx.db.one("SELECT id FROM txns WHERE terminal_id=? AND batch_no=? AND stan=? AND kind='reversal'",
                       sale[1:])
     status = "reversed" if gone else "approved"
-    row = ctx.db.one(f"UPDATE txns SET status='{status}' WHERE id=? RETURNING " + _TOTALS_COLUMNS, (sale[0],))
+    row = ctx.db.one("UPDATE txns SET status=? WHERE id=? RETURNING " + _TOTALS_COLUMNS, (status, sale[0]))
     if status == "approved":
         totals.add_row(ctx.db, row, +1)
     d.flags.append(f"sale_{status}_again" if status == "approved" else "sale_stays_reversed")
