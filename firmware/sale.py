@@ -15,12 +15,13 @@ _scan = None               # scanner task while a sale waits
 def refused():
     # (code, message) when no transaction may start in the active region now (its grant expired,
     # is not yet valid, or it is not granted at all), else None.
-    from firmware import params, params_region
+    from firmware import params
     from firmware.console import CommandError
 
     if state.mode != params.READY:
         return None  # no parameter set, so no regions: the bench flow up to the card read
     try:
+        from firmware import params_region  # loaded for the check only: a sale runs at idle's heap
         params_region.check(state.region, need_clock=False)
     except CommandError as e:
         return e.code, e.message
