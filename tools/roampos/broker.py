@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import itertools
 import logging
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Deque, Dict, List, Optional, Tuple
 
 from .mqtt_codec import (CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PUBACK, PUBLISH, SUBACK,
                          SUBSCRIBE, UNSUBACK, UNSUBSCRIBE, Message, ProtocolError, packet,
@@ -39,7 +40,7 @@ class Session:
     subs: Dict[str, int] = field(default_factory=dict)                 # plain filters
     shares: Dict[Tuple[str, str], int] = field(default_factory=dict)   # (group, filter)
     inflight: Dict[int, Tuple[Message, Optional[Tuple[str, str]]]] = field(default_factory=dict)
-    queue: List[Tuple[Message, Optional[Tuple[str, str]]]] = field(default_factory=list)
+    queue: "Deque[Tuple[Message, Optional[Tuple[str, str]]]]" = field(default_factory=collections.deque)
     conn: Optional["Connection"] = None
     mids: "itertools.cycle[int]" = field(default_factory=lambda: itertools.cycle(range(1, 65536)))
 
@@ -189,8 +190,8 @@ class Broker:
 
     def _requeue_shared(self, s: Session) -> None:
         """Unacknowledged messages of a departing shared-subscription member go to another member."""
-        pending = list(s.inflight.values()) + s.queue
-        s.inflight, s.queue = {}, []
+        pending = list(s.inflight.values()) + list(s.queue)
+        s.inflight, s.queue = {}, collections.deque()
         s.shares = {}
         for msg, share in pending:
             if share is not None:
@@ -343,7 +344,7 @@ class Broker:
 
     def _send_queued(self, s: Session) -> None:
         while s.queue and s.conn is not None and len(s.inflight) < MAX_INFLIGHT:
-            msg, share = s.queue.pop(0)
+            msg, share = s.queue.popleft()
             mid = next(s.mids)
             while mid in s.inflight:
                 mid = next(s.mids)
