@@ -16,6 +16,7 @@ import sys
 import time
 
 from roampos import ROOT
+from roampos.host.db import sqlite_path
 from roampos.console_client import Console, ExpectTimeout
 from roampos.vterm.control import VTermProcess
 from roampos.vterm.process import DEFAULT_FLASH, heap_arg
@@ -57,7 +58,7 @@ def register_terminal(db_url: str, params_path: str) -> None:
              "--acquirer", m["acquirer"], "--account", "demo-settlement-account",
              "--home-region", m["home_region"],
              # The TMK a real acquirer injects into the terminal; kept beside the ledger.
-             "--tmk-file", os.path.join(os.path.dirname(db_url[len("sqlite:///"):]), m["terminal_id"] + ".tmk"))
+             "--tmk-file", os.path.join(os.path.dirname(sqlite_path(db_url)), m["terminal_id"] + ".tmk"))
         print("run: registered terminal %s (merchant %s) with the host" % (m["terminal_id"], m["id"]))
     for g in p.get("authorized", []):
         call("grant-region", m["terminal_id"], g["region"], "--from", g["from"], "--to", g["to"])

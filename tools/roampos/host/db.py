@@ -78,6 +78,15 @@ class DatabaseError(RuntimeError):
     """The database is unreachable or failed; the message stays unacknowledged."""
 
 
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def sqlite_path(url: str) -> str:
+    """The file (or ":memory:") of a SQLite URL; a bare path is taken as it is."""
+    return url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
+
+
 def default_url() -> str:
     return os.environ.get("ROAMPOS_DB") or "sqlite:///" + os.path.abspath("roampos-host.db")
 
@@ -92,7 +101,7 @@ class Database:
 
     def __init__(self, url: str):
         self.url = url
-        self.kind = "pg" if url.startswith(("postgresql://", "postgres://")) else "sqlite"
+        self.kind = "pg" if is_postgres(url) else "sqlite"
         self._conn: Any = None
         self._depth = 0
         self._lockfile: Any = None
@@ -114,7 +123,7 @@ class Database:
     def connect(self) -> None:
         try:
             if self.kind == "sqlite":
-                path = self.url[len("sqlite:///"):] if self.url.startswith("sqlite:///") else self.url
+                path = sqlite_path(self.url)
                 conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
                 # FULL: an acknowledged message survives power loss. NORMAL (WAL) survives a crash

@@ -9,7 +9,7 @@ import re
 import sys
 from typing import Dict, List, Tuple
 
-from .db import Database, DatabaseError, connect, default_url
+from .db import Database, DatabaseError, connect, default_url, is_postgres, sqlite_path
 
 __all__ = ["add_arguments", "run", "clearing_rows", "COLUMNS"]
 
@@ -92,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --date {args.date!r} is not a date YYYY-MM-DD", file=sys.stderr)
         return 2
     url = args.db or default_url()
-    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
+    if not is_postgres(url) and not os.path.exists(sqlite_path(url)):
         # Opening would create an empty ledger and report nothing: a typo must not look like a quiet day.
-        print(f"error: no ledger at {url[len('sqlite:///'):]}", file=sys.stderr)
+        print(f"error: no ledger at {sqlite_path(url)}", file=sys.stderr)
         return 1
     try:
         db = connect(url)

@@ -13,7 +13,7 @@ import time
 from typing import List, Optional
 from urllib.parse import urlparse
 
-from .db import DatabaseError, connect, default_url
+from .db import DatabaseError, connect, default_url, is_postgres
 from .vault import VaultError
 from .wire import WireClient
 
@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
         broker = BrokerThread("127.0.0.1", args.port or DEFAULT_PORT, hold=(REQ_FILTER, STATUS_FILTER)).start()
         url = broker.url
         log.info("embedded broker at %s", url)
-    if args.workers > 1 and not db_url.startswith(("postgresql://", "postgres://")):
+    if args.workers > 1 and not is_postgres(db_url):
         # Measured (docs/host.md): SQLite has one writer, so workers on one ledger only take turns
         # on its lock and fsync; two give about a third fewer authorizations per second than one.
         log.warning("%d workers on a SQLite ledger take turns on its single writer: expect less throughput"

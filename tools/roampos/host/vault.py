@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Optional
 
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from .db import sqlite_path
+
 if TYPE_CHECKING:
     from .db import Database
 
@@ -64,7 +66,7 @@ def key_file(db: "Database") -> Optional[Path]:
     if os.environ.get(ENV_FILE):
         return Path(os.environ[ENV_FILE])
     if db.kind == "sqlite":
-        path = db.url[len("sqlite:///"):] if db.url.startswith("sqlite:///") else db.url
+        path = sqlite_path(db.url)
         return None if path == ":memory:" else Path(path + ".key")
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "roampos" / "host.key"
