@@ -132,34 +132,27 @@ def read(db: Database, policy: Policy, items: "list[Tuple[str, Any]]",
     if stans:
         for key in stans:
             g.stans[key] = False
-        for tid, batch, stan, card in db.all(
-                "WITH k(t, b, s) AS (VALUES " + ",".join(["(?,?,?)"] * len(stans)) + ")"
-                " SELECT txns.terminal_id, txns.batch_no, txns.stan, txns.card_hash FROM k JOIN txns"
-                " ON txns.terminal_id=k.t AND txns.batch_no=k.b AND txns.stan=k.s",
-                [v for key in stans for v in key]):
+        for tid, batch, stan, card in _joined(
+                db, stans, "t, b, s", "SELECT txns.terminal_id, txns.batch_no, txns.stan, txns.card_hash FROM k"
+                " JOIN txns ON txns.terminal_id=k.t AND txns.batch_no=k.b AND txns.stan=k.s"):
             g.stans[(tid, batch, stan)] = True
             if card:
                 g.key_cards[(tid, batch, stan)] = card
                 cards.add(card)  # a reversal's original, a redelivered sale
         for key in batches:
             g.batches[key] = None
-        for tid, batch, reg, status in db.all(
-                "WITH k(t, b) AS (VALUES " + ",".join(["(?,?)"] * len(batches)) + ")"
-                " SELECT batches.terminal_id, batches.batch_no, batches.region, batches.status FROM k"
-                " JOIN batches ON batches.terminal_id=k.t AND batches.batch_no=k.b",
-                [v for key in batches for v in key]):
+        for tid, batch, reg, status in _joined(
+                db, batches, "t, b", "SELECT batches.terminal_id, batches.batch_no, batches.region, batches.status"
+                " FROM k JOIN batches ON batches.terminal_id=k.t AND batches.batch_no=k.b"):
             g.batches[(tid, batch)] = (reg, status)
     # The group's cards, locked in one sorted sweep after its terminals: a card's later lock
     # (auth) then finds it held, and two workers' groups can never wait on each other in a cycle.
     # Their state is read under those locks (PostgreSQL) or the write lock (SQLite).
     db.lock_cards(cards)
     if g.totals:
-        keys = list(g.totals)
-        for scope, subject, region, day, amount in db.all(
-                "WITH k(sc, su, r, d) AS (VALUES " + ",".join(["(?,?,?,?)"] * len(keys)) + ")"
-                " SELECT t.scope, t.subject, t.region, t.local_date, t.amount FROM k JOIN daily_totals t"
-                " ON t.scope=k.sc AND t.subject=k.su AND t.region=k.r AND t.local_date=k.d",
-                [v for key in keys for v in key]):
+        for scope, subject, region, day, amount in _joined(
+                db, list(g.totals), "sc, su, r, d", "SELECT t.scope, t.subject, t.region, t.local_date, t.amount"
+                " FROM k JOIN daily_totals t ON t.scope=k.sc AND t.subject=k.su AND t.region=k.r AND t.local_date=k.d"):
             g.totals[(scope, subject, region, day)] = int(amount)
     sale_cards = sorted({hit[1] for hit in g.cards.values()})
     if sale_cards:
@@ -180,3 +173,11 @@ def read(db: Database, policy: Policy, items: "list[Tuple[str, Any]]",
         for card, created, proc, region in db.all(sql, sale_cards + [since]):
             g.recent[card].append((int(created), proc, region))
     return g
+
+
+def _joined(db: Database, keys: Any, columns: str, select: str) -> list:
+    """`select` over the key tuples given as a table k(columns): one query for all of them."""
+    keys = list(keys)
+    row = "(" + ",".join("?" * (columns.count(",") + 1)) + ")"
+    return db.all(f"WITH k({columns}) AS (VALUES " + ",".join([row] * len(keys)) + ") " + select,
+                  [v for key in keys for v in key])
