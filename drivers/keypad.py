@@ -99,5 +99,8 @@ class Keypad:
                 self.poll(emit)
             except Exception as e:
                 if on_error is not None:
-                    on_error(e)
+                    try:
+                        on_error(e)
+                    except Exception:  # the report failed too (no memory): the keypad goes on
+                        pass
             await asyncio.sleep_ms(self.period_ms)

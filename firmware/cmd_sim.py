@@ -4,7 +4,8 @@ from firmware import boards
 from firmware.console import CommandError, words
 
 _USAGE = "sim key <legends> | tap [profile] | remove | scan <code> | " \
-         "link <wifi|cell> <up|down|denied> | cell <mcc> <mnc> <lac> <ci> | signal <dBm>"
+         "link <wifi|cell> <up|down|denied> | cell <mcc> <mnc> <lac> <ci> | signal <dBm> | " \
+         "squeeze <bytes free> <ms>"
 
 
 def _sim():
@@ -74,6 +75,13 @@ def cmd_sim(args):
         dbm = _int(rest, "signal", -120, -40)
         sim.ask(args)
         return {"signal_dbm": dbm}
+    if op == "squeeze":
+        w = words(rest)
+        if len(w) != 2:
+            raise CommandError("usage", "sim squeeze <bytes left free> <ms held>")
+        left = _int(w[0], "bytes", 0, 1 << 20)
+        ms = _int(w[1], "ms", 1, 60000)
+        return {"free": sim.squeeze(left, ms), "ms": ms}
     raise CommandError("usage", _USAGE)
 
 

@@ -17,6 +17,9 @@ _LF = const(10)
 _CTRL_B = const(2)
 _CTRL_C = const(3)
 _TOOLONG = const(-1)
+# Said when even an answer's text finds no memory: constants, so that saying it allocates nothing.
+_NOMEM = b"ERR nomem out of memory\r\n"
+_EVT_LOST = b'EVT {"dropped": "event", "error": "nomem"}\r\n'
 
 _active = None
 # Modules without state of their own that idle does not need: dropped after
@@ -37,9 +40,23 @@ class CommandError(Exception):
 
 
 def event(obj):
-    # Unsolicited event on the active console; dropped if there is none yet.
+    # Unsolicited event on the active console; dropped if there is none yet. Never raises: an
+    # event that finds no memory is told as dropped, and what sent it carries on.
     if _active is not None:
-        _active.write("EVT", obj)
+        try:
+            _active.write("EVT", obj)
+        except MemoryError:
+            _active.out.write(_EVT_LOST)
+
+
+def failed(source, e):
+    # A task's error as the event {source: "error", "error": ...}. Never raises, so that a task
+    # reporting an out-of-memory error does not die of the report.
+    try:
+        event({source: "error", "error": "%s: %s" % (type(e).__name__, e)})
+    except MemoryError:  # the message itself found no memory
+        if _active is not None:
+            _active.out.write(_EVT_LOST)
 
 
 def words(args, n=None):
@@ -68,14 +85,19 @@ class Console:
         self._poll.register(board.stdin, select.POLLIN)
         self._handlers = {}  # name -> function, filled on first use
         self.stopped = False  # Ctrl-C seen: run() returns
+        self._answered = True  # the line being dispatched got its OK or ERR
         _active = self
 
     def write(self, kind, obj):
+        # The text is made whole before a byte goes out: running out of memory leaves no half line.
+        text = json.dumps(obj)
         out = self.out
         out.write(kind)
         out.write(b" ")
-        json.dump(obj, out)
+        out.write(text)
         out.write(b"\r\n")
+        if kind != "EVT":
+            self._answered = True
 
     def error(self, code, message):
         out = self.out
@@ -84,27 +106,40 @@ class Console:
         out.write(b" ")
         out.write(message)
         out.write(b"\r\n")
+        self._answered = True
 
     async def run(self):
         # Returns when Ctrl-C arrives (app.main awaits this task).
         stdin = self.board.stdin
-        one = self._one
-        poll = self._poll.poll
         while not self.stopped:
-            await _readable(stdin)
+            try:
+                await _readable(stdin)  # a generator: allocated at each wait
+                await self._drain(stdin)
+            except MemoryError:
+                # Anything here may find the heap full: the wait, a line's slice or dispatch, its
+                # answer. The line in hand gets ERR nomem (a constant: it allocates nothing), the
+                # bytes not read yet stay in the stream, and the console goes on.
+                if not self._answered:
+                    self._answered = True
+                    self.out.write(_NOMEM)
+                await core.sleep_ms(20)
+
+    async def _drain(self, stdin):
+        # The bytes that are there, up to _DRAIN, each line dispatched as it completes.
+        one = self._one
+        stdin.readinto(one)
+        budget = _DRAIN
+        while True:
+            line = self._feed(one[0])
+            if line is not None:
+                await self._dispatch(line)
+            if self.stopped:
+                return
+            budget -= 1
+            if budget == 0 or not self._poll.poll(0):
+                break
             stdin.readinto(one)
-            budget = _DRAIN
-            while True:
-                line = self._feed(one[0])
-                if line is not None:
-                    await self._dispatch(line)
-                if self.stopped:
-                    return
-                budget -= 1
-                if budget == 0 or not poll(0):
-                    break
-                stdin.readinto(one)
-            await core.sleep_ms(0)
+        await core.sleep_ms(0)
 
     def _feed(self, c):
         # Returns a complete line (a memoryview of the shared buffer), an int
@@ -125,6 +160,7 @@ class Console:
                 return ctrl
             if n == 0:
                 return None
+            self._answered = False  # a line: owed an answer from here, even if slicing it fails
             return self._mv[:n]
         if (c < 32 and c != 9) or c == 127:
             if self._ctrl < 0:
@@ -137,6 +173,8 @@ class Console:
         return None
 
     async def _dispatch(self, line):
+        # Every line gets one answer, OK or ERR; run() says ERR nomem where this could not.
+        self._answered = False
         if isinstance(line, int):
             if line == _TOOLONG:
                 self.error("toolong", "line longer than %d bytes" % MAX_LINE)
@@ -151,16 +189,19 @@ class Console:
             self.error("encoding", "line is not UTF-8")
             return
         name, _, args = text.strip().partition(" ")
+        ran = False
         try:
             fn = self._lookup(name)
             result = fn(args.strip())
             if hasattr(result, "send"):  # an async command
                 result = await result
+            ran = True
             self.write("OK", {} if result is None else result)
         except CommandError as e:
             self.error(e.code, e.message)
         except MemoryError:
-            self.error("nomem", "out of memory running %s" % name)
+            # "answering": the command did run, only its reply found no memory
+            self.error("nomem", "out of memory %s %s" % ("answering" if ran else "running", name))
         except Exception as e:  # a bug must not take the console down
             self.error("internal", "%s: %s" % (type(e).__name__, e))
         drop_transient(self._handlers)

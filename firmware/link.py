@@ -224,10 +224,10 @@ async def _run():
                 if order[0] == "wifi":
                     await _wifi_up()     # switches state.link when it joins
         except Exception as e:
-            info["detail"] = "%s: %s" % (type(e).__name__, e)
             try:
+                info["detail"] = "%s: %s" % (type(e).__name__, e)
                 console.event({"link": state.link, "detail": info["detail"]})
-            except Exception:
+            except MemoryError:  # even the report: the link carries on
                 pass
             await _wait(BACKOFF_MS[min(fails, len(BACKOFF_MS) - 1)])
             fails += 1

@@ -36,5 +36,5 @@ async def _poll_cards(rd):
                     tap.unload()
         except Exception as e:  # out of memory, a reader fault: this tap is lost, not the reader
             from firmware import console
-            console.event({"reader": "error", "error": "%s: %s" % (type(e).__name__, e)})
+            console.failed("reader", e)
             await asyncio.sleep_ms(POLL_MS * 10)

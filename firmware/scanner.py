@@ -63,10 +63,13 @@ async def run(scanner):
         pass                   # codes scanned before the sale are stale
     while sale.amount is not None:
         await asyncio.sleep_ms(POLL_MS)
-        code = scanner.poll()
-        if code is None:
-            continue
-        c = classify(code)
-        if c["kind"] == "paycode" and sale.code_read(c):
-            continue
-        console.event({"scan": c})
+        try:
+            code = scanner.poll()
+            if code is None:
+                continue
+            c = classify(code)
+            if c["kind"] == "paycode" and sale.code_read(c):
+                continue
+            console.event({"scan": c})
+        except Exception as e:  # out of memory, a garbled read: this scan is lost, not the scanner
+            console.failed("scanner", e)

@@ -37,7 +37,7 @@ def start(board):
 
 def _key_failed(e):
     from firmware import console
-    console.event({"keypad": "error", "error": "%s: %s" % (type(e).__name__, e)})
+    console.failed("keypad", e)
 
 
 def _show(first=0, last=7):

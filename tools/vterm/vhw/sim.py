@@ -7,6 +7,7 @@
 # understands. An error of the vterm's raises ValueError. Names are few:
 # each one is interned for good.
 import asyncio
+import gc
 from micropython import const
 
 from vhw.wire import ask
@@ -36,3 +37,37 @@ def tap(name):
 
 def remove():
     return ask("remove") == b"1"
+
+
+_ballast = None  # what `sim squeeze` holds of the heap
+
+
+def squeeze(left, ms):
+    # Hold the heap until about `left` bytes stay free, for `ms` milliseconds: a bench test of
+    # what the terminal does when memory runs out. Released by a timer, since with the heap
+    # held even the command that would release it may not find the memory to run.
+    global _ballast
+    _ballast = None
+    gc.collect()
+    release = asyncio.create_task(_release(ms))  # allocated before the heap is held
+    held = None  # a chain of (piece, rest): no list to grow into a hole that is not there
+    size = 1024
+    while gc.mem_free() > left:
+        try:
+            if size >= 32:  # smaller pieces as the big holes run out
+                held = (bytearray(min(gc.mem_free() - left, size)), held)
+            else:
+                held = (None, held)  # one GC block: the last small holes
+        except MemoryError:
+            if size < 32:
+                break
+            size //= 2
+    _ballast = (held, release)
+    return gc.mem_free()
+
+
+async def _release(ms):
+    global _ballast
+    await asyncio.sleep_ms(ms)
+    _ballast = None
+    gc.collect()
