@@ -76,7 +76,10 @@ def test_run_starts_the_host_with_the_terminal_registered(tmp_path):
 
 
 def _port_free(port):
+    # Free of listeners: SO_REUSEADDR lets the bind past connections the broker closed (TIME_WAIT
+    # for a minute), never past a process still listening.
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True
@@ -105,6 +108,20 @@ def test_run_stops_everything_on_sigterm(tmp_path):
     while not _port_free(port) and time.monotonic() < end:
         time.sleep(0.1)
     assert _port_free(port), "the host outlived `roampos run`"
+    assert not _running_with(str(tmp_path)), "left running after `roampos run`"
+
+
+def _running_with(text):
+    # Processes whose command line names `text` (the run's flash and ledger paths).
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as fh:
+                if text.encode() in fh.read():
+                    found.append(pid)
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def test_run_says_why_when_the_host_cannot_start(tmp_path):
