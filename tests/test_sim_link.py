@@ -71,6 +71,13 @@ class Server:
         finally:
             c.close()
 
+    def wait_seen(self, n, timeout=5.0):
+        # The terminal's reply can come before this server's thread has read the last packet.
+        end = time.monotonic() + timeout
+        while len(self.seen) < n and time.monotonic() < end:
+            time.sleep(0.02)
+        return self.seen
+
     def close(self):
         self.stop = True
         self.t.join(2)
@@ -181,7 +188,7 @@ def test_umqtt_simple_over_the_modem(dut):
     try:
         r = ok(dut, "link mqtt 127.0.0.1 %d" % srv.port, 20)
         assert r.data == {"mqtt": "published", "via": "cell"}, r.raw
-        kinds = [s[0] for s in srv.seen]
+        kinds = [s[0] for s in srv.wait_seen(3)]
         assert kinds == ["connect", 3, 14], srv.seen
         pub = srv.seen[1][2]
         assert pub[2:2 + pub[1]] == b"roampos/v1/probe/status" and pub.endswith(b"link check"), pub
