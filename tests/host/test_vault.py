@@ -71,11 +71,20 @@ def test_missing_or_wrong_host_key_is_refused_with_its_reason(tmp_path, monkeypa
     t.apply_signon(h.handle(TID, t.signon()).response)
 
 
-def test_keys_stored_in_clear_by_an_older_version_still_work(db, handler):
-    db.execute("UPDATE terminals SET tmk=? WHERE terminal_id=?", (TMK.hex().upper(), TID))
+def test_keys_stored_in_clear_by_an_older_version_are_sealed_at_start(db, caplog):
+    old_tak = os.urandom(16)
+    db.execute("UPDATE terminals SET tmk=?, tak=? WHERE terminal_id=?", (TMK.hex().upper(), old_tak.hex(), TID))
+    handler = Handler(dbm.connect(db.url))
+    row = db.one("SELECT tmk, tak FROM terminals WHERE terminal_id=?", (TID,))
+    assert all(v.startswith(vault.SEALED) for v in row), row
+    assert db.vault().open(row[0]) == TMK and db.vault().open(row[1]) == old_tak
+    assert "sealed the keys of 1 terminal(s)" in caplog.text
+    if db.kind == "sqlite":  # nor do the file's free pages or its write-ahead log keep them
+        path = dbm.sqlite_path(db.url)
+        raw = b"".join(open(f, "rb").read() for f in (path, path + "-wal") if os.path.exists(f))
+        assert TMK.hex().upper().encode() not in raw and old_tak.hex().encode() not in raw
     t = SimTerminal(TID, MID, SERIAL, TMK)
-    t.apply_signon(handler.handle(TID, t.signon()).response)     # and the new session keys are sealed
-    assert db.one("SELECT tak FROM terminals WHERE terminal_id=?", (TID,))[0].startswith(vault.SEALED)
+    t.apply_signon(handler.handle(TID, t.signon()).response)
     assert iso.decode(handler.handle(TID, t.financial(PAN, 500)).response)["39"] == "00"
 
 
@@ -95,6 +104,43 @@ def test_terminal_add_needs_somewhere_for_a_generated_tmk(tmp_path):
     h = Handler(dbm.connect(url))   # the terminal injected with that file signs on
     t = SimTerminal("SZX00009", "440300000000009", "RP-S3-000999", tmk, region="440300")
     t.apply_signon(h.handle("SZX00009", t.signon()).response)
+
+
+def test_a_host_key_file_others_can_read_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    dbm.connect(url).vault()
+    os.chmod(tmp_path / "ledger.db.key", 0o644)
+    with pytest.raises(vault.VaultError, match="open to others .*chmod 600"):
+        dbm.connect(url).vault()
+    os.chmod(tmp_path / "ledger.db.key", 0o600)
+    dbm.connect(url).vault()
+
+
+@pytest.mark.parametrize("value", ["a7c3", "not-hex", "00" * 31])
+def test_a_card_key_that_is_not_32_bytes_is_refused(db, monkeypatch, value):
+    # Short, it would let a copy of the database find the key (and the PANs) by trying them all.
+    monkeypatch.setenv("ROAMPOS_CARD_KEY", value)
+    with pytest.raises(vault.VaultError, match="ROAMPOS_CARD_KEY: the card-hash key must be 64 hex digits"):
+        Handler(dbm.connect(db.url))
+
+
+def test_a_tmk_file_that_cannot_be_written_leaves_no_terminal_behind(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    base = [roampos_bin(), "terminal", "--db", url, "add", "SZX00009", "--serial", "RP-S3-000999", "--merchant",
+            "440300000000009", "--merchant-name", "Dim Sum Cart", "--acquirer", "48022000", "--account",
+            "6222030000000009", "--home-region", "440300"]
+    out = subprocess.run(base + ["--tmk-file", str(tmp_path / "no-such-dir" / "k.tmk")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0 and "No such file" in out.stderr, out.stderr
+    listed = subprocess.run([roampos_bin(), "terminal", "--db", url, "list"], capture_output=True, text=True,
+                            timeout=60)
+    assert "SZX00009" not in listed.stdout       # so the add can simply be run again
+    tmk = os.urandom(16)
+    out = subprocess.run(base + ["--tmk", "-"], input=tmk.hex() + "\n", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr      # the key from standard input, never in `ps`
+    h = Handler(dbm.connect(url))
+    t = SimTerminal("SZX00009", "440300000000009", "RP-S3-000999", tmk, region="440300")
+    assert iso.decode(h.handle("SZX00009", t.signon()).response)["39"] == "00"
 
 
 def test_a_different_card_key_is_refused(db, monkeypatch):

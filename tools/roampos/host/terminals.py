@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--home-region", required=True, help="GB/T 2260 code")
     a.add_argument("--address", action="append", default=[], metavar="REGION=TEXT",
                    help="deployment address in a region (repeatable)")
-    a.add_argument("--tmk", help="terminal master key, 32 hex digits (visible to `ps`: prefer --tmk-file)")
+    a.add_argument("--tmk", help="terminal master key, 32 hex digits, or - to read it from standard input"
+                                 " (a key on the command line is visible to `ps`: prefer - or --tmk-file)")
     a.add_argument("--tmk-file", help="the TMK for key injection: read from this file if it exists, else"
                                       " generated and written to it (mode 600); one of --tmk/--tmk-file is needed")
     a.add_argument("--location-policy", choices=("decline", "flag"), default="decline")
@@ -86,6 +87,8 @@ def _print_table(rows: list) -> None:
 def _tmk(args: argparse.Namespace) -> "tuple[str, bool]":
     """(TMK hex, whether it is new and goes to --tmk-file). A generated key nobody can inject would
     leave a terminal that can never sign on, so one of the two options is required."""
+    if args.tmk == "-":
+        return sys.stdin.readline().strip(), False
     if args.tmk:
         return args.tmk, False
     if not args.tmk_file:
@@ -112,14 +115,23 @@ def run(args: argparse.Namespace) -> int:
                     raise registry.RegistryError(f"--address {item!r} must be REGION=TEXT")
                 addresses[code] = text
             tmk, new_file = _tmk(args)
-            registry.add_terminal(db, args.terminal_id, args.serial, args.merchant, args.merchant_name,
-                                  args.acquirer, args.account, args.home_region, addresses, tmk,
-                                  args.location_policy)
             if new_file:
-                # Only once the terminal is registered: a refused add leaves no orphan key behind.
-                fd = os.open(args.tmk_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                # Written (and on disk) before the terminal is registered under it: a key that could
+                # not be written must not leave a terminal nobody can ever sign on.
+                fd = os.open(args.tmk_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 with os.fdopen(fd, "w") as fh:
                     fh.write(tmk + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            try:
+                registry.add_terminal(db, args.terminal_id, args.serial, args.merchant, args.merchant_name,
+                                      args.acquirer, args.account, args.home_region, addresses, tmk,
+                                      args.location_policy)
+            except BaseException:
+                if new_file:
+                    os.unlink(args.tmk_file)  # a refused add leaves no orphan key behind
+                raise
+            if new_file:
                 print(f"TMK written to {args.tmk_file} (mode 600): inject it into the terminal, then keep it offline")
             print(f"terminal {args.terminal_id} registered (merchant {args.merchant}, home {args.home_region})")
         elif args.action == "grant-region":

@@ -15,6 +15,8 @@ import hashlib
 import hmac
 import logging
 import os
+import stat
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -72,14 +74,23 @@ def key_file(db: "Database") -> Optional[Path]:
     return Path(base) / "roampos" / "host.key"
 
 
-def _parse(text: str, where: str) -> bytes:
+def _parse(text: str, where: str, what: str = "the host key") -> bytes:
     try:
         key = bytes.fromhex(text.strip())
     except ValueError:
         key = b""
     if len(key) != 32:
-        raise VaultError(f"{where}: the host key must be 64 hex digits")
+        raise VaultError(f"{where}: {what} must be 64 hex digits")
     return key
+
+
+def _read_private(path: Path) -> bytes:
+    # As ssh does with its keys: a host key others can read or change is no longer the host's own.
+    st = path.stat()
+    if st.st_mode & 0o077:
+        raise VaultError(f"host key file {path} is open to others (mode {stat.S_IMODE(st.st_mode):03o}):"
+                         f" chmod 600 {path}")
+    return _parse(path.read_text(), str(path))
 
 
 def load(db: "Database") -> Vault:
@@ -91,7 +102,7 @@ def load(db: "Database") -> Vault:
         if path is None:
             key = os.urandom(32)
         elif path.exists():
-            key = _parse(path.read_text(), str(path))
+            key = _read_private(path)
         elif check is None:
             key = _create(path)
         else:
@@ -99,7 +110,9 @@ def load(db: "Database") -> Vault:
                              f" a host key with check value {check}: set {ENV_KEY} or {ENV_FILE} to that key")
     legacy = _setting(db, "card_key")   # a database from before the host key kept its card key
     env_card = os.environ.get("ROAMPOS_CARD_KEY")
-    vault = Vault(key, bytes.fromhex(env_card) if env_card else bytes.fromhex(legacy) if legacy else None)
+    card_key = _parse(env_card, "ROAMPOS_CARD_KEY", "the card-hash key") if env_card else \
+        _parse(legacy, "settings row 'card_key'", "the card-hash key") if legacy else None
+    vault = Vault(key, card_key)
     if legacy and not env_card:
         log.warning("card-hash key read from the database (written by an older version): set ROAMPOS_CARD_KEY"
                     " to it and delete the settings row 'card_key'")
@@ -116,7 +129,37 @@ def load(db: "Database") -> Vault:
     if stored != card_check:
         raise VaultError(f"the card-hash key (check value {card_check}) is not the one this database's card"
                          f" hashes were made with ({stored}): check ROAMPOS_CARD_KEY")
+    _seal_legacy(db, vault)
     return vault
+
+
+_KEY_COLUMNS = ("tmk", "tpk", "tak", "tdk")
+
+
+def _seal_legacy(db: "Database", vault: Vault) -> None:
+    """Terminal keys an older version stored in clear are sealed now, once: open() would go on
+    reading them, and a copy of the database would go on giving them away."""
+    clear = " OR ".join(f"({c} <> '' AND {c} NOT LIKE '{SEALED}%')" for c in _KEY_COLUMNS)
+    rows = db.all(f"SELECT terminal_id, {', '.join(_KEY_COLUMNS)} FROM terminals WHERE {clear}")
+    if not rows:
+        return
+    if db.kind == "sqlite":
+        db.execute("PRAGMA secure_delete=ON")  # the clear values' old cells are zeroed, not left free
+    with db.transaction():
+        for tid, *keys in rows:
+            try:
+                sealed = [k if not k or k.startswith(SEALED) else vault.seal(bytes.fromhex(k)) for k in keys]
+            except ValueError as exc:
+                raise VaultError(f"terminal {tid}: a key stored in clear is not hex: {exc}") from None
+            db.execute(f"UPDATE terminals SET {', '.join(c + '=?' for c in _KEY_COLUMNS)} WHERE terminal_id=?",
+                       (*sealed, tid))
+    if db.kind == "sqlite":
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and the old page images out of the log
+        db.execute("PRAGMA secure_delete=OFF")
+        where = "backups taken before now still hold them"
+    else:
+        where = "run VACUUM FULL terminals to drop the old row versions; backups taken before now still hold them"
+    log.warning("sealed the keys of %d terminal(s) that an older version stored in clear: %s", len(rows), where)
 
 
 def _setting(db: "Database", name: str) -> Optional[str]:
@@ -128,14 +171,17 @@ def _create(path: Path) -> bytes:
     """A new random host key in a new file readable by its owner only (or the one a racing worker made)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     key = os.urandom(32)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A new file of an unguessable name (O_EXCL, mode 600): nobody can have made it first, open it or
+    # point it elsewhere before the key is in it.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as fh:
         fh.write(key.hex() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     try:
         os.link(tmp, path)  # appears whole or not at all; never replaces one that exists
     except FileExistsError:
-        key = _parse(path.read_text(), str(path))
+        key = _read_private(path)
     else:
         log.info("created host key file %s: keep it (and a copy) apart from the database's backups", path)
     finally:
