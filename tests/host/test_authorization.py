@@ -135,6 +135,17 @@ def test_voids_are_idempotent(env):
     assert sale(env, pan, 2999, proc="020000", orig_rrn=s2["37"])["39"] == "64"
 
 
+def test_a_void_names_its_sales_card(env):
+    # A void with another card would move the sale's card totals under the other card's lock and
+    # in the other card's view: refused, as a refund with another card is.
+    pan = card(61)
+    s = sale(env, pan, 2000)
+    v = sale(env, card(62), 2000, proc="020000", orig_rrn=s["37"])
+    assert v["39"] == "12" and "void_card_mismatch" in env.row(v["11"])["flags"]
+    assert _standing(env, s["11"]) == "approved"
+    assert sale(env, pan, 2000, proc="020000", orig_rrn=s["37"])["39"] == "00"
+
+
 def test_reversals_are_idempotent(env):
     pan = card(70)
     s = sale(env, pan, 4000)

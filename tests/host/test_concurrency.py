@@ -115,3 +115,28 @@ def test_two_groups_with_the_same_cards_in_opposite_order_do_not_deadlock(db, pa
     assert [o.rc for group in outs for o in group] == ["00"] * 4
     assert db.one("SELECT COUNT(*) FROM txns")[0] == 5 - 1  # 4 sales (sign-ons store no row)
     assert totals_table(db) == totals_from_ledger(db)
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_a_card_lock_taken_in_a_rolled_back_savepoint_is_taken_again(db):
+    # PostgreSQL frees advisory locks with the savepoint that took them: lock_cards() must not
+    # believe it still holds them, or a later message of the group would run unserialized.
+    # (PostgreSQL only: SQLite has one writer, and no advisory locks.)
+    other = dbm.connect(db.url)
+
+    def free_for_other() -> bool:
+        key = dbm._card_lock_key("c1")
+        with other.transaction():
+            return bool(other.one("SELECT pg_try_advisory_xact_lock(?, ?)", (dbm._CARD_LOCK_SPACE, key))[0])
+
+    try:
+        with db.transaction():
+            with pytest.raises(RuntimeError):
+                with db.transaction():      # a message's savepoint
+                    db.lock_cards(["c1"])
+                    raise RuntimeError("the message failed half-way")
+            assert free_for_other()         # what PostgreSQL does
+            db.lock_cards(["c1"])           # a later message of the same card
+            assert not free_for_other()
+    finally:
+        other.close()

@@ -250,6 +250,11 @@ def _void(ctx: Ctx, d: Decision) -> Optional[str]:
     if orig[4] != ctx.tlv["BN"]:
         d.flags.append("void_other_batch")  # after settlement only a refund can give money back
         return "12"
+    if orig[2] != d.card_hash or orig[6] != d.currency:
+        # As for a refund: the void names the sale's card. It moves that card's totals, under
+        # that card's lock and in the group's view of that card, and no other's.
+        d.flags.append("void_card_mismatch")
+        return "12"
     if orig[1] != d.amount:
         return "64"
     if orig[3] == "voided":

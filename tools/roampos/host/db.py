@@ -195,6 +195,7 @@ class Database:
             name = f"sp{self._depth}"
             self.execute(f"SAVEPOINT {name}")
             self._depth += 1
+            held = set(self._card_locks)
             try:
                 yield self
             except BaseException:
@@ -204,6 +205,9 @@ class Database:
                     self._conn.execute(f"RELEASE SAVEPOINT {name}")
                 except Exception:
                     pass
+                # PostgreSQL frees the advisory locks taken under a savepoint it rolls back: they
+                # must be taken again when a later message needs them.
+                self._card_locks.intersection_update(held)
                 raise
             self._depth -= 1
             self.execute(f"RELEASE SAVEPOINT {name}")
