@@ -1,9 +1,11 @@
 """`roampos vterm` and `roampos run` as a newcomer uses them."""
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -51,6 +53,36 @@ def test_run_gives_a_prompt_that_reaches_the_console(tmp_path):
     assert lines[0].startswith("console: ")
     assert any(l.startswith("OK {") and '"board": "vterm"' in l for l in lines), r.stdout
     assert any(l.startswith("ERR unknown") for l in lines), r.stdout
+
+
+def test_run_shows_events_as_they_come_as_json(tmp_path):
+    # A bench engineer presses keys and taps a card: what the terminal reports shows at once, as
+    # the console sends it (JSON), not only when the next command is typed.
+    p = subprocess.Popen(CLI + ["run", "--no-host", "--flash", str(tmp_path / "f.img")], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    guard = threading.Timer(60, p.kill)  # the reads below end at EOF if the events never come
+    guard.start()
+    try:
+        for line in p.stdout:
+            if "terminal ready" in line:
+                break
+        p.stdin.write("sim key 1 2 5 C\nsim tap visa\n")
+        p.stdin.flush()
+        seen = []
+        for line in p.stdout:
+            seen.append(line)
+            if line.startswith("EVT ") and '"card read"' in line:
+                break
+        ev = json.loads(seen[-1][4:])
+        assert ev["sale"]["card"]["pan"] == "476173******0010", seen
+        assert any(l.startswith("EVT ") and '"waiting card"' in l for l in seen), seen
+        p.stdin.write("quit\n")
+        p.stdin.flush()
+        assert p.wait(30) == 0
+    finally:
+        guard.cancel()
+        if p.poll() is None:
+            p.kill()
 
 
 def test_run_starts_the_host_with_the_terminal_registered(tmp_path):

@@ -119,6 +119,19 @@ class Console:
             self._take_events(len(self.buf))
             self.buf.clear()
 
+    def take_events(self) -> List[Dict[str, Any]]:
+        """The events that have arrived, taken out of the output. Between commands only: it
+        consumes the output up to the last event line."""
+        with self.cond:
+            last = None
+            for last in _EVENT.finditer(self.buf):
+                pass
+            if last is not None:
+                self._take_events(last.end())
+                del self.buf[:last.end()]
+            out, self.events = self.events, []
+        return out
+
     def _take_events(self, upto: int) -> None:
         for m in _EVENT.finditer(self.buf, 0, upto):
             try:

@@ -9,10 +9,12 @@ Other programs (mpremote, pyserial, `roampos provision`) can use the console
 path printed at start; type `quit` (or Ctrl-D) to stop everything.
 """
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from roampos import ROOT
@@ -135,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(vt: VTermProcess, con: Console) -> int:
-    """The prompt: console commands until quit, EOF or a signal."""
+    """The prompt: console commands until quit, EOF or a signal. Events (a key, a card, a sale)
+    are shown as they arrive, not only with the next command's reply."""
     print("console: %s" % vt.console)
     try:
         con.wait_ready(15)
@@ -143,27 +146,59 @@ def _serve(vt: VTermProcess, con: Console) -> int:
     except ExpectTimeout as e:
         print("terminal did not report ready: %s" % e)
     interactive = sys.stdin.isatty()
-    while True:
+    prompt = "roampos> " if interactive else ""
+    if interactive:
         try:
-            line = input("roampos> " if interactive else "")
-        except EOFError:
-            if not interactive:  # started in the background: serve until stopped
-                while vt.alive():
-                    time.sleep(1)
-            break
-        except KeyboardInterrupt:
-            print()
-            break
-        line = line.strip()
-        if line in ("quit", "exit"):
-            break
-        if not line:
-            continue
-        for ev in con.events:
-            print("EVT", ev)
-        con.events.clear()
-        try:
-            print(con.command(line, timeout=30).raw)
-        except ExpectTimeout as e:
-            print(str(e))
+            import readline  # noqa: F401  line editing and history for input()
+        except ImportError:
+            pass
+    busy = threading.Lock()     # held while a command waits for its reply
+    done = threading.Event()
+    shower = threading.Thread(target=_show_events, args=(con, busy, done, prompt), daemon=True)
+    shower.start()
+    try:
+        while True:
+            try:
+                line = input(prompt)
+            except EOFError:
+                if not interactive:  # started in the background: serve until stopped
+                    while vt.alive():
+                        time.sleep(1)
+                break
+            except KeyboardInterrupt:
+                print()
+                break
+            line = line.strip()
+            if line in ("quit", "exit"):
+                break
+            if not line:
+                continue
+            with busy:
+                try:
+                    print(con.command(line, timeout=30).raw)
+                except ExpectTimeout as e:
+                    print(str(e))
+                for ev in con.take_events():  # those that came with the reply
+                    print("EVT", json.dumps(ev, ensure_ascii=False))
+    finally:
+        done.set()
     return 0
+
+
+def _show_events(con: Console, busy: threading.Lock, done: threading.Event, prompt: str) -> None:
+    """Print events that arrive between commands above the prompt, keeping what is being typed."""
+    while not done.wait(0.2):
+        with busy:
+            events = con.take_events()
+        if not events:
+            continue
+        typed = ""
+        if prompt:
+            try:
+                import readline
+                typed = readline.get_line_buffer()
+            except ImportError:
+                pass
+        text = "".join("EVT %s\n" % json.dumps(ev, ensure_ascii=False) for ev in events)
+        sys.stdout.write(("\r\x1b[K" if prompt else "") + text + prompt + typed)
+        sys.stdout.flush()
