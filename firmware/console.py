@@ -19,6 +19,7 @@ _CTRL_C = const(3)
 _TOOLONG = const(-1)
 # Said when even an answer's text finds no memory: constants, so that saying it allocates nothing.
 _NOMEM = b"ERR nomem out of memory\r\n"
+_BROKEN = b"ERR internal console error\r\n"
 _EVT_LOST = b'EVT {"dropped": "event", "error": "nomem"}\r\n'
 
 _active = None
@@ -115,13 +116,14 @@ class Console:
             try:
                 await _readable(stdin)  # a generator: allocated at each wait
                 await self._drain(stdin)
-            except MemoryError:
+            except Exception as e:
                 # Anything here may find the heap full: the wait, a line's slice or dispatch, its
-                # answer. The line in hand gets ERR nomem (a constant: it allocates nothing), the
-                # bytes not read yet stay in the stream, and the console goes on.
+                # answer (and a bug must not end the console either). The line in hand gets its
+                # ERR (a constant: it allocates nothing), the bytes not read yet stay in the
+                # stream, and the console goes on.
                 if not self._answered:
                     self._answered = True
-                    self.out.write(_NOMEM)
+                    self.out.write(_NOMEM if isinstance(e, MemoryError) else _BROKEN)
                 await core.sleep_ms(20)
 
     async def _drain(self, stdin):
@@ -154,13 +156,13 @@ class Console:
         if c == _CR or c == _LF:
             n, over, ctrl = self._n, self._overflow, self._ctrl
             self._n, self._overflow, self._ctrl = 0, False, -1
+            if n == 0:  # (a bad line has at least its control byte, or MAX_LINE bytes)
+                return None
+            self._answered = False  # a line: owed an answer from here, whatever fails next
             if over:
                 return _TOOLONG
             if ctrl >= 0:
                 return ctrl
-            if n == 0:
-                return None
-            self._answered = False  # a line: owed an answer from here, even if slicing it fails
             return self._mv[:n]
         if (c < 32 and c != 9) or c == 127:
             if self._ctrl < 0:
@@ -267,8 +269,9 @@ def drop_transient(handlers=None):
     mods = sys.modules
     pkg = mods.get("firmware")
     for name in _TRANSIENT:
-        if name in mods:
-            del mods[name]
+        # pop, not `in` then del: an import that ran out of memory half-way was seen to leave a
+        # name that `in` finds and del does not.
+        if mods.pop(name, None) is not None:
             short = name[9:]
             if hasattr(pkg, short):
                 delattr(pkg, short)

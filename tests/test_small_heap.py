@@ -1,4 +1,5 @@
 """The firmware boots and serves its console in a 64 KB MicroPython heap."""
+import re
 import time
 
 import pytest
@@ -103,3 +104,28 @@ def test_the_console_answers_every_line_while_memory_is_exhausted(vterm_factory)
     assert dut.command("screen")["screen"] == "idle"
     after = dut.command("status")["heap_used"]
     assert after - before < 2048, (before, after)  # nothing held on to
+
+
+# A burst of every kind of line, good and bad, long and short, sent while the heap is held.
+_BURST = [b"status", b"echo " + b"x" * 1000, b"help", b"nosuch", b"echo \xff\xfe", b"echo a\x01b",
+          b"echo " + b"y" * 1500, b"sim key 1", b"param get region", b"screen raw", b"link",
+          b"param export", b"sim key A"] * 3
+
+
+def test_a_burst_of_lines_while_memory_is_exhausted_gets_one_reply_each(vterm_factory):
+    dut = vterm_factory(heap="64K")
+    dut.wait_ready(15)
+    for left in (0, 0, 300, 800):
+        assert dut.command("sim squeeze %d 2500" % left).ok
+        dut.write(b"".join(line + b"\r\n" for line in _BURST))
+        time.sleep(3)                      # all handled, the squeeze over
+        dut.write(b"echo end-marker\r\n")
+        m = dut.expect(rb'OK \{"echo": "end-marker"\}\r?\n', 15)
+        before = m.string[:m.start()]
+        assert b"Traceback" not in before, before.decode("utf-8", "replace")
+        replies = re.findall(rb"^(?:OK|ERR) .*$", before, re.M)
+        assert len(replies) == len(_BURST), b"\n".join(r[:60] for r in replies).decode("utf-8", "replace")
+    # and the devices behind the simulated buses are still in step: the display and the keypad
+    assert dut.command("sim key 1 A").ok
+    assert dut.command("screen")["screen"] == "idle"
+    assert dut.command("status").ok

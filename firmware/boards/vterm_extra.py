@@ -7,7 +7,6 @@
 # function costs heap (~100 B each) from import on and every module a few
 # interned names: vhw.wire is resident from boot, this module is imported
 # on first use.
-import struct
 
 from vhw import wire
 
@@ -40,9 +39,10 @@ class UART:
     def any(self):
         n = len(self.buf) - self.pos
         if not n:
-            n = struct.unpack("<H", wire.send(117, self.id, b"", 2))[0]  # "u"
-            self.buf = wire._s.read(n) if n else b""
-            self.pos = 0
+            a = wire.send(117, self.id, b"", 2)  # "u"
+            n = a[0] | a[1] << 8
+            self.buf, self.pos = b"", 0  # what take() cannot hold is lost, as a UART overrun
+            self.buf = wire.take(n)
         return n
 
     def read(self, n=-1):

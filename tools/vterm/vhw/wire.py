@@ -17,6 +17,7 @@ import struct
 _s = None     # the socket to the vterm
 _m = None     # the shared page (uctypes.bytearray_at)
 _h = bytearray(4)
+_a = bytearray(2)  # a short answer (a level, an ACK, a length): read with no allocation
 cost = 0      # heap this module and its connection took (set by vhw._mount)
 
 
@@ -32,7 +33,10 @@ def connect(path, mem):
 
 
 def send(op, id, data=b"", n=-1):
-    # One frame; data may be a memoryview. n: answer bytes to wait for.
+    # One frame; data may be a memoryview. n: answer bytes to wait for, at
+    # most 2, returned in the shared _a (read it at once). Nothing between
+    # the request and its answer allocates: a MemoryError there would leave
+    # the answer in the socket, and every later answer one request behind.
     h = _h
     h[0] = op
     h[1] = id
@@ -40,15 +44,28 @@ def send(op, id, data=b"", n=-1):
     _s.write(h)
     if data:
         _s.write(data)
-    if n >= 0:
+    if n > 0:
+        _s.readinto(_a, n)
+    return _a
+
+
+def take(n):
+    # The n bytes of an answer whose length came first (send(..., 2)). If
+    # there is no memory for them they are still read, and dropped: the
+    # stream stays in step, and the MemoryError goes to the caller.
+    try:
         return _s.read(n) if n else b""
+    except MemoryError:
+        while n:
+            n -= _s.readinto(_h, n if n < 4 else 4)
+        raise
 
 
 def ask(text):
     # A request to the simulation's side in the vterm (vhw.sim): text in;
     # out a 16-bit length, a status byte, bytes (the answer, or the error).
-    n = struct.unpack("<H", send(99, 0, text.encode(), 2))[0]  # "c"
-    out = _s.read(n)
+    a = send(99, 0, text.encode(), 2)  # "c"
+    out = take(a[0] | a[1] << 8)
     if out[0]:
         raise ValueError(out[1:].decode())
     return out[1:]
@@ -120,7 +137,8 @@ class Bus:
         _s.write(h)
         for v in vector:
             _s.write(v)
-        if _s.read(1)[0]:
+        _s.readinto(_a, 1)
+        if _a[0]:
             raise OSError(19)  # ENODEV: no ACK from the address
         return n
 
