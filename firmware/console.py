@@ -191,6 +191,9 @@ class Console:
             self.error("encoding", "line is not UTF-8")
             return
         name, _, args = text.strip().partition(" ")
+        if not name:  # spaces only: an empty line, ignored
+            self._answered = True
+            return
         ran = False
         try:
             fn = self._lookup(name)

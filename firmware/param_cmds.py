@@ -162,6 +162,8 @@ def p_export(args):
 
 
 def p_check(args):
+    if state.mode == params.EMPTY:  # nothing to check is not a damaged set
+        raise CommandError("notready", "terminal is %s: %s" % (state.mode.upper(), state.mode_detail))
     err = _core().check()
     if err:
         raise CommandError("damaged", err)
@@ -207,6 +209,10 @@ def p_import(args):
         off, b64 = words(rest, 2)
         try:
             chunk = binascii.a2b_base64(b64)
+            # MicroPython's decoder skips what is not base64: only a chunk that encodes back to
+            # exactly what was sent is one.
+            if binascii.b2a_base64(chunk)[:-1] != b64.encode():
+                raise ValueError
         except ValueError:
             _abort()
             raise CommandError("badchunk", "chunk at %s is not base64; import aborted" % off)

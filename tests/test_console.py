@@ -113,6 +113,11 @@ def test_power_cut_restarts_the_application(dut):
     assert dut.command("status").ok
 
 
+def test_lines_of_spaces_are_empty_lines(dut):
+    dut.write(b"   \r\n\t \r\n\r\necho after\r\n")
+    assert dut.next_reply().raw == 'OK {"echo": "after"}'  # no reply for the blank ones
+
+
 def test_ctrl_b_at_the_start_of_a_line_is_not_a_command(dut):
     # mpremote ends its raw-REPL session with "\r" Ctrl-B; after a deploy resets the board it lands
     # on the new console, in front of the engineer's next command.

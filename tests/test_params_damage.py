@@ -56,6 +56,7 @@ def test_damaged_set_is_reported_not_used(vterm_factory, tmp_path, fn, edit, tex
     assert s["region"] is None, s
     r = d.command("region use 440300")
     assert r.code == "notready" and "PARAMETERS DAMAGED" in r.message, r.raw
+    assert d.command("param check").code == "damaged"
     assert d.command("echo still serving").data == {"echo": "still serving"}
 
 
@@ -71,6 +72,8 @@ def test_not_provisioned(vterm_factory):
     s = d.command("status").data
     assert s["mode"] == "not provisioned" and "roampos provision" in s["mode_detail"], s
     r = d.command("login 01 123456")
+    assert r.code == "notready" and "NOT PROVISIONED" in r.message, r.raw
+    r = d.command("param check")           # no set is not a damaged set
     assert r.code == "notready" and "NOT PROVISIONED" in r.message, r.raw
     from roampos import provision
     res = provision.provision(d, provision.load_set(EXAMPLE))

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("terminal_id")
     a.add_argument("--serial", required=True)
     a.add_argument("--merchant", required=True, help="15-digit merchant ID (field 42)")
-    a.add_argument("--merchant-name", default="")
+    a.add_argument("--merchant-name", required=True, help="as the clearing report shows it (1..40 characters)")
     a.add_argument("--acquirer", required=True, help="acquirer code")
     a.add_argument("--account", required=True, help="settlement account")
     a.add_argument("--home-region", required=True, help="GB/T 2260 code")
