@@ -125,13 +125,12 @@ class SIM7600:
         self.at.cmd('AT+CGDCONT=1,"IP","%s"' % apn, 2000)
 
     def net_open(self, timeout_ms=30000):
-        # AT+NETOPEN: OK, then the URC +NETOPEN: <err> (0 = opened).
-        try:
-            self.at.cmd("AT+NETOPEN", 2000)
-        except ATError as e:
-            if "902" not in e.result:   # already opened is fine
-                raise
+        # AT+NETOPEN: OK, then the URC +NETOPEN: <err> (0 = opened). Open
+        # already (the link left cell and came back), NETOPEN would answer
+        # "+IP ERROR: Network is already opened" and ERROR: ask first.
+        if self.at.cmd("AT+NETOPEN?", 2000, "+NETOPEN:") == ["+NETOPEN: 1"]:
             return
+        self.at.cmd("AT+NETOPEN", 2000)
         line = self.at.wait_urc("+NETOPEN:", timeout_ms)
         if line[9:].strip() != "0":
             raise ModemError("NETOPEN failed: %s" % line)

@@ -3,7 +3,7 @@
 import asyncio
 import gc
 
-from firmware import boards
+from firmware import boards, state
 from firmware.console import Console, drop_transient
 from firmware.version import VERSION
 
@@ -13,10 +13,15 @@ async def _run(con):
     from firmware import params
 
     params.load()  # before "ready": never raises, sets state.mode for screen and status
+    provisioned = state.mode == params.READY
     del params  # dropped below with what idle does not use: keep no reference
     from firmware import peripherals
 
     peripherals.start(con.board)  # screen, keypad, card polling, scanner
+    if provisioned:  # the link to the acquirer, on the active region's networks
+        from firmware import link
+        link.follow_params()
+        del link
     drop_transient()  # what boot imported and idle does not use (params, version)
     gc.collect()
     ev = {"ready": True, "version": VERSION, "board": con.board.name, "heap_used": gc.mem_alloc()}

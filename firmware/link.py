@@ -1,7 +1,10 @@
 # The link manager: brings up WiFi or cellular in the order of the region
 # profile, keeps state.link / state.location / signal current, reconnects
 # with back-off, and gives the app "online with a socket factory" or
-# "offline". Configured by the parameter code (issue 4) through configure().
+# "offline". Its networks are the active region's (profiles.<code>.network:
+# WiFi list, APN per MCC-MNC), read by the link task itself at boot, after a
+# region switch and after a new parameter set (follow_params()); `link set`
+# (configure()) overrides them until the next boot.
 import asyncio
 
 from firmware import boards, console, state
@@ -9,6 +12,8 @@ from firmware import boards, console, state
 _cfg = {"wifi": [], "apn": {}, "order": ["wifi", "cell"]}
 _task = None
 _kick = None
+_own = False             # configured by `link set`: region profiles no longer apply
+_reload = False          # the link task reads the active profile's networks at its next turn
 _wifi = None
 _ppp = None              # network.PPP object when the cell link runs PPP
 info = {"signal_dbm": None, "detail": "not configured", "attempts": 0}
@@ -20,19 +25,53 @@ BACKOFF_MS = (1000, 2000, 4000, 8000, 16000, 30000)
 def configure(wifi=None, apn=None, order=None):
     # wifi: [{"ssid": .., "psk": ..}] in order of preference; apn: {"46000":
     # "cmnet", ...} by MCC+MNC ("*" = any); order: ["wifi", "cell"].
-    global _task, _kick
+    global _own
+    _own = True
     if wifi is not None:
         _cfg["wifi"] = list(wifi)
     if apn is not None:
         _cfg["apn"] = dict(apn)
     if order is not None:
         _cfg["order"] = [k for k in order if k in ("wifi", "cell")]
+    _start()
+
+
+def follow_params():
+    # The active region's networks, once the link task next runs: between
+    # commands, as it loads the parameter code to read them.
+    global _reload
+    if not _own:
+        _reload = True
+        _start()
+
+
+def _start():
+    global _task, _kick
     if _task is None:
         from firmware import cmd_system
         cmd_system.STATUS.append(status)
         _kick = asyncio.Event()
         _task = asyncio.create_task(_run())
     _kick.set()
+
+
+def _from_profile():
+    global _reload
+    _reload = False
+    from firmware import params_core
+
+    p = params_core.profile()  # None when not provisioned; unloads the parameter code again
+    n = p["network"] if p else {}
+    wifi = [{"ssid": w["ssid"], "psk": w["psk"]} for w in n.get("wifi", ())]
+    apn = {}
+    for k, v in n.get("apn", {}).items():
+        apn[k.replace("-", "")] = v  # profiles write "460-00"; +COPS gives 46000
+    if wifi == _cfg["wifi"] and apn == _cfg["apn"]:
+        return
+    _cfg["wifi"], _cfg["apn"] = wifi, apn
+    info["detail"] = "networks of region %s" % state.region
+    if state.link != "offline":  # the old region's network: bring up this one's
+        _set("offline", info["detail"])
 
 
 def status():
@@ -99,7 +138,8 @@ async def _wifi_up():
         _wifi = WiFi(wlan)
     ssid = await _wifi.connect(nets, 8000)
     if ssid is None:
-        info["detail"] = "no WiFi network joined"
+        if state.link == "offline":  # on cell, the detail stays the cell's
+            info["detail"] = "no WiFi network joined"
         return False
     info["signal_dbm"] = _wifi.rssi()
     _set("wifi", "joined " + ssid, {"bssid": _wifi.bssid()})
@@ -202,6 +242,8 @@ async def _run():
         # The link must outlive anything a round raises (a MemoryError in a
         # small heap, a driver bug): report it, back off, go on.
         try:
+            if _reload:
+                _from_profile()
             info["attempts"] += 1
             if state.link == "offline":
                 for kind in _cfg["order"]:
@@ -214,6 +256,8 @@ async def _run():
                     fails += 1
                     continue
             await _wait(CHECK_MS)
+            if _reload or state.link == "offline":
+                continue
             if not _check():
                 _set("offline", "%s lost" % state.link)
                 continue

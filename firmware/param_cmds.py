@@ -147,6 +147,9 @@ def p_set(args):
     except schema.ParamError as e:
         raise CommandError("invalid", str(e))
     _core().commit({rec: obj})
+    if rec[0] == "r":  # a profile: perhaps the active region's networks
+        from firmware import link
+        link.follow_params()
     return {"path": path, "commit": _store().manifest()["v"]}
 
 
@@ -269,6 +272,8 @@ def _commit(imp):
         _core().commit(recs, ver)
         _store().put_single("tries", {})
         state.operator = state.role = None  # the operator table may have changed
+        from firmware import link
+        link.follow_params()  # the new set's networks for the active region
         return {"import": "done", "version": ver, "region": state.region}
     finally:
         _abort()

@@ -80,6 +80,8 @@ def use(code):
     params_core.commit({"active": {"region": code}})
     _log({"t": int(time.time()), "ev": "region", "from": cur, "to": code, "op": state.operator})
     console.event({"region": code, "name": p["name"], "from": cur})
+    from firmware import link
+    link.follow_params()  # this region's networks
     return {"region": code, "name": p["name"], "changed": True}
 
 

@@ -18,7 +18,7 @@ MPY_DIR = os.path.join(ROOT, "tests", "mpy")
 
 def pytest_addoption(parser):
     parser.addoption("--port", help="run console tests on a real board at this serial port")
-    parser.addoption("--heap", default="96K", help="vterm MicroPython heap for console tests")
+    parser.addoption("--heap", default="128K", help="vterm MicroPython heap for console tests")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -90,7 +90,7 @@ def vterm_factory(tmp_path):
     """Start extra vterms in a test: vterm_factory(heap=..., params=...)."""
     started = []
 
-    def make(heap="96K", params=None, flash=None, fresh=True):
+    def make(heap="128K", params=None, flash=None, fresh=True):
         vt = VTermProcess(flash or str(tmp_path / ("flash%d.img" % len(started))),
                           heap=heap, params=params, fresh=fresh)
         d = DUT(vt.console, _log_path("%s-%d" % (os.path.basename(str(tmp_path)), len(started))), vt)

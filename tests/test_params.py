@@ -14,8 +14,8 @@ from console_helpers import ok, err
 EXAMPLE = os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")
 VTERM_PARAMS = EXAMPLE
 pytestmark = pytest.mark.simulation
-# The default 96K heap (tests/conftest.py): parameter commands need the next
-# qstr pool in one piece on the 64-bit unix port; see README, heap.
+# The default 128K heap (tests/conftest.py): a provisioned terminal runs its link (~15 KB) and
+# parameter commands need the next qstr pool in one piece on the 64-bit unix port; see README, heap.
 
 
 

@@ -10,7 +10,7 @@ from roampos.image import open_image
 
 EXAMPLE = os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")
 pytestmark = pytest.mark.simulation
-HEAP = "96K"  # parameter commands after damage: see README, heap
+HEAP = "128K"  # parameter commands after damage, with the link running: see README, heap
 
 
 def _edit(flash, fn):

@@ -90,7 +90,7 @@ def test_the_console_answers_every_line_while_memory_is_exhausted(vterm_factory)
     for line in lines + ["sim key A"]:     # what they keep loaded once used, they keep anyway
         dut.command(line)
     before = dut.command("status")["heap_used"]
-    codes = set()
+    codes, used = set(), []
     for left in (0, 200, 600):             # where it runs out differs with what is left
         r = dut.command("sim squeeze %d 1500" % left)
         assert r.ok and r["free"] <= left + 1024, r.raw
@@ -99,11 +99,13 @@ def test_the_console_answers_every_line_while_memory_is_exhausted(vterm_factory)
             codes.add("OK" if r.ok else r.code)
         time.sleep(1.6)                    # the squeeze ends
         assert dut.command("echo back")["echo"] == "back"
+        assert dut.command("sim key A").ok  # back to idle from whatever digits got through
+        used.append(dut.command("status")["heap_used"])
     assert "nomem" in codes and "unknown" in codes, codes
-    assert dut.command("sim key 1 A").ok   # the keypad survived: back to idle from what got through
     assert dut.command("screen")["screen"] == "idle"
-    after = dut.command("status")["heap_used"]
-    assert after - before < 2048, (before, after)  # nothing held on to
+    # Nothing held on to: a first squeeze may leave a little for good (names interned by a cut
+    # import, a pool), a leak would grow with every round.
+    assert used[0] - before < 4096 and max(used) - min(used) < 1024, (before, used)
 
 
 # A burst of every kind of line, good and bad, long and short, sent while the heap is held.
@@ -116,7 +118,7 @@ def test_a_burst_of_lines_while_memory_is_exhausted_gets_one_reply_each(vterm_fa
     dut = vterm_factory(heap="64K")
     dut.wait_ready(15)
     for left in (0, 0, 300, 800):
-        assert dut.command("sim squeeze %d 2500" % left).ok
+        _until_ok(dut, "sim squeeze %d 2500" % left)  # itself at the heap's edge after the last round
         dut.write(b"".join(line + b"\r\n" for line in _BURST))
         time.sleep(3)                      # all handled, the squeeze over
         dut.write(b"echo end-marker\r\n")

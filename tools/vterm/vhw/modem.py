@@ -186,6 +186,8 @@ class ModemModel:
         elif u.startswith('AT+CGDCONT=1,"IP",'):
             self.apn = cmd.split(",")[2].strip('"')
             self._ok()
+        elif u == "AT+NETOPEN?":
+            self._ok("+NETOPEN: %d" % (1 if self.netopen else 0))
         elif u == "AT+NETOPEN":
             if self.netopen:
                 self._w("+IP ERROR: Network is already opened")
