@@ -206,6 +206,16 @@ def test_reversal_of_a_void_brings_the_sale_back(env):
     assert st["39"] == "00"
 
 
+def test_impossible_expiry_and_batch_zero_are_format_errors(env):
+    assert sale(env, card(75), 100, expiry="9913")["39"] == "30"      # month 13
+    t = env.term
+    t.batch = "000000"
+    try:
+        assert sale(env, card(75), 100)["39"] == "30"
+    finally:
+        t.batch = "000001"
+
+
 def test_zero_amount_is_invalid(env):
     r = sale(env, card(73), 0)
     assert r["39"] == "13" and env.row(r["11"])["status"] == "declined"

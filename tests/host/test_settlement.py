@@ -167,3 +167,30 @@ def test_an_excluded_sale_reversed_since_is_not_restored_by_an_upload(env):
     assert "original_excluded" in env.row(s["11"], "reversal")["flags"]
     up = env.send(env.term.financial(card(49), 4200, mti="0320", stan=s["11"]))
     assert up["39"] == "12" and env.row(s["11"])["status"] == "excluded"   # not counted again
+
+
+def test_an_upload_of_a_sale_reversed_before_it_arrived_is_not_counted(env):
+    # The sale's answer was lost, the terminal reversed it (the host never saw the sale), and its
+    # batch upload then carries it: never approved, never paid to the merchant.
+    stan = f"{env.term.stan + 1:06d}"
+    assert env.send(env.term.reversal(stan, card(50), 4200))["39"] == "00"     # an orphan reversal
+    up = env.send(env.term.financial(card(50), 4200, mti="0320", stan=stan))
+    assert up["39"] == "12" and "38" not in up
+    row = env.row(stan)
+    assert row["status"] == "reversed" and "reversed_before_arrival" in row["flags"]
+    assert settle(env, (0, 0, 0, 0), proc="960000")["39"] == "00"              # in balance without it
+
+
+def test_settlement_totals_too_long_for_the_ledger_are_a_format_error(env):
+    assert sale(env, card(51), 1000)["39"] == "00"
+    for totals in ((1, "9" * 19, 0, 0), (1, 1000, 0, "9" * 19), ("9" * 10, 1000, 0, 0)):
+        r = env.send(env.term.settlement(totals))
+        assert r["39"] == "30", (totals, r)
+    assert env.db.one("SELECT COUNT(*) FROM txns WHERE kind='settlement'")[0] == 0
+    assert settle(env, (1, 1000, 0, 0))["39"] == "00"                          # the real one closes it
+
+
+def test_settlement_for_an_unknown_region_opens_no_batch(env):
+    r = env.send(env.term.settlement((0, 0, 0, 0), region="999999"))
+    assert r["39"] == "12"
+    assert env.db.one("SELECT COUNT(*) FROM batches")[0] == 0

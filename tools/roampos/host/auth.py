@@ -190,8 +190,8 @@ def _sale_checks(ctx: Ctx, d: Decision, pan: str, reg: dict) -> Optional[str]:
         return "14"
     if d.method == "C":
         exp = ctx.doc.get("14")
-        if exp is None:
-            raise iso.MessageError("expiry date required for cards", "14")
+        if exp is None or len(exp) != 4 or not exp.isdigit() or not 1 <= int(exp[2:]) <= 12:
+            raise iso.MessageError("expiry date YYMM required for cards", "14")
         if exp < time.strftime("%y%m", time.gmtime(ctx.now)):
             return "54"
     behaviour = issuer["behaviour"]

@@ -189,8 +189,8 @@ class Handler:
         if mti == "0800":
             return self._network(doc, term, tmk, mac_key, now, sent)
         batch = tlv.get("BN", "")
-        if len(batch) != 6 or not batch.isdigit():
-            raise iso.MessageError("tag BN (6-digit batch number) required", "48")
+        if len(batch) != 6 or not batch.isdigit() or batch == "000000":
+            raise iso.MessageError("tag BN (6-digit batch number, 000001..999999) required", "48")
         ctx = Ctx(self.db, self.policy, term, doc, tlv, now, keys.tpk or b"", keys.tdk or b"", self.card_key,
                   keys.pan_ecb)
         if g is not None:
@@ -215,7 +215,7 @@ class Handler:
                     return Outcome(bytes(prior[2]), f"terminal {tid} STAN {doc['11']}: duplicate, resent", rc=prior[3])
                 return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']} batch {batch}"
                                                       " already used with another transmission time")
-            ctx.reversed_first = "reversal" in same and mti in ("0200", "0220")
+            ctx.reversed_first = "reversal" in same and mti in ("0200", "0220", "0320")
             if mti == "0500":
                 d = settle.settle(ctx)
             elif mti == "0200":
@@ -229,8 +229,10 @@ class Handler:
             if d.kind == "financial" and d.status == "approved" and ctx.reversed_first:
                 d.status = "reversed"  # its reversal overtook it
                 d.flags.append("reversed_before_arrival")
-                if mti == "0200":
-                    d.rc = "12"  # never answer approved what is already undone (an advice is only acknowledged)
+                if mti in ("0200", "0320"):
+                    # never answer approved (or counted in the batch) what is already undone; an
+                    # advice is only acknowledged
+                    d.rc = "12"
             return self._store(ctx, d, mac_key)
 
     def _store(self, ctx: Ctx, d: Decision, mac_key: bytes) -> Outcome:

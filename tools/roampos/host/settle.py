@@ -21,12 +21,18 @@ def ledger_totals(ctx: Ctx, batch: str) -> Tuple[int, int, int, int]:
     return int(sc), int(sa), int(rc), int(ra)
 
 
+# Counts up to 9 digits (the batches' INTEGER columns), amounts up to 15 (a BIGINT holds the net):
+# anything longer is a format error, not a database overflow answered 96.
+_TOTAL_DIGITS = {"SC": 9, "SA": 15, "RC": 9, "RA": 15}
+
+
 def _totals_from(tlv: dict) -> Tuple[int, int, int, int]:
     out = []
     for tag in ("SC", "SA", "RC", "RA"):
         v = tlv.get(tag)
-        if v is None or not v.isdigit():
-            raise iso.MessageError(f"settlement total {tag} missing or not numeric", "48")
+        if v is None or not v.isdigit() or len(v.lstrip("0")) > _TOTAL_DIGITS[tag]:
+            raise iso.MessageError(f"settlement total {tag} missing, not numeric or over"
+                                   f" {_TOTAL_DIGITS[tag]} digits", "48")
         out.append(int(v))
     return out[0], out[1], out[2], out[3]
 
@@ -42,6 +48,8 @@ def settle(ctx: Ctx) -> Decision:
     if "RG" not in tlv:
         raise iso.MessageError("tag RG missing", "48")
     theirs = _totals_from(tlv)
+    if registry.region(ctx.db, tlv["RG"]) is None:  # else it would open and settle a batch of nowhere
+        return Decision(rc="12", reason=f"settlement for unknown region {tlv['RG']}")
     # Stored as a 'settlement' row (amount: the terminal's net), so that a replayed 0500 is answered
     # from the ledger instead of running its trailer's exclusions again.
     d = Decision(rc="00", kind="settlement", region=tlv["RG"], currency=ctx.doc.get("49", ""),
