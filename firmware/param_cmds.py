@@ -269,9 +269,14 @@ def _commit(imp):
         for name in _store().names():
             if name[0] == "r" and name not in recs:
                 recs[name] = None  # a profile the new set drops
+        # Logged out first: the operator table may change, and once the set is in flash nothing
+        # that runs out of memory may leave the old session open under it.
+        state.operator = state.role = None
         _core().commit(recs, ver)
-        _store().put_single("tries", {})
-        state.operator = state.role = None  # the operator table may have changed
+        try:
+            _store().put_single("tries", {})
+        except MemoryError:
+            _core().saved_anyway("parameter set version %d (PIN try counters not reset)" % ver)
         from firmware import link
         link.follow_params()  # the new set's networks for the active region
         return {"import": "done", "version": ver, "region": state.region}

@@ -134,10 +134,13 @@ def apply(path, m):
     if not m:
         mode(EMPTY, "no parameter set; load one with roampos provision")
         return
+    # Everything read first, then published in plain assignments: running out of memory
+    # half-way must not leave one region's code beside another's name.
     active = get(path, m, "active")["region"]
+    name = get(path, m, "r" + active)["name"]
     state.params_version = m["pv"]
     state.region = active
-    state.region_name = get(path, m, "r" + active)["name"]
+    state.region_name = name
     state.mode = READY
     state.mode_detail = ""
     gc.collect()

@@ -100,12 +100,29 @@ def commit(changes, pv=None):
     from firmware import params_store as store
 
     store.commit(changes, pv)
-    apply()
-    if state.location is not None:
-        from firmware import params_region
+    # In flash now, whatever happens next: the terminal must act on it and say so.
+    try:
+        apply()
+        if state.location is not None:
+            from firmware import params_region
 
-        params_region.locate()
-    boot.refresh()
+            params_region.locate()
+        boot.refresh()
+    except MemoryError:
+        saved_anyway("the parameters")
+
+
+def saved_anyway(what):
+    # Out of memory after a commit: publish the committed set (what apply() needs is little once
+    # the failed step's garbage is gone) and answer that it is saved, never "did not run".
+    from firmware.console import CommandError
+
+    gc.collect()
+    try:
+        apply()
+    except MemoryError:
+        boot.mode(DAMAGED, "saved but not applied (out of memory): reboot")
+    raise CommandError("nomem", "%s saved to flash; out of memory after: check status" % what)
 
 
 
