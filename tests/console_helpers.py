@@ -15,3 +15,21 @@ def err(dut, line, code, text):
     assert not r.ok and r.code == code and text in r.message, \
         "sent %r, expected ERR %s ...%s..., got %r" % (line, code, text, r.raw)
     return r.message
+
+
+def example_set_with(edit, prefix):
+    """A copy of the example parameter set changed by edit(set), in a temporary file (for
+    VTERM_PARAMS or vterm_factory(params=...)); returns its path."""
+    import json
+    import os
+    import tempfile
+
+    from roampos import ROOT
+
+    with open(os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")) as f:
+        s = json.load(f)
+    edit(s)
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(s, f)
+    return path

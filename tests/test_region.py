@@ -1,15 +1,9 @@
 """Region rules through the console: who may switch, to which regions, when."""
 import datetime
-import json
-import os
-import tempfile
 
 import pytest
 
-from roampos import ROOT
-from console_helpers import ok, err
-
-EXAMPLE = os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")
+from console_helpers import err, example_set_with, ok
 
 
 def _local_date(days=0):
@@ -18,11 +12,9 @@ def _local_date(days=0):
     return now.strftime("%Y-%m-%d")
 
 
-def _region_set():
+def _more_regions(s):
     # The example plus regions whose grants are expired, not yet valid, and
     # ending exactly today / yesterday in local time (the date boundary).
-    with open(EXAMPLE) as f:
-        s = json.load(f)
     base = s["profiles"]["330100"]
     for code, name, frm, to in (("320100", "Nanjing", "2020-01-01", "2020-12-31"),
                                 ("350200", "Xiamen", "2099-01-01", "2099-12-31"),
@@ -30,13 +22,9 @@ def _region_set():
                                 ("120000", "Tianjin", "2024-01-01", _local_date(-1))):
         s["profiles"][code] = dict(base, name=name, batch_per_region=False)
         s["authorized"].append({"region": code, "from": frm, "to": to, "grant": "G-" + code})
-    fd, path = tempfile.mkstemp(prefix="roampos-regions-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(s, f)
-    return path
 
 
-VTERM_PARAMS = _region_set()
+VTERM_PARAMS = example_set_with(_more_regions, "roampos-regions-")
 pytestmark = pytest.mark.simulation
 
 

@@ -1,34 +1,22 @@
 """The link follows the active region's profile: its WiFi networks in order, then cellular with
 the APN for the operator, brought up at boot and again after a region switch; `link set`
 overrides the profiles until the next boot."""
-import json
-import os
-import tempfile
 import time
 
 import pytest
 
-from roampos import ROOT
-from console_helpers import ok
+from console_helpers import example_set_with, ok
 from test_sim_link import status_until
 
-EXAMPLE = os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")
 
-
-def _set_with_shop_wifi_in_shenzhen():
+def _shop_wifi_in_shenzhen(s):
     # Shanghai's shop WiFi is not on the air in the simulation (cellular, then); the Shenzhen
     # profile lists the simulation's access point.
-    with open(EXAMPLE) as f:
-        s = json.load(f)
     s["profiles"]["440300"]["network"]["wifi"] = [{"ssid": "Expo-Futian-Hall3", "psk": "expo-hall-3-pass"},
                                                   {"ssid": "roampos-shop", "psk": "secret-psk"}]
-    fd, path = tempfile.mkstemp(prefix="roampos-link-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(s, f)
-    return path
 
 
-VTERM_PARAMS = _set_with_shop_wifi_in_shenzhen()
+VTERM_PARAMS = example_set_with(_shop_wifi_in_shenzhen, "roampos-link-")
 pytestmark = pytest.mark.simulation
 
 
