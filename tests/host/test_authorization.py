@@ -238,6 +238,16 @@ def test_advice_outside_the_terminals_grants_is_held_not_counted(env):
     assert "advice_rc_R1" in env.row(r["11"])["flags"]
 
 
+def test_an_advice_that_is_no_transaction_is_acknowledged_and_held(env):
+    # A terminal resends an advice until it is acknowledged: amount 0 or an unknown processing
+    # code is answered 00 all the same, stored held with the rule's flag, and counted nowhere.
+    for kw, flag in (({"amount": 0}, "advice_rc_13"), ({"amount": 500, "proc": "310000"}, "advice_rc_12")):
+        r = env.send(env.term.financial(card(83), mti="0220", cell=CELL["310000"], **kw))
+        row = env.row(r["11"])
+        assert r["39"] == "00" and row["status"] == "held" and flag in row["flags"], (kw, r, row)
+    assert env.send(env.term.settlement((0, 0, 0, 0)))["39"] == "00"
+
+
 def test_signon_in_the_same_second_with_another_stan_is_accepted(env):
     t0 = time.time() + 3
     env.term.clock = lambda: t0

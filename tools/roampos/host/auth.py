@@ -287,16 +287,18 @@ def authorize(ctx: Ctx, advice: bool = False, upload: bool = False) -> Decision:
     d = _base(ctx, "financial")
     pan, d.reason = d.reason, ""
     proc = ctx.doc["3"][:2]
+    reg = None
+    malformed = True   # not a transaction at all: an advice of it is held, never counted
     if proc not in ("00", "02", "20"):
-        d.rc = "12"
+        rc = "12"
         d.reason = f"processing code {ctx.doc['3']} not supported"
-        return d
-    if d.amount <= 0:
-        d.rc = "13"
+    elif d.amount <= 0:
+        rc = "13"
         d.reason = "amount 0"
-        return d
-    reg = registry.region(ctx.db, d.region)
-    rc = _region_and_batch(ctx, d) or _location(ctx, d)
+    else:
+        malformed = False
+        reg = registry.region(ctx.db, d.region)
+        rc = _region_and_batch(ctx, d) or _location(ctx, d)
     if not rc and reg is not None:
         if proc == "00":
             rc = _sale_checks(ctx, d, pan, reg)
@@ -306,11 +308,11 @@ def authorize(ctx: Ctx, advice: bool = False, upload: bool = False) -> Decision:
             rc = _void(ctx, d)
     hold = False
     if (advice or upload) and rc:
-        # Already completed offline: record, do not refuse. An upload that is held is answered
-        # with the rule's code, so that the terminal drops it from the totals of its trailer
-        # (0330 00 means: counted in this batch).
+        # Already completed offline: record, do not refuse (a terminal resends an advice until it
+        # is acknowledged). An upload that is held is answered with the rule's code, so that the
+        # terminal drops it from the totals of its trailer (0330 00 means: counted in this batch).
         d.flags.append(f"{'upload' if upload else 'advice'}_rc_{rc}")
-        hold = upload or any(f in d.flags for f in _UNBATCHABLE)
+        hold = upload or malformed or any(f in d.flags for f in _UNBATCHABLE)
         rc = rc if upload else None
     d.rc = rc or "00"
     if hold:
