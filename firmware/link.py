@@ -25,8 +25,9 @@ BACKOFF_MS = (1000, 2000, 4000, 8000, 16000, 30000)
 def configure(wifi=None, apn=None, order=None):
     # wifi: [{"ssid": .., "psk": ..}] in order of preference; apn: {"46000":
     # "cmnet", ...} by MCC+MNC ("*" = any); order: ["wifi", "cell"].
-    global _own
+    global _own, _reload
     _own = True
+    _reload = False  # a profile read still pending must not undo this
     if wifi is not None:
         _cfg["wifi"] = list(wifi)
     if apn is not None:
@@ -56,8 +57,11 @@ def _start():
 
 
 def _from_profile():
+    # Cleared only once the networks are in _cfg: a read that runs out of memory is tried again.
     global _reload
-    _reload = False
+    if _own:
+        _reload = False
+        return
     from firmware import params_core
 
     p = params_core.profile()  # None when not provisioned; unloads the parameter code again
@@ -66,12 +70,22 @@ def _from_profile():
     apn = {}
     for k, v in n.get("apn", {}).items():
         apn[k.replace("-", "")] = v  # profiles write "460-00"; +COPS gives 46000
+    _reload = False
     if wifi == _cfg["wifi"] and apn == _cfg["apn"]:
         return
     _cfg["wifi"], _cfg["apn"] = wifi, apn
     info["detail"] = "networks of region %s" % state.region
     if state.link != "offline":  # the old region's network: bring up this one's
         _set("offline", info["detail"])
+
+
+def _located():
+    # The location changed: map it to a region and warn outside the grants (params_core). From
+    # the link task, between commands, as that loads the parameter code.
+    if state.mode == "ready":
+        from firmware import params_core
+
+        params_core.location_changed()
 
 
 def status():
@@ -101,8 +115,11 @@ def _set(link, detail, location=None):
     changed = link != state.link
     state.link = link
     info["detail"] = detail
-    if location is not None or link == "offline":
+    if link == "offline":
+        info["signal_dbm"] = None  # no radio in use: no reading
+    if (location is not None or link == "offline") and location != state.location:
         state.location = location
+        _located()
     if changed:
         console.event({"link": link, "detail": detail})
         from firmware import ui
@@ -228,6 +245,7 @@ def _check():
             op = m.operator()
             state.location = _cell_loc(op, reg)
             console.event({"location": state.location})
+            _located()
         info["signal_dbm"] = m.signal()
     except Exception as e:
         info["detail"] = "cell check: %s" % e
@@ -268,10 +286,13 @@ async def _run():
                 if order[0] == "wifi":
                     await _wifi_up()     # switches state.link when it joins
         except Exception as e:
+            ms = BACKOFF_MS[min(fails, len(BACKOFF_MS) - 1)]
+            fails += 1
             try:
                 info["detail"] = "%s: %s" % (type(e).__name__, e)
                 console.event({"link": state.link, "detail": info["detail"]})
-            except MemoryError:  # even the report: the link carries on
-                pass
-            await _wait(BACKOFF_MS[min(fails, len(BACKOFF_MS) - 1)])
-            fails += 1
+                await _wait(ms)
+            except MemoryError:
+                # Even the report or the wait (wait_for allocates): sleep_ms allocates nothing,
+                # and the task must outlive this round.
+                await asyncio.sleep_ms(ms)

@@ -110,7 +110,9 @@ def p_set(args):
     try:
         value = json.loads(text)
     except ValueError:
-        shown = "(a WiFi key: not shown)" if path.endswith(".psk") else _short(text)
+        # A profile's value may hold WiFi keys anywhere inside it (network, wifi, a whole profile)
+        shown = "(may hold a WiFi key: not shown)" if path.startswith("profiles") or "psk" in text \
+            else _short(text)
         raise CommandError("invalid", "value for %s is not JSON: %s" % (path, shown))
     rec, keys = _locate(path)
     if rec[0] == "r" and not keys and rec not in _store().names():

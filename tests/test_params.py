@@ -206,6 +206,10 @@ def test_secret_and_odd_values_are_not_echoed(dut):
     assert r.code == "invalid" and "NewShopWifiKey2026" not in r.raw, r.raw
     r = dut.command("param set profiles.310000.network.wifi.0.psk 1234567890")
     assert r.code == "invalid" and "1234567890" not in r.raw, r.raw
+    # a key inside a bigger value that is not JSON either (cut short, pasted wrong)
+    for path in ("profiles.310000.network.wifi", "profiles.310000.network", "profiles.310000"):
+        r = dut.command('param set %s [{"ssid":"a","psk":"secret-psk"}' % path)
+        assert r.code == "invalid" and "secret-psk" not in r.raw, r.raw
     err(dut, "param get authorized.99999999999999999999", "notfound", "no parameter")
     err(dut, "param get authorized.-1", "notfound", "no parameter")
 

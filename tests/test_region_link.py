@@ -37,12 +37,53 @@ def test_a_region_switch_brings_up_that_regions_networks(dut):
     assert s["link_detail"] == "registered 46000 apn cmnet", s
 
 
+def test_a_cell_outside_the_grants_warns_and_the_location_follows_the_link(dut):
+    status_until(dut, lambda s: s.get("link") == "cell", what="link cell")
+    ok(dut, "sim cell 460 00 10800 4660")   # LAC 10800: Guangzhou (440100), not granted
+    s = status_until(dut, lambda s: s.get("location_warning") is not None, what="a location warning")
+    assert s["location_region"] == "440100" and s["location"]["lac"] == 10800, s
+    ok(dut, "sim cell 460 00 6208 1715004")  # back in Shanghai
+    s = status_until(dut, lambda s: s.get("location_region") == "310000", what="Shanghai's cell")
+    assert s["location_warning"] is None, s
+    ok(dut, "login 02 2222")
+    ok(dut, "region use 440300")
+    s = status_until(dut, lambda s: s.get("link") == "wifi", timeout=20, what="link wifi")
+    # the shop's BSSID is in no row of the location table: no region, rather than the old cell's
+    assert s["location"] == {"bssid": "02:52:50:00:00:01"} and s["location_region"] is None, s
+    ok(dut, "region use 310000")
+    status_until(dut, lambda s: s.get("location_region") == "310000", timeout=20, what="cell again")
+
+
+def test_running_out_of_memory_during_a_switch_loses_neither_the_switch_nor_the_link(dut):
+    status_until(dut, lambda s: s.get("link") == "cell", what="link cell")
+    ok(dut, "login 02 2222")
+    # One write: the link task reads the new region's profile with the heap held.
+    dut.write(b"region use 440300\r\nsim squeeze 1000 1500\r\n")
+    time.sleep(2)
+    s = status_until(dut, lambda s: s.get("link") == "wifi", timeout=20, what="Shenzhen's WiFi afterwards")
+    assert s["region"] == "440300" and s["link_detail"] == "joined roampos-shop", s
+    ok(dut, "sim link wifi down")            # and the link task still follows the radios
+    ok(dut, "sim link cell down")
+    s = status_until(dut, lambda s: s.get("link") == "offline", timeout=10, what="offline with no radio")
+    assert s["signal_dbm"] is None, s
+    ok(dut, "sim link wifi up")
+    ok(dut, "sim link cell up")
+    status_until(dut, lambda s: s.get("link") == "wifi", timeout=20, what="WiFi back")
+    ok(dut, "region use 310000")
+    status_until(dut, lambda s: s.get("link") == "cell", timeout=20, what="cell in Shanghai")
+
+
 def test_link_set_overrides_the_profiles_until_reboot(dut):
     status_until(dut, lambda s: s.get("link") == "cell", what="link cell")
     ok(dut, "login 01 123456")
-    ok(dut, 'link set {"order": ["cell"]}')
-    ok(dut, "region use 440300")     # its WiFi is on the air, but the admin said cellular only
-    time.sleep(3)                     # longer than the switch to WiFi took above
-    s = ok(dut, "status")
-    assert s["link"] == "cell" and s["link_detail"] == "registered 46000 apn cmnet", s
-    ok(dut, "region use 310000")
+    # pasted together: a switch, then the admin's own network; the profile must not undo it
+    dut.write(b'region use 440300\r\nlink set {"wifi": [{"ssid": "roampos-backup", "psk": "backup-psk"}]}\r\n')
+    s = status_until(dut, lambda s: s.get("link") == "wifi", timeout=20, what="link wifi")
+    time.sleep(1)
+    assert ok(dut, "status")["link_detail"] == "joined roampos-backup"
+    ok(dut, "region use 310000")             # Shanghai's networks would mean cellular
+    time.sleep(3)
+    assert ok(dut, "status")["link_detail"] == "joined roampos-backup"
+    dut.reboot_and_wait()                    # until the next boot
+    s = status_until(dut, lambda s: s.get("link") == "cell", timeout=20, what="the profile's cell again")
+    assert s["link_detail"] == "registered 46000 apn cmnet", s
