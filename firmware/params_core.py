@@ -99,7 +99,21 @@ def commit(changes, pv=None):
     # Atomic write of records (see params_store.commit), then publish.
     from firmware import params_store as store
 
-    store.commit(changes, pv)
+    before = store.manifest()
+    before = before["v"] if before else 0
+    try:
+        store.commit(changes, pv)
+    except MemoryError:
+        # Before or between its renames? What flash holds decides (recover() finishes a commit
+        # whose set.new is complete): unchanged, the command did not run; else it did.
+        gc.collect()
+        store.man = None
+        if store.manifest() is None:
+            store.recover()
+        now = store.manifest()
+        if (now["v"] if now else 0) == before:
+            raise
+        saved_anyway("the parameters")
     # In flash now, whatever happens next: the terminal must act on it and say so.
     try:
         apply()

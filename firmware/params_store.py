@@ -132,6 +132,10 @@ def commit(changes, pv=None):
     _mkdirs()
     man = None
     manifest()  # from flash, not a cache: the commit must follow the real `set`
+    if man is None and ("set.new" in os.listdir(DIR) or "set.bak" in os.listdir(DIR)):
+        # A commit cut short between its renames (out of memory): finish or fall back first, so
+        # that this one neither starts from commit 0 over files set.bak still names nor loses it.
+        recover()
     old = man or {"v": 0, "pv": 0, "r": {}}
     v = old["v"] + 1
     recs = dict(old["r"])
@@ -145,11 +149,22 @@ def commit(changes, pv=None):
         recs[name] = [v, codec.crc(body)]
     new = {"v": v, "pv": old["pv"] if pv is None else pv, "r": recs}
     _write("set.new", codec.encode("set", v, new))
+    # The paths are made before the first rename, so that nothing between the two allocates.
+    p_set, p_new, p_bak = _p("set"), _p("set.new"), _p("set.bak")
     if man is not None:
-        os.rename(_p("set"), _p("set.bak"))
-    os.rename(_p("set.new"), _p("set"))
+        os.rename(p_set, p_bak)
+    try:
+        os.rename(p_new, p_set)
+    except MemoryError:
+        import gc
+
+        gc.collect()
+        os.rename(p_new, p_set)  # failing again, recover() finishes it at the next read or commit
     man = new
-    clean()
+    try:
+        clean()
+    except MemoryError:  # committed: the strays go at the next commit or boot
+        pass
     return v
 
 

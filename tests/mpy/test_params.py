@@ -366,3 +366,52 @@ def test_boot_load_empty_store():
         f.write(b"junk")
     state = boot_load()
     assert state.mode == "not provisioned" and files() == []
+
+
+class _RenameRunsOutOfMemory:
+    # MicroPython's os cannot be patched: the store gets this in its place, whose rename of
+    # set.new (the commit's second rename) runs out of memory `times` times.
+    def __init__(self, times):
+        self.times = times
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def rename(self, a, b):
+        if a.endswith("/set.new") and self.times:
+            self.times -= 1
+            raise MemoryError("memory allocation failed")
+        os.rename(a, b)
+
+
+def test_out_of_memory_between_the_renames_loses_nothing():
+    dev = CutFlash()
+    mount(dev, fresh=True)
+    ver, recs = schema.split(example())
+    store.commit(recs, ver)                          # commit 1
+    store.commit({"active": {"region": "440300"}})   # commit 2 (set.bak: commit 1)
+    renamed = dict(store.get("merchant"), name="New Name")
+    store.os = _RenameRunsOutOfMemory(1)             # once: the retry after gc finishes it
+    try:
+        assert store.commit({"merchant": renamed}) == 3
+    finally:
+        store.os = os
+    assert store.get("merchant")["name"] == "New Name" and "set.new" not in files()
+    store.os = _RenameRunsOutOfMemory(2)             # twice: left between the renames
+    try:
+        store.commit({"merchant": dict(renamed, name="Newer Name")})
+        raise AssertionError("no MemoryError")
+    except MemoryError:
+        pass
+    finally:
+        store.os = os
+    assert "set" not in files() and "set.new" in files() and "set.bak" in files()
+    store.man = None                                 # the module dropped after the command
+    s2 = example()                                   # the next commit, as `param import` runs it
+    s2["version"] = 2
+    v = store.commit(schema.split(s2)[1], 2)
+    assert v == 5, v                                 # after commit 4 (finished first), not from 0
+    store.man = None
+    assert store.recover() == ("ok", None)
+    from firmware import params_boot as boot
+    assert boot.verified("/t/p", "set.bak")["v"] == 4   # the fallback: intact, "Newer Name"
