@@ -148,10 +148,7 @@ def p_set(args):
         schema.check_core(recs, codes)
     except schema.ParamError as e:
         raise CommandError("invalid", str(e))
-    _core().commit({rec: obj})
-    if rec[0] == "r":  # a profile: perhaps the active region's networks
-        from firmware import link
-        link.follow_params()
+    _core().commit({rec: obj})  # a profile may hold the active region's networks: the link follows
     return {"path": path, "commit": _store().manifest()["v"]}
 
 
@@ -235,6 +232,10 @@ def p_import(args):
     raise CommandError("usage", "param import begin|data|commit|abort")
 
 
+def _reset_tries():
+    _store().put_single("tries", {})  # the operator table is new
+
+
 def _abort():
     from firmware import cmd_param
 
@@ -274,13 +275,7 @@ def _commit(imp):
         # Logged out first: the operator table may change, and once the set is in flash nothing
         # that runs out of memory may leave the old session open under it.
         state.operator = state.role = None
-        _core().commit(recs, ver)
-        try:
-            _store().put_single("tries", {})
-        except MemoryError:
-            _core().saved_anyway("parameter set version %d (PIN try counters not reset)" % ver)
-        from firmware import link
-        link.follow_params()  # the new set's networks for the active region
+        _core().commit(recs, ver, after=_reset_tries)  # the link follows the new set's networks
         return {"import": "done", "version": ver, "region": state.region}
     finally:
         _abort()

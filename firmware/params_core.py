@@ -95,8 +95,9 @@ def record(name):
         return store.get(name)
 
 
-def commit(changes, pv=None):
-    # Atomic write of records (see params_store.commit), then publish.
+def commit(changes, pv=None, after=None):
+    # Atomic write of records (see params_store.commit), then publish. after(): what the caller
+    # does once the change is in flash (a log entry, an event); it runs, or is tried, either way.
     from firmware import params_store as store
 
     before = store.manifest()
@@ -113,7 +114,7 @@ def commit(changes, pv=None):
         now = store.manifest()
         if (now["v"] if now else 0) == before:
             raise
-        saved_anyway("the parameters")
+        _saved_anyway(after)
     # In flash now, whatever happens next: the terminal must act on it and say so.
     try:
         apply()
@@ -122,13 +123,25 @@ def commit(changes, pv=None):
 
             params_region.locate()
         boot.refresh()
+        _follow(after)
     except MemoryError:
-        saved_anyway("the parameters")
+        _saved_anyway(after)
 
 
-def saved_anyway(what):
+def _follow(after):
+    # What follows a committed change: the link takes the (perhaps new) region's networks (a flag
+    # for the link task: allocates next to nothing), then the caller's steps.
+    from firmware import link
+
+    link.follow_params()
+    if after is not None:
+        after()
+
+
+def _saved_anyway(after):
     # Out of memory after a commit: publish the committed set (what apply() needs is little once
-    # the failed step's garbage is gone) and answer that it is saved, never "did not run".
+    # the failed step's garbage is gone), try what follows it, and answer that it is saved,
+    # never "did not run".
     from firmware.console import CommandError
 
     gc.collect()
@@ -136,7 +149,11 @@ def saved_anyway(what):
         apply()
     except MemoryError:
         boot.mode(DAMAGED, "saved but not applied (out of memory): reboot")
-    raise CommandError("nomem", "%s saved to flash; out of memory after: check status" % what)
+    try:
+        _follow(after)
+    except MemoryError:
+        pass
+    raise CommandError("nomem", "saved to flash; out of memory after: check status")
 
 
 

@@ -77,14 +77,11 @@ def use(code):
     if n and not params_core.record("r" + cur).get("batch_per_region", False):
         raise CommandError("unsettled", "region %s has %d unsettled transaction%s; settle before switching" % (
             cur, n, "" if n == 1 else "s"))
-    params_core.commit({"active": {"region": code}})
-    try:
+    def logged():
         _log({"t": int(time.time()), "ev": "region", "from": cur, "to": code, "op": state.operator})
         console.event({"region": code, "name": p["name"], "from": cur})
-    except MemoryError:
-        params_core.saved_anyway("the switch to region %s (not logged)" % code)
-    from firmware import link
-    link.follow_params()  # this region's networks
+
+    params_core.commit({"active": {"region": code}}, after=logged)  # the link follows in commit
     return {"region": code, "name": p["name"], "changed": True}
 
 

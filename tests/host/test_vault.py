@@ -148,3 +148,23 @@ def test_a_different_card_key_is_refused(db, monkeypatch):
     monkeypatch.setenv("ROAMPOS_CARD_KEY", os.urandom(32).hex())
     with pytest.raises(vault.VaultError, match="card-hash key"):
         Handler(dbm.connect(db.url))
+
+
+def test_two_hosts_sealing_old_keys_at_once_keep_the_newest_session_keys(db):
+    # Host B finds keys in clear; before it writes, host A seals them and a terminal signs on
+    # through A (new session keys). B must not write its copy of the old keys over those.
+    Handler(db)
+    db.execute("UPDATE terminals SET tmk=?, tak=? WHERE terminal_id=?", (TMK.hex().upper(), os.urandom(16).hex(), TID))
+    t = SimTerminal(TID, MID, SERIAL, TMK)
+    b = dbm.connect(db.url)
+    real = b.transaction
+
+    def a_starts_meanwhile():
+        b.transaction = real
+        t.apply_signon(Handler(dbm.connect(db.url)).handle(TID, t.signon()).response)
+        return real()
+
+    b.transaction = a_starts_meanwhile
+    hb = Handler(b)
+    assert db.vault().open(db.one("SELECT tak FROM terminals WHERE terminal_id=?", (TID,))[0]) == t.tak
+    assert iso.decode(hb.handle(TID, t.financial(PAN, 500)).response)["39"] == "00"

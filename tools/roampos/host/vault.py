@@ -140,12 +140,15 @@ def _seal_legacy(db: "Database", vault: Vault) -> None:
     """Terminal keys an older version stored in clear are sealed now, once: open() would go on
     reading them, and a copy of the database would go on giving them away."""
     clear = " OR ".join(f"({c} <> '' AND {c} NOT LIKE '{SEALED}%')" for c in _KEY_COLUMNS)
-    rows = db.all(f"SELECT terminal_id, {', '.join(_KEY_COLUMNS)} FROM terminals WHERE {clear}")
-    if not rows:
+    query = f"SELECT terminal_id, {', '.join(_KEY_COLUMNS)} FROM terminals WHERE {clear}"
+    if not db.one(query + " LIMIT 1"):
         return
     if db.kind == "sqlite":
         db.execute("PRAGMA secure_delete=ON")  # the clear values' old cells are zeroed, not left free
     with db.transaction():
+        # Read again under the write lock (SQLite) or the rows' locks (PostgreSQL): a host starting
+        # beside this one may have sealed them and signed a terminal on since, with new keys.
+        rows = db.all(query + (" FOR UPDATE" if db.kind == "pg" else ""))
         for tid, *keys in rows:
             try:
                 sealed = [k if not k or k.startswith(SEALED) else vault.seal(bytes.fromhex(k)) for k in keys]
@@ -159,7 +162,8 @@ def _seal_legacy(db: "Database", vault: Vault) -> None:
         where = "backups taken before now still hold them"
     else:
         where = "run VACUUM FULL terminals to drop the old row versions; backups taken before now still hold them"
-    log.warning("sealed the keys of %d terminal(s) that an older version stored in clear: %s", len(rows), where)
+    if rows:
+        log.warning("sealed the keys of %d terminal(s) that an older version stored in clear: %s", len(rows), where)
 
 
 def _setting(db: "Database", name: str) -> Optional[str]:
