@@ -63,7 +63,9 @@ def rows():
     return [
         ("boot to console ready (median of %d, 64K heap)" % len(times),
          "%.0f ms" % (statistics.median(times) * 1000), "<= 1500 ms"),
-        ("heap in use after boot, 64-bit vterm (median), total", "%.1f KB" % (statistics.median(heaps) / 1024), "<= 24 KB"),
+        # The 24 KB budget is a board's, at 32 bits: its row is heap_32bit()'s firmware share below.
+        ("heap in use after boot, 64-bit vterm (median), total", "%.1f KB" % (statistics.median(heaps) / 1024),
+         "(32-bit row)"),
         ("  of which the vterm's simulated buses (vhw.wire)", "%.1f KB" % (MODELS / 1024), ""),
         ("  firmware only, 64-bit (total less buses)", "%.1f KB" % ((statistics.median(heaps) - MODELS) / 1024), ""),
     ] + heap_32bit() + [
