@@ -14,6 +14,7 @@ _task = None
 _kick = None
 _own = False             # configured by `link set`: region profiles no longer apply
 _reload = False          # the link task reads the active profile's networks at its next turn
+_cell = None             # (LAC, CI) of the serving cell last seen
 _wifi = None
 _ppp = None              # network.PPP object when the cell link runs PPP
 info = {"signal_dbm": None, "detail": "not configured", "attempts": 0}
@@ -117,7 +118,9 @@ def _set(link, detail, location=None):
     info["detail"] = detail
     if link == "offline":
         info["signal_dbm"] = None  # no radio in use: no reading
-    if (location is not None or link == "offline") and location != state.location:
+    # Going offline drops the radio's location, once: evidence set since (the vterm's `region
+    # locate`) is not wiped by every retry while offline.
+    if (location is not None or (link == "offline" and changed)) and location != state.location:
         state.location = location
         _located()
     if changed:
@@ -189,6 +192,8 @@ def _cell_up():
         if _ppp is None:
             m.net_open()
         info["signal_dbm"] = m.signal()
+        global _cell
+        _cell = (reg["lac"], reg["ci"])
         _set("cell", "registered %s apn %s" % (mccmnc, apn or "-"), _cell_loc(op, reg))
         return True
     except Exception as e:  # AT, OS or parse errors: stay alive, report, retry
@@ -240,8 +245,11 @@ def _check():
         if m.no_carrier or reg is None or reg["stat"] not in (1, 5) or m.sim_lost:
             m.no_carrier = False
             return False
-        loc = state.location or {}
-        if reg["lac"] != loc.get("lac") or reg["ci"] != loc.get("ci"):
+        # A change of serving cell, against the cell last seen (not state.location: other
+        # evidence, such as the vterm's `region locate`, may have set that since).
+        global _cell
+        if (reg["lac"], reg["ci"]) != _cell:
+            _cell = (reg["lac"], reg["ci"])
             op = m.operator()
             state.location = _cell_loc(op, reg)
             console.event({"location": state.location})

@@ -4,6 +4,7 @@ import datetime
 import pytest
 
 from console_helpers import err, example_set_with, ok
+from test_sim_link import status_until
 
 
 def _local_date(days=0):
@@ -97,6 +98,10 @@ def test_per_region_batches_allow_switch(dut):
 
 
 def test_location_outside_grants_warns(dut):
+    # The location set by hand, with no radio up (the link would report its own cell).
+    ok(dut, "sim link cell down")
+    ok(dut, "sim link wifi down")
+    status_until(dut, lambda s: s.get("link") == "offline", timeout=15, what="link offline")
     dut.events.clear()
     r = ok(dut, 'region locate {"mcc": 454, "mnc": 0, "lac": 1200, "ci": 77}')
     assert r["location_region"] == "810000" and r["warning"] == "location 810000 not authorized", r
@@ -108,6 +113,8 @@ def test_location_outside_grants_warns(dut):
     r = ok(dut, 'region locate {"bssid": "02:00:5E:10:00:01"}')
     assert r["location_region"] == "310000" and r["warning"] is None, r
     err(dut, "region locate {nope", "invalid", "not JSON")
+    ok(dut, "sim link cell up")
+    ok(dut, "sim link wifi up")
 
 
 def test_region_and_logout_survive_reset(dut):
