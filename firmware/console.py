@@ -112,10 +112,25 @@ class Console:
     async def run(self):
         # Returns when Ctrl-C arrives (app.main awaits this task).
         stdin = self.board.stdin
+        one = self._one
+        poll = self._poll.poll
         while not self.stopped:
             try:
                 await _readable(stdin)  # a generator: allocated at each wait
-                await self._drain(stdin)
+                # The bytes that are there, up to _DRAIN, each line dispatched as it completes.
+                stdin.readinto(one)
+                budget = _DRAIN
+                while True:
+                    line = self._feed(one[0])
+                    if line is not None:
+                        await self._dispatch(line)
+                    if self.stopped:
+                        return
+                    budget -= 1
+                    if budget == 0 or not poll(0):
+                        break
+                    stdin.readinto(one)
+                await core.sleep_ms(0)
             except Exception as e:
                 # Anything here may find the heap full: the wait, a line's slice or dispatch, its
                 # answer (and a bug must not end the console either). The line in hand gets its
@@ -125,23 +140,6 @@ class Console:
                     self._answered = True
                     self.out.write(_NOMEM if isinstance(e, MemoryError) else _BROKEN)
                 await core.sleep_ms(20)
-
-    async def _drain(self, stdin):
-        # The bytes that are there, up to _DRAIN, each line dispatched as it completes.
-        one = self._one
-        stdin.readinto(one)
-        budget = _DRAIN
-        while True:
-            line = self._feed(one[0])
-            if line is not None:
-                await self._dispatch(line)
-            if self.stopped:
-                return
-            budget -= 1
-            if budget == 0 or not self._poll.poll(0):
-                break
-            stdin.readinto(one)
-        await core.sleep_ms(0)
 
     def _feed(self, c):
         # Returns a complete line (a memoryview of the shared buffer), an int
@@ -175,8 +173,8 @@ class Console:
         return None
 
     async def _dispatch(self, line):
-        # Every line gets one answer, OK or ERR; run() says ERR nomem where this could not.
-        self._answered = False
+        # Every line gets one answer, OK or ERR (_feed marked it owed); run() says ERR nomem
+        # where this could not.
         if isinstance(line, int):
             if line == _TOOLONG:
                 self.error("toolong", "line longer than %d bytes" % MAX_LINE)

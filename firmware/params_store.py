@@ -132,10 +132,12 @@ def commit(changes, pv=None):
     _mkdirs()
     man = None
     manifest()  # from flash, not a cache: the commit must follow the real `set`
-    if man is None and ("set.new" in os.listdir(DIR) or "set.bak" in os.listdir(DIR)):
-        # A commit cut short between its renames (out of memory): finish or fall back first, so
-        # that this one neither starts from commit 0 over files set.bak still names nor loses it.
-        recover()
+    if man is None:
+        names = os.listdir(DIR)
+        if "set.new" in names or "set.bak" in names:
+            # A commit cut short between its renames (out of memory): finish or fall back first,
+            # so that this one neither starts from commit 0 over files set.bak names nor loses it.
+            recover()
     old = man or {"v": 0, "pv": 0, "r": {}}
     v = old["v"] + 1
     recs = dict(old["r"])

@@ -179,10 +179,14 @@ def _serve(vt: VTermProcess, con: Console) -> int:
                 except ExpectTimeout as e:
                     print(str(e))
                 for ev in con.take_events():  # those that came with the reply
-                    print("EVT", json.dumps(ev, ensure_ascii=False))
+                    print(_evt(ev))
     finally:
         done.set()
     return 0
+
+
+def _evt(ev: dict) -> str:
+    return "EVT " + json.dumps(ev, ensure_ascii=False)  # as the console sent it
 
 
 def _show_events(con: Console, busy: threading.Lock, done: threading.Event, prompt: str) -> None:
@@ -199,6 +203,6 @@ def _show_events(con: Console, busy: threading.Lock, done: threading.Event, prom
                 typed = readline.get_line_buffer()
             except ImportError:
                 pass
-        text = "".join("EVT %s\n" % json.dumps(ev, ensure_ascii=False) for ev in events)
+        text = "".join(_evt(ev) + "\n" for ev in events)
         sys.stdout.write(("\r\x1b[K" if prompt else "") + text + prompt + typed)
         sys.stdout.flush()
