@@ -44,6 +44,54 @@ def test_cmac_rfc4493_vectors():
     assert iso.cmac(k, bytes.fromhex("6bc1bee22e409f96e93d7e117393172a")).hex() == "070a16b46b4d4144f79bdd9dd04a287c"
 
 
+def test_cmac_per_key_contexts_stay_separate():
+    """cmac() reuses one keyed context per key (copied per message): a cached key must still give
+    its own MAC, another key another, and filling the cache must not change any result."""
+    import os
+    k = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+    msg = bytes.fromhex("6bc1bee22e409f96e93d7e117393172a")
+    keys = [os.urandom(16) for _ in range(5000)]   # more than the cache holds: it is cleared on the way
+    first = [iso.cmac(key, msg) for key in keys]
+    assert len(set(first)) == len(keys)
+    assert [iso.cmac(key, msg) for key in keys] == first
+    for _ in range(3):  # repeated use of a cached context: copies, never the context itself
+        assert iso.cmac(k, msg).hex() == "070a16b46b4d4144f79bdd9dd04a287c"
+    with pytest.raises(ValueError):
+        iso.cmac(bytes(15), msg)
+
+
+def test_card_hash_is_keyed_hmac_sha256():
+    """The ledger's card key: HMAC-SHA256 (RFC 4231 case 2: key "Jefe") truncated to 32 hex digits,
+    from a cached keyed context that must not carry one PAN into the next or one key into another."""
+    assert iso.card_hash(b"Jefe", "what do ya want for nothing?") == "5bdcc146bf60754e6a042426089575c7"
+    a, b = iso.card_hash(b"k" * 32, PAN), iso.card_hash(b"j" * 32, PAN)
+    assert a != b and iso.card_hash(b"k" * 32, PAN) == a and iso.card_hash(b"k" * 32, PAN + "1") != a
+
+
+def test_transmission_time_and_local_date_match_the_calendar():
+    """Field 7 and the regions' local dates are read through small caches: they must agree with
+    the plain calendar computation, across month ends, leap days and year ends, both ways."""
+    import calendar
+    import random
+    import time
+    from roampos.host import registry
+    rnd = random.Random(7)
+    for _ in range(3000):
+        now = float(rnd.randrange(1577836800, 1893456000))  # 2020-2030
+        sent = now + rnd.randrange(-86400, 86400)
+        assert iso.parse_transmission_time(iso.transmission_time(sent), now) == sent
+        off = rnd.choice((-720, -300, 0, 330, 480, 840))
+        assert registry.local_date({"utc_offset_min": off}, now) == \
+            time.strftime("%Y-%m-%d", time.gmtime(now + 60 * off))
+    # 29 Feb seen on 1 Mar 2028 (leap) and a 29 Feb that no nearby year has
+    mar1 = float(calendar.timegm((2028, 3, 1, 0, 0, 5, 0, 0, 0)))
+    assert iso.parse_transmission_time("0229235959", mar1) == mar1 - 6
+    with pytest.raises(iso.MessageError):
+        iso.parse_transmission_time("0229120000", float(calendar.timegm((2026, 6, 1, 0, 0, 0, 0, 0, 0))))
+    with pytest.raises(iso.MessageError):
+        iso.parse_transmission_time("1301120000", mar1)
+
+
 def test_key_check_value_wrap_and_derivation():
     # FIPS-197 appendix C.1: AES-128(000102..0f, 00112233..ff) = 69c4e0d86a7b0430d8cdb78070b4c55a
     assert iso.aes_ecb_encrypt(bytes(range(16)), TAK).hex() == "69c4e0d86a7b0430d8cdb78070b4c55a"

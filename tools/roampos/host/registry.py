@@ -63,8 +63,17 @@ def region(db: Database, code: str) -> Optional[dict]:
     return _cached(db, ("region", code), load)
 
 
+_DATES: Dict[int, str] = {}   # days since the epoch -> "YYYY-MM-DD" (every sale asks, a few times)
+
+
 def local_date(reg: dict, now: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(now + 60 * int(reg["utc_offset_min"])))
+    day = int((now + 60 * int(reg["utc_offset_min"])) // 86400)
+    text = _DATES.get(day)
+    if text is None:
+        if len(_DATES) >= 4096:
+            _DATES.clear()
+        text = _DATES[day] = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+    return text
 
 
 def add_terminal(db: Database, terminal_id: str, serial: str, merchant_id: str, merchant_name: str,
