@@ -194,3 +194,53 @@ def test_settlement_for_an_unknown_region_opens_no_batch(env):
     r = env.send(env.term.settlement((0, 0, 0, 0), region="999999"))
     assert r["39"] == "12"
     assert env.db.one("SELECT COUNT(*) FROM batches")[0] == 0
+
+
+def _batch_status(env, bn="000001"):
+    row = env.db.one("SELECT status FROM batches WHERE terminal_id=? AND batch_no=?", (TID, bn))
+    return row and row[0]
+
+
+def test_a_0500_that_is_no_settlement_or_in_another_currency_changes_nothing(env):
+    assert sale(env, card(41), 1000)["39"] == "00"
+    before = env.db.one("SELECT COUNT(*) FROM txns")[0]
+    # A sale's processing code in a 0500 is neither a request nor a trailer: it must not close the batch.
+    assert settle(env, (1, 1000, 0, 0), proc="000000")["39"] == "12"
+    # Shanghai settles in CNY (156): totals claimed in HKD cannot be in balance with its ledger.
+    env.term.currency = "344"
+    r = settle(env, (1, 1000, 0, 0))
+    assert r["39"] == "12" and "48" not in r
+    assert _batch_status(env) == "open" and env.db.one("SELECT COUNT(*) FROM txns")[0] == before
+    env.term.currency = "156"
+    assert settle(env, (1, 1000, 0, 0))["39"] == "00" and _batch_status(env) == "settled"
+
+
+def test_an_upload_that_differs_from_the_hosts_transaction_is_not_counted(env):
+    a = sale(env, card(42), 1000)
+    assert a["39"] == "00"
+    assert settle(env, (1, 5000, 0, 0))["39"] == "95"
+    # Same STAN, but another amount, another card, or sent as a refund: not the host's transaction.
+    for raw in (env.term.financial(card(42), 5000, mti="0320", stan=a["11"]),
+                env.term.financial(card(43), 1000, mti="0320", stan=a["11"]),
+                env.term.financial(card(42), 1000, mti="0320", stan=a["11"], proc="200000", orig_rrn=a["37"])):
+        assert env.send(raw)["39"] == "12"
+    row = env.db.one("SELECT status, uploaded, amount FROM txns WHERE terminal_id=? AND stan=?", (TID, a["11"]))
+    assert tuple(row) == ("approved", 0, 1000)
+    # The true upload still counts, and the trailer then balances on what the host has.
+    assert env.send(env.term.financial(card(42), 1000, mti="0320", stan=a["11"]))["39"] == "00"
+    assert settle(env, (1, 1000, 0, 0), proc="960000")["39"] == "00"
+
+
+def test_a_refund_advice_the_sale_cannot_cover_is_held(env):
+    s = sale(env, card(44), 1000)
+    assert s["39"] == "00"
+    over = sale(env, card(44), 5000, mti="0220", proc="200000", orig_rrn=s["37"])
+    unknown = sale(env, card(45), 700, mti="0220", proc="200000", orig_rrn="999999999999")
+    for adv, flag in ((over, "advice_rc_64"), (unknown, "advice_rc_25")):
+        assert adv["39"] == "00"                                 # an advice is always acknowledged
+        row = env.row(adv["11"])
+        assert row["status"] == "held" and flag in row["flags"]
+    within = sale(env, card(44), 400, mti="0220", proc="200000", orig_rrn=s["37"])
+    assert env.row(within["11"])["status"] == "approved"         # one the sale covers still counts
+    r = settle(env, (1, 1000, 1, 400))
+    assert r["39"] == "00", iso.decode_tlv(r.get("48", ""))

@@ -312,7 +312,9 @@ def authorize(ctx: Ctx, advice: bool = False, upload: bool = False) -> Decision:
         # is acknowledged). An upload that is held is answered with the rule's code, so that the
         # terminal drops it from the totals of its trailer (0330 00 means: counted in this batch).
         d.flags.append(f"{'upload' if upload else 'advice'}_rc_{rc}")
-        hold = upload or malformed or any(f in d.flags for f in _UNBATCHABLE)
+        # A refund or void advice that fails its rules (no such approved sale, another card, more
+        # back than the sale) gives money back the ledger cannot justify: held, like such an upload.
+        hold = upload or malformed or proc in ("20", "02") or any(f in d.flags for f in _UNBATCHABLE)
         rc = rc if upload else None
     d.rc = rc or "00"
     if hold:

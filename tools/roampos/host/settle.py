@@ -1,7 +1,6 @@
 """Settlement: reconcile a terminal's per-region batch totals with the ledger, batch upload, close."""
 from __future__ import annotations
 
-import time
 from typing import Tuple
 
 from .. import iso
@@ -48,8 +47,17 @@ def settle(ctx: Ctx) -> Decision:
     if "RG" not in tlv:
         raise iso.MessageError("tag RG missing", "48")
     theirs = _totals_from(tlv)
-    if registry.region(ctx.db, tlv["RG"]) is None:  # else it would open and settle a batch of nowhere
+    proc = ctx.doc["3"]
+    if proc not in (iso.PROC["settle"], iso.PROC["settle_after_upload"]):
+        # Only a request or a trailer may close a batch; anything else changes nothing.
+        return Decision(rc="12", reason=f"0500 processing code {proc} is not 920000 or 960000")
+    reg = registry.region(ctx.db, tlv["RG"])
+    if reg is None:  # else it would open and settle a batch of nowhere
         return Decision(rc="12", reason=f"settlement for unknown region {tlv['RG']}")
+    if ctx.doc.get("49") != reg["currency"]:
+        # Totals in another currency cannot be compared with the region's ledger: never in balance.
+        return Decision(rc="12", reason=f"settlement currency {ctx.doc.get('49')} is not region"
+                                        f" {tlv['RG']}'s {reg['currency']}", flags=["currency_mismatch"])
     # Stored as a 'settlement' row (amount: the terminal's net), so that a replayed 0500 is answered
     # from the ledger instead of running its trailer's exclusions again.
     d = Decision(rc="00", kind="settlement", region=tlv["RG"], currency=ctx.doc.get("49", ""),
@@ -65,7 +73,7 @@ def settle(ctx: Ctx) -> Decision:
         d.resp48 = _resp(tuple(row[2:]), d.rc)
         d.status = "repeat"
         return d
-    if ctx.doc["3"] == iso.PROC["settle_after_upload"]:
+    if proc == iso.PROC["settle_after_upload"]:
         for row in ctx.db.all("UPDATE txns SET status='excluded', flags=flags || ',not_in_upload'"
                               " WHERE terminal_id=? AND batch_no=? AND kind='financial' AND status='approved'"
                               " AND uploaded=0 RETURNING card_hash, terminal_id, region, local_date, amount, proc",
@@ -76,8 +84,7 @@ def settle(ctx: Ctx) -> Decision:
     d.status = "in_balance" if d.rc == "00" else "out_of_balance"
     d.resp48 = _resp(ours, d.rc)
     if d.rc == "00":
-        reg = registry.region(ctx.db, tlv["RG"])
-        day = registry.local_date(reg, ctx.now) if reg else time.strftime("%Y-%m-%d", time.gmtime(ctx.now))
+        day = registry.local_date(reg, ctx.now)
         if row is None:
             ctx.db.execute("INSERT INTO batches (terminal_id, batch_no, region, status) VALUES (?,?,?,'open')",
                            (ctx.terminal["terminal_id"], batch, tlv["RG"]))
@@ -102,12 +109,18 @@ def upload(ctx: Ctx) -> Decision:
     (unless it was reversed since). Unknown -> checked like an online one and stored: approved, or
     held for review with the failed rule's code."""
     tid, batch, stan = ctx.terminal["terminal_id"], ctx.tlv["BN"], ctx.doc["11"]
-    row = ctx.db.one("SELECT id, status, rc FROM txns WHERE terminal_id=? AND batch_no=? AND stan=?"
-                     " AND kind='financial'", (tid, batch, stan))
+    row = ctx.db.one("SELECT id, status, rc, amount, currency, proc, card_hash FROM txns WHERE terminal_id=?"
+                     " AND batch_no=? AND stan=? AND kind='financial'", (tid, batch, stan))
     b = ctx.db.one("SELECT status FROM batches WHERE terminal_id=? AND batch_no=?", (tid, batch))
     is_open = b is None or b[0] != "settled"
     if row is not None:
-        rid, status, rc = row
+        rid, status, rc = row[:3]
+        differs = _differs(ctx, row[3:])
+        if differs:
+            # Not the transaction the host has under this STAN: counting it would put the host's
+            # figures in the terminal's totals for something else (and never in balance).
+            return Decision(rc="12", reason=f"terminal {tid} STAN {stan}: upload differs from the host's"
+                                            f" transaction ({differs}), not counted", flags=["upload_mismatch"])
         if status == "excluded" and is_open and not ctx.db.one(
                 "SELECT id FROM txns WHERE terminal_id=? AND batch_no=? AND stan=? AND kind='reversal'",
                 (tid, batch, stan)):
@@ -131,3 +144,22 @@ def upload(ctx: Ctx) -> Decision:
         d.uploaded = 1
         d.flags.append("batch_upload")  # the host had not seen it online (offline approval or lost advice)
     return d
+
+
+def _differs(ctx: Ctx, stored: tuple) -> str:
+    """Which of amount, currency, processing code and card of an upload differ from the stored row."""
+    amount, currency, proc, card = stored
+    doc, tlv = ctx.doc, ctx.tlv
+    if "4" not in doc or "49" not in doc or "EP" not in tlv:
+        raise iso.MessageError("an upload carries the original's amount, currency and EP", "48")
+    out = []
+    if int(doc["4"]) != int(amount):
+        out.append("amount")
+    if doc["49"] != currency:
+        out.append("currency")
+    if doc["3"] != proc:
+        out.append("processing code")
+    pan = iso.decrypt_pan(ctx.tdk, tlv["EP"], ctx.pan_ecb)
+    if card and iso.card_hash(ctx.card_key, pan) != card:
+        out.append("card")
+    return ", ".join(out)
