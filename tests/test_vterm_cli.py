@@ -90,17 +90,18 @@ def test_run_starts_the_host_with_the_terminal_registered(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    db = tmp_path / "host.db"
-    r = subprocess.run(CLI + ["run", "--flash", str(tmp_path / "f.img"), "--db", str(db),
+    # The ledger's and the flash image's folders do not exist yet, as build/ in a fresh clone.
+    db = tmp_path / "build" / "host.db"
+    r = subprocess.run(CLI + ["run", "--flash", str(tmp_path / "img" / "f.img"), "--db", str(db),
                               "--broker-port", str(port)],
                        input="status\nquit\n", capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "registered terminal SH000001" in r.stdout, r.stdout
     # its TMK, for injection, and the host key sit beside the ledger, not in it
-    assert len(bytes.fromhex((tmp_path / "SH000001.tmk").read_text())) == 16
-    assert (tmp_path / "host.db.key").exists()
+    assert len(bytes.fromhex((db.parent / "SH000001.tmk").read_text())) == 16
+    assert (db.parent / "host.db.key").exists()
     assert '"region": "310000"' in r.stdout and '"mode": "ready"' in r.stdout, r.stdout
-    log = (tmp_path / "host.log").read_text()
+    log = (db.parent / "host.log").read_text()
     assert "127.0.0.1:%d" % port in log, log
     listed = subprocess.run(CLI + ["terminal", "--db", "sqlite:///%s" % db, "list"],
                             capture_output=True, text=True, timeout=60)

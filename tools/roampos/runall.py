@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         try:
             if not args.no_host:
+                # The ledger's folder (build/ by default) is not in a fresh clone: make it before the
+                # terminal is registered there.
+                os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
                 if os.path.exists(args.params):
                     register_terminal("sqlite:///" + args.db, args.params)
                 log = os.path.splitext(args.db)[0] + ".log"
