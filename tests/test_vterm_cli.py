@@ -39,6 +39,25 @@ def test_vterm_prints_console_first_and_stops_on_sigterm(tmp_path, relative):
             p.kill()
 
 
+def test_readme_provisioning_on_a_default_vterm(tmp_path):
+    # README: `roampos vterm`, then `roampos provision --port <its console>`: the default heap
+    # must be enough for the import (64K is the firmware's serving budget, not the tool's).
+    p = subprocess.Popen(CLI + ["vterm", "--flash", str(tmp_path / "f.img")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        port = p.stdout.readline().split()[1]
+        r = subprocess.run(CLI + ["provision", "--port", port, "--file",
+                                  os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "provisioned: parameter version" in r.stdout, r.stdout + r.stderr
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def test_vterm_rejects_a_bad_heap_size(tmp_path):
     r = subprocess.run(CLI + ["vterm", "--flash", str(tmp_path / "f.img"), "--heap", "lots"],
                        capture_output=True, text=True, timeout=30)

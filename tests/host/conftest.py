@@ -13,7 +13,8 @@ from roampos.host.handler import Handler
 from hostkit import MID, SERIAL, TID, TMK, HostEnv, free_port, wait_port
 
 MOSQUITTO = "/usr/sbin/mosquitto"
-PG_URL = os.environ.get("ROAMPOS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+# Empty counts as unset: `make test` passes on what services.sh printed, which may be nothing.
+PG_URL = os.environ.get("ROAMPOS_TEST_PG") or "postgresql://postgres@127.0.0.1:5432/test"
 SESSION = uuid.uuid4().hex[:8]
 _schemas: List[str] = []
 

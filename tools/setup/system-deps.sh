@@ -16,9 +16,13 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
-    || echo "system-deps: could not install ${need[*]}; tests that need them will skip"
+  # A failed install fails the setup, so that the next `make` tries again (the setup's stamp is
+  # only written after this succeeds) instead of leaving tests to skip or fail one by one.
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }; then
+    echo "system-deps: could not install ${need[*]}" >&2
+    exit 1
+  fi
 else
-  echo "system-deps: not root; install ${need[*]} for the broker/PostgreSQL/32-bit heap tests (they skip without)"
+  echo "system-deps: not root; install ${need[*]} for the broker/PostgreSQL/32-bit heap tests (they skip or fail without)"
 fi
 exit 0

@@ -227,7 +227,7 @@ def _pct(values: List[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] * 1000 if s else float("nan")
 
 
-PG_URL = os.environ.get("ROAMPOS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get("ROAMPOS_TEST_PG") or "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def pg_available() -> bool:

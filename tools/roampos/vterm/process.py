@@ -343,7 +343,9 @@ class VirtualTerminal:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flash", default=DEFAULT_FLASH,
                    help="littlefs2 flash image (built from the tree when missing)")
-    p.add_argument("--heap", default="64K", type=heap_arg, help="MicroPython heap, e.g. 64K")
+    # 128K as `make run` and the tests: provisioning a 64-bit vterm needs more than the 64K the
+    # firmware boots and serves in (`--heap 64K` for that budget).
+    p.add_argument("--heap", default="128K", type=heap_arg, help="MicroPython heap, e.g. 64K (default 128K)")
     p.add_argument("--fresh", action="store_true", help="rebuild the flash images first")
     p.add_argument("--no-romfs", action="store_true",
                    help="no ROMFS: the code goes into the littlefs image and runs from the heap")
