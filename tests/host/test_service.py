@@ -62,6 +62,75 @@ def test_terminal_registry_cli_refuses_second_binding(db_url):
     assert "(replaces 2026-01-01..2026-12-31)" in again.stdout
 
 
+def test_terminal_cli_refuses_what_no_message_or_broker_can_carry(db, tmp_path):
+    url = db.url
+    add = ["terminal", "--db", url, "add", "SZX00001", "--serial", "RP-S3-000778", "--merchant",
+           "440300000000008", "--merchant-name", "Tea Stall", "--acquirer", "48022000", "--account",
+           "6222030000000008", "--home-region", "440300", "--tmk", "00112233445566778899AABBCCDDEEFF"]
+    # Digits of other scripts are digits to \d, never to field 42 or an acquirer code.
+    for i, value in ((8, "\u0663" * 15), (12, "\uff14\uff18\uff10\uff12"), (10, "Tea\nStall")):
+        bad = list(add)
+        bad[i] = value
+        r = cli(*bad, check=False)
+        assert r.returncode == 2 and "must be" in r.stderr and "Traceback" not in r.stderr, (i, r.stderr)
+    # The same merchant under another name: refused, as another acquirer code or account is.
+    other = list(add)
+    other[4], other[6], other[8] = "SZX00002", "RP-S3-000779", MID
+    r = cli(*other, check=False)
+    assert r.returncode == 2 and "Roaming Noodles" in r.stderr
+    # A key file that is not text: refused without showing any of its bytes.
+    keyfile = tmp_path / "bin.tmk"
+    keyfile.write_bytes(b"\x00\xc3\x28" + os.urandom(13))
+    r = cli(*add[:-2], "--tmk-file", str(keyfile), check=False)
+    assert r.returncode == 2 and "32 hex digits" in r.stderr and "Traceback" not in r.stderr
+    # Undecodable bytes in a terminal ID or region code (a shell's $'...\xff'): one-line errors.
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    for args in (["block", b"SHA0000\xff"], ["grant-region", TID, b"\xff", "--from", "2026-01-01", "--to",
+                                             "2026-12-31"], ["revoke-region", TID, b"44\xff300"]):
+        r = subprocess.run([roampos_bin(), "terminal", "--db", url, *args], capture_output=True, timeout=60,
+                           env=env)
+        assert r.returncode == 2 and b"Traceback" not in r.stderr and b"must be" in r.stderr, r.stderr
+    # A broker that is not mqtt://host:port is refused before anything changes (never the local one).
+    for broker in ("acquirer-broker.invalid:1883", "mqtt://127.0.0.1:notaport", "mqtt://127.0.0.1:70000"):
+        r = cli("terminal", "--db", url, "--broker", broker, "block", TID, check=False)
+        assert r.returncode == 2 and "must be mqtt://host:port" in r.stderr, r.stderr
+    assert registry.get_terminal(db, TID)["blocked"] == 0
+
+
+def test_params_version_only_goes_up_and_a_will_is_not_a_sighting(db):
+    first = json.loads(registry.params_package(db, TID, 2_000_000_000.0).rpartition(b"\n")[0])
+    # Pushed from a machine whose clock is 2 s behind: still newer, or the terminal ignores it.
+    second = json.loads(registry.params_package(db, TID, 1_999_999_998.0).rpartition(b"\n")[0])
+    assert second["v"] > first["v"]
+    assert registry.record_heartbeat(db, TID, b'{"fw":"0.3.1","rssi":-71,"region":"310000"}', 1000.0) is None
+    assert registry.record_heartbeat(db, TID, b'{"online":false}', 5000.0) is None   # the broker's will
+    t = registry.get_terminal(db, TID)
+    assert (t["last_seen"], t["online"], t["firmware"]) == (1000, 0, "0.3.1")
+    table = cli("terminal", "--db", db.url, "list").stdout.splitlines()
+    head, row = table[0].split(), table[1].split()
+    assert "online" in head and row[head.index("online")] == "no", table
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_parallel_adds_of_one_new_merchant_both_register(db):
+    # One `terminal add` holds its new merchant uncommitted while another adds a terminal of the
+    # same merchant (a provisioning script running them in parallel): the second waits, then binds.
+    from roampos.host import db as dbm
+    other = dbm.connect(db.url)
+    try:
+        with other.transaction():
+            other.execute("INSERT INTO merchants VALUES (?,?,?,?)", ("310000000000077", "N", "4802", "6222"))
+            p = subprocess.Popen([roampos_bin(), "terminal", "--db", db.url, "add", "RACE0002", "--serial", "RP-R2",
+                                  "--merchant", "310000000000077", "--merchant-name", "N", "--acquirer", "4802",
+                                  "--account", "6222", "--home-region", "310000", "--tmk", "00" * 16],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(1.5)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0 and "registered" in out, err
+    finally:
+        other.close()
+
+
 def test_parameters_are_signed_and_retained(mosquitto, db):
     cli("terminal", "--db", db.url, "--broker", mosquitto, "grant-region", TID, "810000",
         "--from", "2025-01-01", "--to", "2030-12-31")

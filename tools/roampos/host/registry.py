@@ -80,26 +80,29 @@ def add_terminal(db: Database, terminal_id: str, serial: str, merchant_id: str, 
                  acquirer_code: str, settlement_account: str, home_region: str,
                  addresses: Dict[str, str], tmk_hex: str, location_policy: str = "decline") -> None:
     """Register one terminal bound to exactly one merchant (PBOC 银发〔2021〕259号)."""
-    if not re.fullmatch(r"[0-9A-Za-z]{8}", terminal_id):
-        raise RegistryError(f"terminal ID {terminal_id!r} must be 8 alphanumerics (field 41)")
-    if not re.fullmatch(r"\d{15}", merchant_id):
+    _check_id(terminal_id)
+    # [0-9], not \d: \d also takes Arabic-Indic or fullwidth digits, which no field 42 carries.
+    if not re.fullmatch(r"[0-9]{15}", merchant_id):
         raise RegistryError(f"merchant ID {merchant_id!r} must be 15 digits (field 42)")
     # The same rules as the terminal's parameter schema (firmware/params_schema.py, merchant).
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", serial):
         raise RegistryError(f"serial {serial!r} must be 1..32 of A-Z a-z 0-9 - _")
-    if not re.fullmatch(r"\d{1,11}", acquirer_code):
+    if not re.fullmatch(r"[0-9]{1,11}", acquirer_code):
         raise RegistryError(f"acquirer code {acquirer_code!r} must be 1..11 digits")
-    if not 1 <= len(merchant_name.strip()) <= 40:
-        raise RegistryError("merchant name must be 1..40 characters")
+    merchant_name = merchant_name.strip()
+    if not 1 <= len(merchant_name) <= 40 or not merchant_name.isprintable():
+        raise RegistryError("merchant name must be 1..40 printable characters")
     if not re.fullmatch(r"[A-Za-z0-9 -]{1,34}", settlement_account) or not settlement_account.strip():
         raise RegistryError("settlement account must be 1..34 letters, digits, spaces or dashes")
     if not re.fullmatch(r"[0-9A-Fa-f]{32}", tmk_hex):
         raise RegistryError("TMK must be 32 hex digits (AES-128)")
     if location_policy not in ("decline", "flag"):
         raise RegistryError("location policy must be 'decline' or 'flag'")
+    _check_region_code(home_region)
     if region(db, home_region) is None:
         raise RegistryError(f"unknown home region {home_region}")
     for code in addresses:
+        _check_region_code(code)
         if region(db, code) is None:
             raise RegistryError(f"deployment address for unknown region {code}")
     sealed_tmk = db.vault().seal(bytes.fromhex(tmk_hex))  # never stored in clear
@@ -108,19 +111,51 @@ def add_terminal(db: Database, terminal_id: str, serial: str, merchant_id: str, 
             raise RegistryError(f"terminal {terminal_id} already registered; one merchant binding per terminal")
         if db.one("SELECT terminal_id FROM terminals WHERE serial=?", (serial,)):
             raise RegistryError(f"serial {serial} is already bound to another terminal")
-        m = db.one("SELECT acquirer_code, settlement_account FROM merchants WHERE merchant_id=?", (merchant_id,))
-        if m is None:
-            db.execute("INSERT INTO merchants VALUES (?,?,?,?)",
-                       (merchant_id, merchant_name, acquirer_code, settlement_account))
-        elif tuple(m) != (acquirer_code, settlement_account):
-            raise RegistryError(f"merchant {merchant_id} is registered with another acquirer code or account")
-        db.execute("INSERT INTO terminals (terminal_id, serial, merchant_id, home_region, addresses, tmk,"
-                   " location_policy) VALUES (?,?,?,?,?,?,?)",
-                   (terminal_id, serial, merchant_id, home_region, json.dumps(addresses, ensure_ascii=False),
-                    sealed_tmk, location_policy))
+        # ON CONFLICT: two adds of one new merchant at once (PostgreSQL, read committed) both see
+        # no row; the second then compares with what the first stored instead of failing.
+        db.execute("INSERT INTO merchants VALUES (?,?,?,?) ON CONFLICT (merchant_id) DO NOTHING",
+                   (merchant_id, merchant_name, acquirer_code, settlement_account))
+        m = db.one("SELECT name, acquirer_code, settlement_account FROM merchants WHERE merchant_id=?",
+                   (merchant_id,))
+        if tuple(m) != (merchant_name, acquirer_code, settlement_account):
+            raise RegistryError(f"merchant {merchant_id} is registered as {m[0]!r} with acquirer code {m[1]}"
+                                " and its own account: give the same name, code and account")
+        try:
+            db.execute("INSERT INTO terminals (terminal_id, serial, merchant_id, home_region, addresses, tmk,"
+                       " location_policy) VALUES (?,?,?,?,?,?,?)",
+                       (terminal_id, serial, merchant_id, home_region,
+                        json.dumps(addresses, ensure_ascii=False), sealed_tmk, location_policy))
+        except Exception as exc:
+            if not _is_unique_violation(exc):
+                raise
+            # Another add of this ID or serial committed since the checks above (a parallel run).
+            raise RegistryError(f"terminal {terminal_id} or serial {serial} was just registered by"
+                                " another command; one merchant binding per terminal") from None
+
+
+def _check_id(terminal_id: str) -> None:
+    if not re.fullmatch(r"[0-9A-Za-z]{8}", terminal_id):
+        raise RegistryError(f"terminal ID {terminal_id!r} must be 8 alphanumerics (field 41)")
+
+
+def _check_region_code(code: str) -> None:
+    if not re.fullmatch(r"[0-9]{6}", code):
+        raise RegistryError(f"region {code!r} must be a GB/T 2260 code of 6 digits")
+
+
+def _is_unique_violation(exc: Exception) -> bool:
+    import sqlite3
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.errors.UniqueViolation)
 
 
 def _require(db: Database, terminal_id: str) -> dict:
+    _check_id(terminal_id)
     t = get_terminal(db, terminal_id)
     if t is None:
         raise RegistryError(f"unknown terminal {terminal_id}")
@@ -131,6 +166,7 @@ def grant_region(db: Database, terminal_id: str, code: str, valid_from: str,
                  valid_to: str) -> Optional[Tuple[str, str]]:
     """Grant `code` for the validity (inclusive local dates); returns the grant it replaced, if any."""
     t = _require(db, terminal_id)
+    _check_region_code(code)
     if region(db, code) is None:
         raise RegistryError(f"unknown region {code}")
     if code == t["home_region"]:
@@ -156,6 +192,7 @@ def _real_date(text: str) -> bool:
 
 def revoke_region(db: Database, terminal_id: str, code: str) -> bool:
     _require(db, terminal_id)
+    _check_region_code(code)
     with db.transaction():
         cur = db.execute("DELETE FROM grants WHERE terminal_id=? AND region=?", (terminal_id, code))
     return cur.rowcount > 0
@@ -224,8 +261,12 @@ def fee_for(db: Database, code: str, method: str, amount: int) -> int:
 def params_package(db: Database, terminal_id: str, now: float) -> bytes:
     """Signed parameter package for .../params: binding, authorized regions and their profiles."""
     t = _require(db, terminal_id)
-    version = int(now * 1000)
     with db.transaction():
+        # Always above the last package's: a push from a machine whose clock is behind must not
+        # carry a `v` the terminal ignores (it keeps only a greater one).
+        db.lock_terminal(terminal_id)
+        (last,) = db.one("SELECT params_version FROM terminals WHERE terminal_id=?", (terminal_id,))
+        version = max(int(now * 1000), int(last or 0) + 1)
         db.execute("UPDATE terminals SET params_version=? WHERE terminal_id=?", (version, terminal_id))
     codes = [(t["home_region"], "0000-01-01", "9999-12-31")] + [tuple(g) for g in db.all(
         "SELECT region, valid_from, valid_to FROM grants WHERE terminal_id=? ORDER BY region", (terminal_id,))]
@@ -270,9 +311,12 @@ def record_heartbeat(db: Database, terminal_id: str, payload: bytes, now: float)
     if type(sig) is not int or not _RSSI_RANGE[0] <= sig <= _RSSI_RANGE[1]:
         sig = None  # bool, float, string or out of range: keep the last good value
     with db.transaction():
-        db.execute("UPDATE terminals SET last_seen=?, online=?, firmware=COALESCE(?, firmware),"
-                   " signal=COALESCE(?, signal), seen_region=COALESCE(?, seen_region) WHERE terminal_id=?",
-                   (int(now), online, _s(data.get("fw")), sig, _s(data.get("region")), terminal_id))
+        # The broker's last will ({"online": false}) says when the link was lost, not that the
+        # terminal was seen: last_seen stays at its last real heartbeat.
+        db.execute("UPDATE terminals SET last_seen=CASE WHEN ?=1 THEN ? ELSE last_seen END, online=?,"
+                   " firmware=COALESCE(?, firmware), signal=COALESCE(?, signal),"
+                   " seen_region=COALESCE(?, seen_region) WHERE terminal_id=?",
+                   (online, int(now), online, _s(data.get("fw")), sig, _s(data.get("region")), terminal_id))
     return None
 
 

@@ -54,11 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def push_params(db, broker_url: str, terminal_id: str) -> None:
     """Publish retained on roampos/v1/<tid>/params and wait for the broker's PUBACK."""
     import paho.mqtt.client as mqtt
-    from urllib.parse import urlparse
+    host, port = broker_address(broker_url)
     payload = registry.params_package(db, terminal_id, time.time())
-    u = urlparse(broker_url)
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"roampos-tms-{os.getpid()}")
-    c.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=10)
+    c.connect(host, port, keepalive=10)
     c.loop_start()
     try:
         info = c.publish(f"roampos/v1/{terminal_id}/params", payload, qos=1, retain=True)
@@ -70,14 +69,29 @@ def push_params(db, broker_url: str, terminal_id: str) -> None:
         c.loop_stop()
 
 
+def broker_address(url: str) -> "tuple[str, int]":
+    """(host, port) of mqtt://host[:port]; anything else is refused, never read as the local broker."""
+    from urllib.parse import urlparse
+    u = urlparse(url)
+    try:
+        port = u.port or 1883
+    except ValueError:
+        port = -1
+    if u.scheme != "mqtt" or not u.hostname or not 0 < port < 65536:
+        raise registry.RegistryError(f"--broker {url!r} must be mqtt://host:port")
+    return u.hostname, port
+
+
 def _print_table(rows: list) -> None:
-    head = ("terminal", "serial", "merchant", "home", "regions", "blocked", "last seen", "fw", "signal", "region")
+    head = ("terminal", "serial", "merchant", "home", "regions", "blocked", "online", "last seen", "fw", "signal",
+            "region")
     lines = [head]
     for t in rows:
         grants = " ".join(f"{g['region']}({g['valid_from']}..{g['valid_to']})" for g in t["grants"]) or "-"
         seen = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t["last_seen"])) if t["last_seen"] else "-"
         lines.append((t["terminal_id"], t["serial"], t["merchant_id"], t["home_region"], grants,
-                      "yes" if t["blocked"] else "no", seen, t["firmware"] or "-",
+                      "yes" if t["blocked"] else "no",
+                      "-" if t["online"] is None else ("yes" if t["online"] else "no"), seen, t["firmware"] or "-",
                       str(t["signal"]) if t["signal"] is not None else "-", t["seen_region"] or "-"))
     widths = [max(len(str(r[i])) for r in lines) for i in range(len(head))]
     for r in lines:
@@ -94,8 +108,12 @@ def _tmk(args: argparse.Namespace) -> "tuple[str, bool]":
     if not args.tmk_file:
         raise registry.RegistryError("give --tmk-file (read, or generated and written there) or --tmk")
     if os.path.exists(args.tmk_file):
-        with open(args.tmk_file) as fh:
-            return fh.read().strip(), False
+        with open(args.tmk_file, "rb") as fh:
+            raw = fh.read(256)
+        try:
+            return raw.decode("ascii").strip(), False
+        except UnicodeDecodeError:  # the message must not show any of the key file's bytes
+            raise registry.RegistryError(f"{args.tmk_file} does not hold a TMK of 32 hex digits") from None
     return os.urandom(16).hex().upper(), True
 
 
@@ -107,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     tid: Optional[str] = getattr(args, "terminal_id", None)
     try:
+        if args.broker:
+            broker_address(args.broker)  # before anything changes: a bad URL must not half-apply
         if args.action == "add":
             addresses = {}
             for item in args.address:
@@ -160,6 +180,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     except (registry.RegistryError, VaultError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except UnicodeError:
+        # An argument that is not text (undecodable bytes on the command line) reached a lookup.
+        print("error: arguments must be text (terminal IDs, region codes and names in UTF-8)", file=sys.stderr)
         return 2
     except (OSError, DatabaseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
