@@ -158,6 +158,17 @@ def test_report_refuses_bad_dates_missing_ledgers_and_unwritable_paths(env, tmp_
     assert r.returncode == 1 and "no ledger at" in r.stderr and not (tmp_path / "typo.db").exists()
     r = report("--date", "2026-01-01", "--db", env.db_url, "--csv", str(tmp_path / "missing" / "x.csv"))
     assert r.returncode == 1 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+    # A database that is not a ledger, or (PostgreSQL) a mistyped schema: an error, and nothing created.
+    import sqlite3
+    sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE notes (x)").connection.commit()
+    r = report("--date", "2026-01-01", "--db", f"sqlite:///{tmp_path / 'other.db'}", "--csv", str(tmp_path / "x.csv"))
+    assert r.returncode == 1 and "no ledger in" in r.stderr
+    if env.db.kind == "pg":
+        typo = env.db_url.rsplit("schema=", 1)[0] + "schema=" + env.db_url.rsplit("schema=", 1)[1] + "_typo"
+        r = report("--date", "2026-01-01", "--db", typo, "--csv", str(tmp_path / "x.csv"))
+        assert r.returncode == 1 and "no ledger in" in r.stderr, r.stderr
+        assert env.db.one("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name=?",
+                          (typo.rsplit("schema=", 1)[1],))[0] == 0
 
 
 def test_an_excluded_sale_reversed_since_is_not_restored_by_an_upload(env):

@@ -87,6 +87,14 @@ def sqlite_path(url: str) -> str:
     return url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
 
 
+def redact_url(url: str) -> str:
+    """The URL as logs and messages may show it: without its password."""
+    u = urlparse(url)
+    if u.password:
+        return url.replace(":" + u.password + "@", ":***@")
+    return url
+
+
 def default_url() -> str:
     return os.environ.get("ROAMPOS_DB") or "sqlite:///" + os.path.abspath("roampos-host.db")
 
@@ -99,8 +107,9 @@ def read_csv(name: str) -> List[dict]:
 class Database:
     """Thin wrapper: '?' placeholders everywhere, translated for psycopg."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, create: bool = True):
         self.url = url
+        self.create = create       # False: open an existing ledger only (reports): create no schema
         self.kind = "pg" if is_postgres(url) else "sqlite"
         self._conn: Any = None
         self._depth = 0
@@ -144,7 +153,8 @@ class Database:
                 if schema:
                     if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema):
                         raise DatabaseError(f"bad schema name {schema!r}")
-                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                    if self.create:
+                        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
                     conn.execute(f"SET search_path TO {schema}")
                 self._conn = conn
         except (sqlite3.Error, OSError) as exc:
@@ -321,6 +331,12 @@ class Database:
         from .totals import backfill
         backfill(self)
 
+    def has_ledger(self) -> bool:
+        """Whether this database (PostgreSQL: its schema) holds a RoamPOS ledger."""
+        if self.kind == "pg":
+            return self.one("SELECT to_regclass('txns')")[0] is not None
+        return self.one("SELECT name FROM sqlite_master WHERE type='table' AND name='txns'") is not None
+
     def vault(self) -> "Vault":
         """The host key's vault (terminal keys sealed, card-hash key); loaded once per connection."""
         if self._vault is None:
@@ -395,7 +411,7 @@ def pg_reachable(url: str) -> bool:
 
 
 def connect(url: Optional[str] = None, create: bool = True) -> Database:
-    db = Database(url or default_url())
+    db = Database(url or default_url(), create)
     if create:
         for attempt in range(5):
             try:

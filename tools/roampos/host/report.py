@@ -9,7 +9,7 @@ import re
 import sys
 from typing import Dict, List, Tuple
 
-from .db import Database, DatabaseError, connect, default_url, is_postgres, sqlite_path
+from .db import Database, DatabaseError, connect, default_url, is_postgres, redact_url, sqlite_path
 
 __all__ = ["add_arguments", "run", "clearing_rows", "COLUMNS"]
 
@@ -97,7 +97,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: no ledger at {sqlite_path(url)}", file=sys.stderr)
         return 1
     try:
-        db = connect(url)
+        # A report only reads: it creates nothing, not even the schema a mistyped URL names.
+        db = connect(url, create=False)
+        if not db.has_ledger():
+            print(f"error: no ledger in {redact_url(url)}", file=sys.stderr)
+            return 1
         rows = clearing_rows(db, args.date)
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)

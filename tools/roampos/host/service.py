@@ -13,7 +13,7 @@ import time
 from typing import List, Optional
 from urllib.parse import urlparse
 
-from .db import DatabaseError, connect, default_url, is_postgres
+from .db import DatabaseError, connect, default_url, is_postgres, redact_url
 from .vault import VaultError
 from .wire import WireClient
 
@@ -308,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
     for ev in events:  # "ready" means every worker's subscription is in place
         if not ev.wait(60):
             log.error("a worker did not subscribe within 60 s")
-    log.info("host running: %d worker(s), broker %s, db %s", len(procs), url, _redact(db_url))
+    log.info("host running: %d worker(s), broker %s, db %s", len(procs), url, redact_url(db_url))
     print(f"roampos host ready broker={url}", flush=True)
     stop = threading.Event()
     _stop_on_signal(stop.set)
@@ -328,9 +328,3 @@ def run(args: argparse.Namespace) -> int:
         broker.stop()
     return 0
 
-
-def _redact(url: str) -> str:
-    u = urlparse(url)
-    if u.password:
-        return url.replace(":" + u.password + "@", ":***@")
-    return url
