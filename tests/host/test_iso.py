@@ -206,3 +206,10 @@ def test_fast_codec_agrees_with_pyiso8583_on_valid_and_mutated_messages():
         iso.encode({"t": "0210", "39": "000"})
     with pytest.raises(iso.MessageError):
         iso.encode({"t": "0210", "41": "ÄBCDEFGH"})
+
+
+def test_encode_refuses_fields_above_64():
+    # The contract has no secondary bitmap: such a field is an error, never a 128-bit bitmap.
+    for key in ("65", "128"):
+        with pytest.raises(iso.MessageError, match="above 64"):
+            iso.encode({"t": "0210", "3": "000000", "39": "00", key: "1"}, bytes(16))

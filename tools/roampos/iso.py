@@ -362,12 +362,12 @@ def _fast_encode(doc: Dict[str, str]) -> Optional[bytes]:
 def encode(fields: Dict[str, str], mac_key: Optional[bytes] = None) -> bytes:
     """Encode with the RoamPOS spec; with mac_key, append a MAC as field 64."""
     doc = {k: v for k, v in fields.items() if k not in ("p", "1", "64")}
-    if any(k.isdigit() and int(k) > 64 for k in doc):
-        raise MessageError("fields above 64 (secondary bitmap) are not used")
     if mac_key is not None:
         doc["64"] = "00" * 8
-    raw = _fast_encode(doc)
+    raw = _fast_encode(doc)   # fields 2..64 only: one above 64 always takes the checks below
     if raw is None:
+        if any(k.isdigit() and int(k) > 64 for k in doc):
+            raise MessageError("fields above 64 (secondary bitmap) are not used")
         try:
             raw = bytes(iso8583.encode(doc, SPEC)[0])
         except iso8583.EncodeError as exc:
