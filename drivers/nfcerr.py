@@ -13,9 +13,12 @@ class NoAnswer(NfcError):
 
 class FrameError(NfcError):
     # An answer came but was damaged or broke the protocol: CRC, parity,
-    # collision, length, BCC, block rules. `what` names the check.
+    # collision, length, BCC, block rules. `what` names the check. Only the
+    # answer's length goes into the message, never its bytes: a damaged READ
+    # RECORD answer still holds the PAN and track 2, and the message reaches
+    # the console in the card error event.
     def __init__(self, what, got=b""):
-        super().__init__("%s (got %s)" % (what, bytes(got).hex() or "nothing"))
+        super().__init__("%s (%d bytes)" % (what, len(got)))
         self.what = what
 
 

@@ -4,7 +4,7 @@ import time
 
 from vhw.bus import SPI, Pin
 from vhw.nfc import MFRC522Model, crc_a
-from vhw.cards import Card, tlv
+from vhw.cards import Card, PROFILES, tlv
 from drivers.mfrc522 import MFRC522, INIT
 from drivers.mfrc522_poll import MFRC522Poll
 from drivers.iso14443 import T4, parse_ats
@@ -366,3 +366,27 @@ def test_a_card_listing_thousands_of_records_is_refused_quickly():
     else:
         raise AssertionError("read without error")
     assert len(reads) == 32, len(reads)   # stopped at the cap, not after 15,300
+
+
+def test_damaged_record_answers_never_put_card_data_in_the_error():
+    # RF noise at the edge of the field: the READ RECORD answer and both repeats arrive with a
+    # bad CRC_A. The read fails, and its error (which becomes the console's card error event)
+    # names the check and the length only: the damaged frame still holds the PAN and track 2.
+    rd, model, _ = rig("visa")
+    card = model.card
+    pan = PROFILES["visa"].split()[2]
+    answer = card.apdu
+
+    def apdu(cmd):
+        if cmd[:2] == b"\x00\xb2":   # READ RECORD
+            model.faults = ["crc"] * 3
+        return answer(cmd)
+    card.apdu = apdu
+    try:
+        emv.read(rd, iso14443a.activate(rd), 125, 156, today="261127")
+    except emv.CardError as e:
+        text = str(e)
+        assert "CRC_A" in text and "bytes" in text, text
+        assert pan not in text and pan[-8:] not in text and pan[:8] not in text, text
+    else:
+        raise AssertionError("the damaged record was accepted")
