@@ -50,6 +50,10 @@ def cmd_bench(args):
             raise CommandError("unsupported", "bench card needs the vterm's simulated cards")
         if w[1] not in b.sim.cards():
             raise CommandError("nocard", "no card profile %s" % w[1])
+        from firmware import sale
+        if sale.amount is not None:
+            # The bench read goes the idle poll's way, which hands a card to a waiting sale.
+            raise CommandError("busy", "a sale is waiting for a card; cancel it first")
         # Each read as the idle poll does it: the card path (firmware.tap, the
         # reader's full driver, EMV) imported for the read and dropped after,
         # so "idle" is measured without it.

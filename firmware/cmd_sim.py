@@ -72,7 +72,9 @@ def cmd_sim(args):
         sim.ask(args)
         return {"cell": {"mcc": "%03d" % mcc, "mnc": w[1], "lac": lac, "ci": ci}}
     if op == "signal":
-        dbm = _int(rest, "signal", -120, -40)
+        if len(rest.split()) != 1:
+            raise CommandError("usage", "sim signal <dBm>")
+        dbm = _int(rest.strip(), "signal", -120, -40)
         sim.ask(args)
         return {"signal_dbm": dbm}
     if op == "squeeze":

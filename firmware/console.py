@@ -32,6 +32,16 @@ _TRANSIENT = ("firmware.cmd_system", "firmware.cmd_screen", "firmware.cmd_sim",
               "firmware.version")
 
 
+
+def _one_line(message):
+    # An error message may quote what the user sent (a JSON key, an argument, decoded from
+    # JSON escapes): a CR or LF in it would end the reply early and start a second line.
+    if isinstance(message, str):
+        for c in message:
+            if c < " " or c == "\x7f":
+                return "".join(ch if " " <= ch and ch != "\x7f" else "\\x%02x" % ord(ch) for ch in message)
+    return message
+
 class CommandError(Exception):
     # code: one lowercase word that a script can match; message: for people.
     def __init__(self, code, message):
@@ -105,7 +115,7 @@ class Console:
         out.write(b"ERR ")
         out.write(code)
         out.write(b" ")
-        out.write(message)
+        out.write(_one_line(message))
         out.write(b"\r\n")
         self._answered = True
 
@@ -188,10 +198,13 @@ class Console:
         except UnicodeError:
             self.error("encoding", "line is not UTF-8")
             return
-        name, _, args = text.strip().partition(" ")
-        if not name:  # spaces only: an empty line, ignored
+        # Any whitespace (a TAB too) ends the command's name, as it separates arguments.
+        parts = text.split(None, 1)
+        if not parts:  # spaces only: an empty line, ignored
             self._answered = True
             return
+        name = parts[0]
+        args = parts[1] if len(parts) > 1 else ""
         ran = False
         try:
             fn = self._lookup(name)

@@ -72,7 +72,8 @@ def login(op_id, pin):
     o = find(ops, op_id)
     tries = _tries()
     if o is None:
-        _log_fail(op_id, "unknown operator")
+        # Not an operator ID: maybe a PIN typed in the wrong field. Never echoed or journaled.
+        _log_fail("?", "unknown operator")
         raise CommandError("denied", "unknown operator or wrong PIN")
     n = tries.get(op_id, 0)
     limit = o.get("tries", 3)

@@ -30,13 +30,19 @@ def row(fb, r, text, inverted=False, center=False):
 
 
 def big(fb, r, text, x=None, width=W):
-    # Double-size text on rows r, r+1 (at most 8 characters, 16x16 each),
-    # right-aligned as amounts are (or from x), on the 8-pixel grid.
-    text = _ascii(text)[-8:]
-    if x is None:
-        x = width - 16 * len(text)
+    # Double-size text on rows r, r+1 (8 characters of 16x16 fit), right-aligned
+    # as amounts are (or from x), on the 8-pixel grid. Longer text (an amount of
+    # 100000.00 and more) is drawn in the normal font on row r instead: shown
+    # whole, never cut to its last 8 characters.
+    text = _ascii(text)
     y = r * 8
     fb.fill_rect(0, y, width, 16, 0)
+    if len(text) > 8:
+        text = text[-COLS:]
+        fb.text(text, width - 8 * len(text) if x is None else x, y, 1)
+        return
+    if x is None:
+        x = width - 16 * len(text)
     for ch in text:
         _sfb.fill(0)
         _sfb.text(ch, 0, 0, 1)

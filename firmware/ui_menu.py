@@ -48,7 +48,8 @@ def _enter():
     elif item == "SIGNAL":
         from firmware import link
         s = link.status()
-        ui.message("SIGNAL", ("%s dBm" % s.get("signal_dbm", "--"),))
+        dbm = s.get("signal_dbm")   # None while no radio is up
+        ui.message("SIGNAL", ("%s dBm" % ("--" if dbm is None else dbm),))
     else:
         loc = state.location or {}
         ui.message("LINK", (ui.link_label(state.link),) + tuple("%s %s" % kv for kv in sorted(loc.items()))[:4])

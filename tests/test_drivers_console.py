@@ -182,12 +182,50 @@ def test_screen_raw_is_the_panel_image(dut):
     ("sim cell abc 00 1 2", "badarg"), ("sim signal loud", "badarg"), ("sim signal -10", "badarg"),
     ("sim link wifi sideways", "badarg"), ("sim link wifi denied", "badarg"), ("sim link", "usage"),
     ("sim bogus", "usage"), ("sim scan", "usage"), ("screen please", "usage"),
-    ("bench", "usage"), ("bench card nosuch", "nocard"),
+    ("bench", "usage"), ("bench card nosuch", "nocard"), ("sim signal", "usage"), ("sim signal -60 -70", "usage"),
 ])
 def test_malformed_input_gets_err_and_console_keeps_serving(dut, line, code):
     r = dut.command(line)
     assert not r.ok and r.code == code, "sent %r, expected ERR %s, got %r" % (line, code, r.raw)
     assert ok(dut, "echo still here")["echo"] == "still here"
+
+
+def test_a_large_amount_is_shown_whole(dut):
+    # 9 digits are allowed (1,234,567.89): the screen must show what will be charged, not the
+    # last 8 characters of it.
+    back_to_idle(dut)
+    ok(dut, "sim key 1 2 3 4 5 6 7 8 9")
+    s = screen(dut)
+    assert s["screen"] == "amount" and any("1234567.89" in t for t in s["text"] + s["big"]), s
+    ok(dut, "sim key C")
+    assert dut.wait_event(lambda e: "sale" in e, 5)["sale"]["amount"] == 123456789
+    s = screen(dut)
+    assert s["screen"] == "tap" and any("1234567.89" in t for t in s["text"] + s["big"]), s
+    back_to_idle(dut)
+
+
+def test_bench_card_leaves_a_waiting_sale_alone(dut):
+    back_to_idle(dut)
+    ok(dut, "sim key 7 C")
+    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+    r = dut.command("bench card visa")
+    assert not r.ok and r.code == "busy", r.raw
+    assert screen(dut)["screen"] == "tap"          # the sale still waits for its card
+    ok(dut, "sim key A")
+    dut.wait_event(lambda e: "sale" in e, 5)
+
+
+def test_signal_menu_without_a_radio_shows_dashes(dut):
+    back_to_idle(dut)
+    ok(dut, "sim key D B C")                       # MENU, down to SIGNAL, enter
+    s = screen(dut)
+    assert "-- dBm" in s["text"] and "None" not in " ".join(s["text"]), s
+    back_to_idle(dut)
+
+
+def test_a_tab_separates_the_command_from_its_arguments(dut):
+    dut.write(b"echo\thi\r\n")
+    assert dut.next_reply().raw == 'OK {"echo": "hi"}'
 
 
 def test_no_full_pan_ever_on_the_console(dut):

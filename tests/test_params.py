@@ -38,6 +38,18 @@ def test_get_and_export_hold_no_secrets(dut):
     assert [o["id"] for o in exported["operators"]] == ["01", "02", "03"]
 
 
+def test_an_error_quoting_a_json_key_stays_one_line(dut):
+    # The field name in an `invalid` error comes from the user's JSON, escapes decoded: a CR LF in
+    # it must not end the reply and start a second line that reads as an OK.
+    ok(dut, "login 01 123456")
+    dut.flush_input()
+    dut.write(b'param set profiles.310000.network.apn {"46\\r\\nOK {}": "cmnet"}\r\n')
+    r = dut.next_reply()
+    assert r.raw.startswith("ERR invalid ") and "\\x0d\\x0a" in r.raw, r.raw
+    assert ok(dut, "echo next")["echo"] == "next"   # and the next reply is the next command's
+    ok(dut, "logout")
+
+
 def test_set_needs_admin(dut):
     err(dut, "param set profiles.310000.limits.offline_floor 30000", "denied", "needs a admin login")
     ok(dut, "login 02 2222")
@@ -84,10 +96,17 @@ def test_wrong_pins_lock_operator_across_reset(dut):
     dut.reboot_and_wait()
     err(dut, "login 03 3333", "locked", "operator 03 is locked after 3 wrong PINs")
     err(dut, "login 99 1234", "denied", "unknown operator or wrong PIN")
+    # A PIN typed where the operator ID goes (arguments swapped) is not echoed or journaled.
+    err(dut, "login 123456 01", "denied", "unknown operator or wrong PIN")
     log = ok(dut, "param log 20")["log"]
     fails = [e for e in log if e["ev"] == "login_failed"]
-    assert [e["why"] for e in fails][-5:] == ["wrong PIN"] * 3 + ["locked", "unknown operator"], fails
-    assert "9999" not in json.dumps(log) and "3333" not in json.dumps(log)
+    assert [e["why"] for e in fails][-6:] == ["wrong PIN"] * 3 + ["locked"] + ["unknown operator"] * 2, fails
+    assert "9999" not in json.dumps(log) and "3333" not in json.dumps(log) and "123456" not in json.dumps(log)
+    assert fails[-1]["op"] == "?"
+    dut.flush_input()
+    with open(dut.log.name, "rb") as f:
+        console_text = f.read()
+    assert b'"login_failed": "123456"' not in console_text and b'"login_failed": "?"' in console_text
     ok(dut, "login 01 123456")
     assert ok(dut, "operator passwd 03 4321")["pin"] == "changed"
     assert ok(dut, "login 03 4321") == {"operator": "03", "role": "cashier"}
