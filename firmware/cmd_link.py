@@ -43,18 +43,40 @@ def _set(text):
         raise CommandError("badjson", "link set needs a JSON object")
     if not isinstance(cfg, dict):
         raise CommandError("badjson", "link set needs a JSON object")
-    wifi = cfg.get("wifi")
-    if wifi is not None:
-        if not isinstance(wifi, list) or not all(isinstance(w, dict) and isinstance(w.get("ssid"), str) for w in wifi):
-            raise CommandError("badarg", 'wifi must be [{"ssid": .., "psk": ..}, ...]')
-    apn = cfg.get("apn")
-    if apn is not None and not (isinstance(apn, dict) and all(isinstance(v, str) for v in apn.values())):
-        raise CommandError("badarg", 'apn must be {"<mcc><mnc>": "<apn>", ...}')
-    order = cfg.get("order")
-    if order is not None and not (isinstance(order, list) and all(k in ("wifi", "cell") for k in order)):
-        raise CommandError("badarg", 'order must be a list of "wifi" / "cell"')
-    link.configure(wifi, apn, order)
+    _check(cfg)
+    wifi, apn = cfg.get("wifi"), cfg.get("apn")
+    link.configure(wifi, apn, cfg.get("order"))
     return {"configured": True, "networks": len(wifi or []), "apns": len(apn or {})}
+
+
+def _check(cfg):
+    # The rules of a region profile's network (params_schema), with `link set`'s own APN keys:
+    # MCC+MNC digits ("46000") or "*". Loaded for the check only.
+    from firmware import params_schema as ps
+
+    try:
+        ps._obj(cfg, "link", (), ("wifi", "apn", "order"))
+        for i, w in enumerate(ps._list(cfg.get("wifi", []), "wifi", 8)):
+            f = "wifi[%d]" % i
+            ps._obj(w, f, ("ssid",), ("psk",))
+            ps._str(w["ssid"], f + ".ssid", 1, 32)
+            if w.get("psk", ""):  # WPA2: 8..63 characters; none or "" = open network
+                ps._str(w["psk"], f + ".psk", 8, 63, secret=True)
+        apn = cfg.get("apn", {})
+        if not isinstance(apn, dict) or len(apn) > 16:
+            ps._err("apn", 'must be {"<mcc><mnc>": "<apn>", ...} with at most 16 keys')
+        for k in apn:
+            if k != "*" and not (len(k) in (5, 6) and k.isdigit()):
+                ps._err("apn." + k, 'key must be MCC+MNC digits ("46000") or "*"')
+            ps._host(apn[k], "apn." + k)
+        order = ps._list(cfg.get("order", []), "order", 2)
+        if not all(k in ("wifi", "cell") for k in order):
+            ps._err("order", 'must be a list of "wifi" / "cell"')
+    except ps.ParamError as e:
+        raise CommandError("badarg", str(e))
+    finally:
+        from firmware import params
+        params.unload()   # the schema (module and package attribute): idle heap stays as it was
 
 
 def _sockmod():

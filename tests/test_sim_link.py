@@ -17,7 +17,7 @@ pytestmark = pytest.mark.simulation
 # heap): the default 96K. See README, heap.
 VTERM_HEAP = "96K"
 
-CONFIG = {"wifi": [{"ssid": "not-here", "psk": "x"}, {"ssid": "roampos-shop", "psk": "secret-psk"}],
+CONFIG = {"wifi": [{"ssid": "not-here", "psk": "not-here-psk"}, {"ssid": "roampos-shop", "psk": "secret-psk"}],
           "apn": {"46000": "cmnet", "46001": "3gnet"}}
 
 
@@ -136,9 +136,18 @@ def test_bad_link_config_is_refused(dut):
     for line, code in (("link set nope", "badjson"), ('link set [1]', "badjson"),
                        ('link set {"wifi": "shop"}', "badarg"), ('link set {"apn": {"46000": 5}}', "badarg"),
                        ('link set {"order": ["lora"]}', "badarg"), ("link echo 127.0.0.1 99999 x", "badarg"),
+                       # the rules of a profile's network: WPA2 key length, text, known fields, APN keys
+                       ('link set {"wifi": [{"ssid": "shop", "psk": 5}]}', "badarg"),
+                       ('link set {"wifi": [{"ssid": "shop", "psk": "short"}]}', "badarg"),
+                       ('link set {"wifi": [{"ssid": ""}]}', "badarg"),
+                       ('link set {"apn": {"x\\ny": "cmnet"}}', "badarg"),
+                       ('link set {"apn": {"46000": "cm net"}}', "badarg"),
+                       ('link set {"foo": 1}', "badarg"),
                        ("link frobnicate", "usage")):
         r = dut.command(line)
         assert not r.ok and r.code == code, "sent %r, expected ERR %s, got %r" % (line, code, r.raw)
+        assert "short" not in r.raw   # a WiFi key is never echoed, even a wrong one
+    assert ok(dut, "link")["link"] == "offline"   # nothing of it was applied
 
 
 def test_wifi_first_in_profile_order(dut):
