@@ -153,6 +153,27 @@ def test_group_card_reads_match_reading_per_message(db, handler):
     assert grouped == ["00", "61", "59", "00"], grouped
 
 
+def test_a_sale_after_a_sign_on_in_the_same_group_counts_for_its_card(db, handler, monkeypatch):
+    """A sign-on and the terminal's next sale in one group: the group read decrypted that sale's card
+    with the old data key (so it did not know the card); another terminal's sale of the same card
+    later in the group must still see the first one (impossible travel), as one at a time does."""
+    import itertools
+    import types
+    from roampos.host import handler as handler_mod
+    t, u = _terminals(db, handler, 2)
+    # The sign-on's new keys, known in advance so that the sale can be built before it is handled
+    # (the handler's own `os` only: the terminal still draws its random IVs).
+    draws = itertools.count(7)
+    monkeypatch.setattr(handler_mod, "os", types.SimpleNamespace(urandom=lambda n: bytes([next(draws)]) * n))
+    signon = t.signon()
+    t.tpk, t.tak, t.tdk = (bytes([k]) * 16 for k in (7, 8, 9))   # P, M, D: the handler's order
+    pan = card(700)
+    out = _mixed_group(handler, [(t, signon), (t, t.financial(pan, 100, method="Q")),
+                                 (u, u.financial(pan, 100, method="Q", region="440300"))])
+    assert [o.rc for o in out] == ["00", "00", "59"], [o.rc for o in out]
+    assert t.check(out[1].response)["39"] == "00"   # the sale was MACed under the new keys
+
+
 def test_a_statement_bug_costs_one_message_not_the_worker(db, monkeypatch):
     """A mistake in a statement (here: a column that does not exist) is not a database outage:
     the message gets a 96 and the worker goes on, instead of retrying the group forever."""

@@ -226,6 +226,11 @@ class Handler:
                 d = auth.reverse(ctx)
             else:
                 d = settle.upload(ctx)
+            if self._group is not None and d.card_hash:
+                # The card this message used, as the handler decrypted it: the group's read may not
+                # have known it (a sign-on earlier in the group changed the data key), and a later
+                # message with this card must read its state afresh.
+                self._group.touched.add(d.card_hash)
             if d.kind == "financial" and d.status == "approved" and ctx.reversed_first:
                 d.status = "reversed"  # its reversal overtook it
                 d.flags.append("reversed_before_arrival")
