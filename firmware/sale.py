@@ -107,6 +107,7 @@ def card_error(code, message):
     if amount is None:
         return False
     console.event({"sale": {"amount": amount, "state": "card error", "error": code}})
+    ui.show_tap(amount, code.replace("_", " ").upper())
     return True
 
 

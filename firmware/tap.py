@@ -56,12 +56,17 @@ def read_once(rd, atqa=None):
         ev = {"error": "data", "message": "card data not understood (%s)" % type(e).__name__}
     ev["ms"] = time.ticks_diff(time.ticks_ms(), t0)
     _unload()
+    # A tap while the cashier types an amount is reported, but the amount stays on the screen:
+    # the card is for the sale about to start, and the digits typed so far must not be lost.
+    typing = ui.screen == "amount"
     if "error" in ev:
         if not sale.card_error(ev["error"], ev["message"]):
             console.event({"card": ev})
-            ui.message("CARD ERROR", (ev["error"].replace("_", " ").upper(),))
+            if not typing:
+                ui.message("CARD ERROR", (ev["error"].replace("_", " ").upper(),))
         return ev
     if not sale.card_read(ev):
         console.event({"card": ev})
-        ui.message("CARD", (ev["pan"][:8], ev["pan"][8:], ev["scheme"].upper()))
+        if not typing:
+            ui.message("CARD", (ev["pan"][:8], ev["pan"][8:], ev["scheme"].upper()))
     return ev

@@ -121,11 +121,14 @@ def _amount_update():
         _show(3, 4)
 
 
-def show_tap(amount):
+def show_tap(amount, note=None):
+    # note: why the last tap did not complete the sale (a read error), shown above A=CANCEL.
     draw = _page("tap", "SALE")
     if draw is not None:
         draw.big(_fb, 2, draw.money(amount))
-        draw.row(_fb, 5, "TAP CARD", center=True)
+        draw.row(_fb, 5, "TAP AGAIN" if note else "TAP CARD", center=True)
+        if note:
+            draw.row(_fb, 6, note, inverted=True, center=True)
         draw.row(_fb, 7, "A=CANCEL")
         _show()
 

@@ -93,9 +93,24 @@ def test_card_pulled_in_a_sale_then_a_good_tap(dut):
     ok(dut, "sim tap pulled")
     ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
     assert ev == {"amount": 50, "state": "card error", "error": "removed"}, ev
+    s = screen(dut)                       # the customer sees why, and that the sale still waits
+    assert s["screen"] == "tap" and "TAP AGAIN" in s["text"] and "REMOVED" in s["text"] and "0.50" in s["big"], s
     ok(dut, "sim tap unionpay")           # the sale still waits: the next tap completes it
     ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
     assert ev["state"] == "card read" and ev["card"]["pan"] == PANS["unionpay"], ev
+
+
+def test_a_tap_while_typing_the_amount_keeps_the_amount(dut):
+    back_to_idle(dut)
+    ok(dut, "sim key 1 2")
+    ok(dut, "sim tap visa")
+    assert dut.wait_event(lambda e: "card" in e, 5)["card"]["pan"] == PANS["visa"]
+    s = screen(dut)
+    assert s["screen"] == "amount" and "0.12" in s["big"], s
+    ok(dut, "sim remove")
+    ok(dut, "sim key 3 C")                # the amount goes on where it was
+    assert dut.wait_event(lambda e: "sale" in e, 5)["sale"] == {"amount": 123, "state": "waiting card"}
+    back_to_idle(dut)
 
 
 def test_remove_while_card_in_field(dut):
