@@ -96,8 +96,7 @@ def login(op_id, pin):
     except (TypeError, KeyError, ValueError):
         raise CommandError("damaged", "operator %s has no valid PIN hash; load the parameter set again" % op_id)
     if not good:
-        global _fail_at
-        _fail_at = time.ticks_ms()
+        state.pin_fail_ms = time.ticks_ms()
         _log_fail(op_id, "wrong PIN")
         left = limit - n - 1
         if left <= 0 and (last or _last_admin(ops, o, tries)):
@@ -115,8 +114,8 @@ def login(op_id, pin):
 
 # The last admin who can still log in is never locked for good (only reflashing would bring the
 # terminal back): past the limit each try waits 1 min, doubling per wrong PIN up to 1 h. The wait
-# runs on uptime since the last wrong PIN, or since boot, so a reset does not shorten it.
-_fail_at = None
+# runs on uptime since the last wrong PIN (state.pin_fail_ms), or since boot, so a reset does not
+# shorten it.
 
 
 def _backoff_s(n, limit):
@@ -125,12 +124,11 @@ def _backoff_s(n, limit):
 
 def _wait_s(n, limit):
     # Seconds before the last admin's next try; <= 0: it may try now.
-    if _fail_at is None:
+    since = state.pin_fail_ms
+    if since is None:
         from firmware import boards
 
         since = boards.BOOT_MS
-    else:
-        since = _fail_at
     return _backoff_s(n, limit) - time.ticks_diff(time.ticks_ms(), since) // 1000
 
 

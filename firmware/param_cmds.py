@@ -218,10 +218,14 @@ def p_import(args):
         except ValueError:
             _abort()
             raise CommandError("badchunk", "chunk at %s is not base64; import aborted" % off)
-        if off != str(imp[2]) or imp[2] + len(chunk) > imp[0]:
+        if off != str(imp[2]):
             got = imp[2]
             _abort()
             raise CommandError("badchunk", "chunk at offset %s, expected %d; import aborted" % (off, got))
+        if imp[2] + len(chunk) > imp[0]:
+            n = imp[0]
+            _abort()
+            raise CommandError("badchunk", "chunk ends past the %d bytes announced; import aborted" % n)
         with open(_IMPORT, "ab") as f:
             f.write(chunk)
         imp[2] += len(chunk)

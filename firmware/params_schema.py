@@ -71,7 +71,9 @@ def _str(v, f, lo, hi, chars=None, secret=False):
     if not lo <= len(v) <= hi:
         _err(f, "length %d, must be %s" % (len(v), lo if lo == hi else "%d..%d" % (lo, hi)))
     for c in v:
-        if (chars is not None and c not in chars) or ord(c) < 32:
+        # A control character, or a lone surrogate (a JSON "\ud800"): text the console could not
+        # send back as valid UTF-8.
+        if (chars is not None and c not in chars) or ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF:
             _err(f, "a character is not allowed" if secret else
                  "character %s not allowed in %s" % (_shown(c), _shown(v)))
     return v
@@ -81,8 +83,19 @@ _ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _HEX = "0123456789abcdef"
 
 
+def _isdigits(s):
+    # ASCII digits only, as MicroPython's str.isdigit(): CPython's also takes other scripts'
+    # digits, and the host bakes and checks parameter sets with this same schema.
+    if not s:
+        return False
+    for c in s:
+        if not "0" <= c <= "9":
+            return False
+    return True
+
+
 def _digits(v, f, lo, hi=None):
-    if not isinstance(v, str) or not v.isdigit() or not lo <= len(v) <= (hi or lo):
+    if not isinstance(v, str) or not _isdigits(v) or not lo <= len(v) <= (hi or lo):
         _err(f, "must be %s digits, got %s" % (lo if hi is None else "%d..%d" % (lo, hi), _shown(v)))
     return v
 
@@ -100,7 +113,7 @@ _MDAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 def date(v, f):
     ok = isinstance(v, str) and len(v) == 10 and v[4] == "-" and v[7] == "-" \
-        and (v[:4] + v[5:7] + v[8:]).isdigit()
+        and _isdigits(v[:4] + v[5:7] + v[8:])
     if ok:
         y, m, d = int(v[:4]), int(v[5:7]), int(v[8:])
         leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
@@ -165,13 +178,13 @@ def check_profile(p, f):
         _err(f + ".network.apn", "must be an object of at most 16 MCC-MNC keys")
     for k in a:
         fk = "%s.network.apn.%s" % (f, k)
-        if len(k) not in (6, 7) or k[3] != "-" or not (k[:3] + k[4:]).isdigit():
+        if len(k) not in (6, 7) or k[3] != "-" or not _isdigits(k[:3] + k[4:]):
             _err(fk, "key must be MCC-MNC, e.g. 460-00")
         _host(a[k], fk)
     for i, d in enumerate(_list(n["dns"], f + ".network.dns", 4)):
         fd = "%s.network.dns[%d]" % (f, i)
         q = _str(d, fd, 7, 15, "0123456789.").split(".")
-        if len(q) != 4 or not all(x.isdigit() and int(x) < 256 for x in q):
+        if len(q) != 4 or not all(_isdigits(x) and int(x) < 256 for x in q):
             _err(fd, "must be an IPv4 address, got %s" % _shown(d))
     methods = _list(p["methods"], f + ".methods", len(METHODS), 1)
     for i, m in enumerate(methods):
@@ -222,6 +235,8 @@ def check_loc(loc, f="locations"):
 def check_pin_hash(h, f):
     _obj(h, f, ("salt", "n", "hash"))
     _str(h["salt"], f + ".salt", 16, 64, _HEX)
+    if len(h["salt"]) % 2:
+        _err(f + ".salt", "must be whole bytes (an even number of hex digits)")
     _int(h["n"], f + ".n", PIN_ITER[0], PIN_ITER[1])
     _str(h["hash"], f + ".hash", 64, 64, _HEX)
 

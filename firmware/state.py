@@ -12,3 +12,5 @@ location_region = None  # params: region code that `location` maps to, or None
 params_version = 0    # params: the acquirer's parameter set version (status, sign-on)
 link = "offline"      # link manager: "offline" | "wifi" | "cell"
 status_hooks = []      # any subsystem: callables returning dicts merged into `status`
+pin_fail_ms = None     # operators: ticks_ms of the last wrong PIN since boot (here, not in operators:
+                       # that module is unloaded after every command and would forget it)

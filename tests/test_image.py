@@ -86,3 +86,23 @@ def test_image_and_provision_errors_are_one_line(tmp_path):
                                            "shanghai-merchant.json")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "cannot talk to" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_host_validates_parameters_as_the_terminal_does():
+    # The baker and provision tool run the firmware's schema under CPython, whose str.isdigit()
+    # also takes other scripts' digits: a set the terminal would refuse must be refused here too,
+    # or a factory image boots READY with it.
+    import json
+    from roampos import ROOT, provision
+    with open(os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")) as f:
+        good = json.load(f)
+    provision.validate(provision.load_set(os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")))
+    for edit, field in ((lambda s: s["merchant"].__setitem__("id", "31011558123456\uff17"), "merchant.id"),
+                        (lambda s: s["profiles"]["310000"].__setitem__("name", "Shanghai\ud800"),
+                         "profiles.310000.name")):
+        s = json.loads(json.dumps(good))
+        for o in s["operators"]:
+            o["pin_hash"] = {"salt": o.pop("pin") and "00" * 8, "n": 500, "hash": "ab" * 32}
+        edit(s)
+        with pytest.raises(provision.ProvisionError, match=field.replace(".", r"\.")):
+            provision.validate(s)

@@ -168,6 +168,9 @@ def test_import_bad_checksum_or_chunk_keeps_old_set(dut):
     for bad in ("QUFB!", "!!!!", "QU=B", "QUF"):
         ok(dut, "param import begin %d %08x" % (len(raw), crc))
         err(dut, "param import data 0 %s" % bad, "badchunk", "not base64")
+    ok(dut, "param import begin 4 %08x" % crc)      # more bytes than announced
+    err(dut, "param import data 0 %s" % base64.b64encode(b"{}{}{}").decode(), "badchunk",
+        "chunk ends past the 4 bytes announced")
     assert ok(dut, "param check")["digest"] == before
 
 

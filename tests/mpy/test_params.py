@@ -124,6 +124,11 @@ def test_schema_accepts_example_and_names_fields():
     expect_error(bad("operators.0.role", "boss"), "operators[0].role", "cashier, supervisor or admin")
     expect_error(bad("operators.1.pin", "2222"), "operators[1].pin", "clear PINs are not accepted")
     expect_error(bad("profiles.310000.colour", "red"), "profiles.310000.colour", "unknown field")
+    # A salt of half a byte cannot be unhexlified at login: the set must be refused, not stored.
+    expect_error(bad("operators.0.pin_hash.salt", "0" * 17), "operators[0].pin_hash.salt", "whole bytes")
+    # A lone surrogate (JSON "\ud800") is no text the console could send back as UTF-8.
+    expect_error(bad("profiles.310000.name", json.loads('"Shanghai\\ud800"')), "profiles.310000.name",
+                 "not allowed")
 
 
 def test_commit_and_read_back():
