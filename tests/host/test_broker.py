@@ -326,3 +326,146 @@ def test_slow_reader_is_dropped_and_offline_queue_bounded(broker, monkeypatch):
     assert len(broker.broker.sessions["keeper2"].queue) == 20
     close(pub)
     slow.close()
+
+
+def _closed(s, timeout=3.0):
+    """Whether the broker closed `s` within `timeout` (whatever it sent first is read and dropped)."""
+    s.settimeout(timeout)
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+def _established(port):
+    """The broker's established connections (local port `port`), from /proc/net/tcp{,6}."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            if int(local.rsplit(":", 1)[1], 16) == port and state == "01":
+                n += 1
+    return n
+
+
+@pytest.mark.parametrize("pkt", [
+    b"\xc1\x00",                                   # PINGREQ with flags 0001
+    b"\x42\x02\x00\x01",                           # PUBACK with flags 0010
+    b"\xa0\x05\x00\x01\x00\x01t",                  # UNSUBSCRIBE with flags 0000
+    b"\xa2\x02\x00\x01",                           # UNSUBSCRIBE without a filter
+    b"\x32\x05\x00\x01t\x00\x00",                  # PUBLISH QoS 1 with packet id 0
+    b"\xef\x00",                                   # DISCONNECT with flags set: not a clean one
+])
+def test_packets_the_spec_says_must_close_the_connection(broker, pkt):
+    watch = client(broker)
+    sub(watch, "will/#")
+    s = raw(broker, "bad", will=("will/bad", b"gone"))
+    s.sendall(pkt)
+    assert _closed(s), pkt
+    assert watch.q.get(timeout=5)[:2] == ("will/bad", b"gone")   # an abnormal end: the will is due
+    close(watch)
+    s.close()
+
+
+@pytest.mark.parametrize("flags", [0x1e, 0x22, 0x42])   # will QoS 3; will retain without a will; password, no user
+def test_connect_flags_the_spec_forbids_are_refused(broker, flags):
+    s = socket.create_connection(("127.0.0.1", broker.broker.port))
+    body = encode_str("MQTT") + bytes([4, flags]) + struct.pack("!H", 60) + encode_str("c")
+    if flags & 0x04:
+        body += encode_str("w/t") + struct.pack("!H", 1) + b"x"
+    s.sendall(packet(1, 0, body + struct.pack("!H", 1) + b"p"))
+    s.settimeout(2)
+    assert s.recv(10) == b""                                      # closed, no CONNACK
+    s.close()
+
+
+def test_a_client_that_does_not_read_is_cut_when_taken_over_or_silent(broker, monkeypatch):
+    # close() waits for a buffer only the client could empty: without a cut, every takeover or
+    # keepalive expiry of a client that stopped reading leaks a socket and its buffer.
+    monkeypatch.setattr(broker_mod, "CLOSE_GRACE_S", 0.3)
+    port = broker.broker.port
+    pub = client(broker)
+    base = _established(port)
+    for i in range(3):
+        victim = raw(broker, "victim", keepalive=1 if i == 2 else 0)
+        victim.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw_sub(victim, "big/#")
+        for _ in range(20):
+            pub.publish("big/x", b"x" * 100_000, qos=0)
+        time.sleep(0.3)
+        if i < 2:
+            raw(broker, "victim").close()   # the same client ID again: takeover
+    end = time.monotonic() + 10
+    while _established(port) > base and time.monotonic() < end:
+        time.sleep(0.1)
+    assert _established(port) <= base, "connections of non-reading clients left open"
+    close(pub)
+
+
+def test_a_repeated_filter_is_one_subscription_and_bursts_are_paced(broker):
+    p = client(broker)
+    for i in range(60):                            # 6 MB of retained messages: past a socket buffer
+        p.publish("r/%d" % i, b"%03d" % i + b"y" * 100_000, qos=1, retain=True).wait_for_publish(5)
+    s = raw(broker, "reader")
+    # 50 copies of one filter in one SUBSCRIBE: the retained messages come once, to a client that
+    # reads them as they come (never dropped as one that does not read).
+    s.sendall(packet(8, 2, struct.pack("!H", 1) + (encode_str("r/#") + b"\x01") * 50))
+    got = recv_packets(s, 61, timeout=20)
+    assert got[0][0] == 9 and len(got[0][2]) == 2 + 50
+    topics = sorted(body[2:2 + body[1]] for ptype, _, body in got[1:] if ptype == 3)
+    assert len(topics) == 60 and len(set(topics)) == 60
+    s.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        s.recv(1)                                   # nothing more: no second copy
+    s.close()
+    close(p)
+
+
+def test_shared_groups_each_go_round_robin(broker):
+    # Requests and heartbeats alternating on two groups' filters: each group spreads over its
+    # members (one counter for all groups gave one worker every request).
+    w = [client(broker, cid="w%d" % i) for i in range(2)]
+    for c in w:
+        sub(c, "$share/host/roampos/v1/+/req", "$share/host/roampos/v1/+/status")
+    p = client(broker)
+    for i in range(10):
+        p.publish("roampos/v1/T1/req", b"r%d" % i, qos=1).wait_for_publish(5)
+        p.publish("roampos/v1/T1/status", b"s%d" % i, qos=1).wait_for_publish(5)
+    got = {0: [], 1: []}
+    for i, c in enumerate(w):
+        try:
+            while True:
+                got[i].append(c.q.get(timeout=1)[0].rsplit("/", 1)[1])
+        except queue.Empty:
+            pass
+    assert sorted(got[0]) == ["req"] * 5 + ["status"] * 5, got
+    assert sorted(got[1]) == ["req"] * 5 + ["status"] * 5, got
+    close(p, *w)
+
+
+def test_queues_and_retained_store_are_bounded_in_bytes(broker, monkeypatch):
+    monkeypatch.setattr(broker_mod, "MAX_QUEUED_BYTES", 300_000)
+    monkeypatch.setattr(broker_mod, "MAX_RETAINED_BYTES", 300_000)
+    keeper = client(broker, cid="keeper3", clean=False)
+    sub(keeper, "q/#")
+    close(keeper)
+    p = client(broker)
+    for i in range(10):
+        p.publish("q/x", b"y" * 100_000, qos=1).wait_for_publish(5)
+        p.publish("r/%d" % i, b"y" * 100_000, qos=1, retain=True).wait_for_publish(5)
+    b = broker.broker
+    assert len(b.sessions["keeper3"].queue) == 3 and b.sessions["keeper3"].queued_bytes == 300_000
+    assert len(b.retained) == 3 and b.retained_bytes == 300_000
+    p.publish("r/0", b"", qos=1, retain=True).wait_for_publish(5)   # clearing one frees its bytes
+    time.sleep(0.2)
+    assert b.retained_bytes == 200_000
+    close(p)

@@ -179,3 +179,40 @@ def test_request_of_a_worker_that_died_before_commit_is_answered_once(mosquitto,
         assert db.one("SELECT COUNT(*) FROM txns WHERE amount=800")[0] == 1
     finally:
         link.close()
+
+
+def test_requests_held_when_the_broker_lost_the_session_are_still_handled(db, tmp_path):
+    # The worker has read a request but not handled it yet (its group is running, or the database
+    # is out) when the broker restarts without persistence: CONNACK says no session, nothing will
+    # be redelivered, so the held copy is the only one left and must be handled, not dropped.
+    port = free_port()
+    broker = _mosquitto(port, tmp_path)
+    url = f"mqtt://127.0.0.1:{port}"
+    w = Worker(url, db.url, index=int(time.time() * 1000) % 10000 + 20000)
+    link = MqttLink(url)
+    try:
+        w.start()
+        end = time.monotonic() + 10
+        while not w.ready.is_set() and time.monotonic() < end:
+            w.client.loop(0.1)
+        raw = SimTerminal(TID, MID, SERIAL, TMK).signon()
+        link.send(TID, raw)
+        while not w.inbox and time.monotonic() < end:
+            w.client.loop(0.1)
+        assert [m.payload for m in w.inbox] == [raw]          # read, not handled yet
+        broker.terminate()
+        broker.wait(5)
+        broker = _mosquitto(port, tmp_path)                    # the session is gone with it
+        for _ in range(100):
+            w.pump(0.1)
+            if w.client.connected():
+                break
+        assert w.client.connected() and not w.client.session_present
+        assert [m.payload for m in w.inbox] == [raw]          # kept: nobody will redeliver it
+        w.process_batch([w.inbox.popleft()])
+        assert db.one("SELECT keys_at FROM terminals WHERE terminal_id=?", (TID,))[0] is not None
+    finally:
+        link.close()
+        w.client.disconnect()
+        broker.terminate()
+        broker.wait(5)

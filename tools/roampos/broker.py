@@ -24,13 +24,20 @@ log = logging.getLogger("roampos.broker")
 # Bounds, so that no client can exhaust the broker. A session has at most MAX_INFLIGHT messages
 # awaiting its PUBACK (more wait in its queue, sent as acks come: a worker holding its acks through
 # a database outage must not make the broker spin looking for a free packet id); a session keeps at
-# most MAX_QUEUED messages (the newest are dropped, and logged, beyond it); at most MAX_RETAINED
-# retained topics; a client whose socket buffer passes MAX_BUFFER is not reading and is dropped
-# (its persistent session keeps what was unacknowledged).
+# most MAX_QUEUED messages and MAX_QUEUED_BYTES of payload (the newest are dropped, and logged,
+# beyond it; so are messages held for a $share group without members); at most MAX_RETAINED retained
+# topics and MAX_RETAINED_BYTES; a client whose socket buffer passes MAX_BUFFER is not reading and is
+# dropped (its persistent session keeps what was unacknowledged). Bursts the broker sends by itself
+# (redelivery at reconnect, retained messages for a new subscription) wait for the client to read
+# past PACE bytes instead, so a client that reads is never taken for one that does not.
 MAX_INFLIGHT = 1000
 MAX_QUEUED = 100_000
+MAX_QUEUED_BYTES = 64 << 20
 MAX_RETAINED = 100_000
+MAX_RETAINED_BYTES = 64 << 20
 MAX_BUFFER = 8 << 20
+PACE = 256 * 1024
+CLOSE_GRACE_S = 5   # a closing connection's last bytes get this long to leave, then it is cut
 
 
 @dataclass
@@ -43,6 +50,7 @@ class Session:
     queue: "Deque[Tuple[Message, Optional[Tuple[str, str]]]]" = field(default_factory=collections.deque)
     conn: Optional["Connection"] = None
     mids: "itertools.cycle[int]" = field(default_factory=lambda: itertools.cycle(range(1, 65536)))
+    queued_bytes: int = 0   # payload bytes in `queue`
 
 
 class Connection:
@@ -66,6 +74,20 @@ class Connection:
         # A silent client is dropped after 1.5 keepalive periods (MQTT 3.1.1 §3.1.2.10).
         return await read_packet(self.reader, self.keepalive * 1.5 if self.keepalive else None)
 
+    async def drain(self, above: int = 0) -> None:
+        """Wait for the client to read what is queued for it (when more than `above` bytes wait),
+        within the keepalive's grace: a client that stops reading is dropped, and its will sent."""
+        if self.writer.transport.get_write_buffer_size() > above:
+            await asyncio.wait_for(self.writer.drain(), self.keepalive * 1.5 if self.keepalive else 60)
+
+    def close(self) -> None:
+        """close() waits for the send buffer to drain, forever for a client that does not read
+        (its socket and buffer would leak): such a connection is cut after CLOSE_GRACE_S."""
+        transport = self.writer.transport
+        self.writer.close()
+        if transport.get_write_buffer_size():
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_S, transport.abort)
+
 
 class Broker:
     """Single asyncio loop; all state in memory (it is a broker, not a store)."""
@@ -84,7 +106,11 @@ class Broker:
             if group is None:
                 raise ValueError(f"hold needs a $share/<group>/<filter>, not {filt!r}")
             self.held[(group, f)] = []
-        self._rr = itertools.count()
+        self.held_bytes: Dict[Tuple[str, str], int] = collections.defaultdict(int)
+        self.retained_bytes = 0
+        # Round robin per group: one counter for all would hand every request to one worker when
+        # requests and heartbeats (two groups' filters) alternate.
+        self._rr: Dict[Tuple[str, str], "itertools.count[int]"] = collections.defaultdict(itertools.count)
         self._server: Optional[asyncio.AbstractServer] = None
         self._anon = itertools.count(1)
 
@@ -98,7 +124,7 @@ class Broker:
             self._server.close()
             for s in list(self.sessions.values()):
                 if s.conn:
-                    s.conn.writer.close()
+                    s.conn.writer.transport.abort()
             await self._server.wait_closed()
 
     # ------------------------------------------------------------ connection life
@@ -106,19 +132,28 @@ class Broker:
         conn = Connection(self, reader, writer)
         graceful = False
         try:
-            ptype, _, body = await asyncio.wait_for(conn.read_packet(), 10)
-            if ptype != CONNECT:
+            ptype, flags, body = await asyncio.wait_for(conn.read_packet(), 10)
+            if ptype != CONNECT or flags:
                 raise ProtocolError("first packet is not CONNECT")
-            if not self._connect(conn, body):
+            if not await self._connect(conn, body):
                 return
             while True:
                 ptype, flags, body = await conn.read_packet()
+                # MQTT 3.1.1 §2.2.2: fixed-header flags are 0010 for (UN)SUBSCRIBE, 0000 for the
+                # rest but PUBLISH; anything else closes the connection, as a protocol error (a
+                # DISCONNECT with flags set is not a clean one: the will is published).
+                if ptype != PUBLISH and flags != (2 if ptype in (SUBSCRIBE, UNSUBSCRIBE) else 0):
+                    raise ProtocolError(f"packet type {ptype} with flags {flags:#x}")
                 if ptype == DISCONNECT:
+                    if body:
+                        raise ProtocolError("DISCONNECT with a body")
                     graceful = True
                     return
-                self._dispatch(conn, ptype, flags, body)
-                if writer.transport.get_write_buffer_size() > 256 * 1024:
-                    await writer.drain()
+                if ptype == SUBSCRIBE:
+                    await self._subscribe(conn, conn.session, flags, body)
+                else:
+                    self._dispatch(conn, ptype, flags, body)
+                await conn.drain(PACE)
         except ProtocolError as exc:
             log.warning("closing client %s: %s", conn.session.client_id if conn.session else "?", exc)
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, OSError):
@@ -127,9 +162,9 @@ class Broker:
             log.exception("unexpected error on a client connection")
         finally:
             self._drop(conn, graceful)
-            writer.close()
+            conn.close()
 
-    def _connect(self, conn: Connection, body: bytes) -> bool:
+    async def _connect(self, conn: Connection, body: bytes) -> bool:
         name, pos = read_utf8(body, 0)
         if pos + 4 > len(body):
             raise ProtocolError("CONNECT header truncated")
@@ -141,6 +176,10 @@ class Broker:
             return False
         if flags & 0x01:
             raise ProtocolError("reserved CONNECT flag set")
+        # §3.1.2.6-9, §3.1.2.11: will QoS 0..2, no will QoS or retain without a will, no password
+        # without a user name.
+        if (flags >> 3) & 3 == 3 or (not flags & 0x04 and flags & 0x38) or (flags & 0x40 and not flags & 0x80):
+            raise ProtocolError(f"CONNECT flags {flags:#04x}")
         client_id, pos = read_utf8(body, pos)
         clean = bool(flags & 0x02)
         if flags & 0x04:
@@ -159,7 +198,7 @@ class Broker:
             client_id = f"anon-{next(self._anon)}"
         old = self.sessions.get(client_id)
         if old and old.conn:
-            old.conn.writer.close()   # session takeover
+            old.conn.close()   # session takeover
             old.conn.session = None
             old.conn = None
         present = bool(old) and not clean and not old.clean
@@ -172,9 +211,14 @@ class Broker:
         self.sessions[client_id] = session
         conn.send(packet(CONNACK, 0, bytes([1 if present else 0, 0])))
         for mid, (msg, share) in list(session.inflight.items()):
+            if session.conn is not conn:
+                return False   # taken over meanwhile
             conn.send(publish_packet(msg, mid, dup=True))
-        self._send_queued(session)
-        return True
+            await conn.drain(PACE)
+        while session.queue and session.conn is conn and len(session.inflight) < MAX_INFLIGHT:
+            self._send_one(session)
+            await conn.drain(PACE)
+        return session.conn is conn
 
     def _drop(self, conn: Connection, graceful: bool) -> None:
         s = conn.session
@@ -191,7 +235,7 @@ class Broker:
     def _requeue_shared(self, s: Session) -> None:
         """Unacknowledged messages of a departing shared-subscription member go to another member."""
         pending = list(s.inflight.values()) + list(s.queue)
-        s.inflight, s.queue = {}, collections.deque()
+        s.inflight, s.queue, s.queued_bytes = {}, collections.deque(), 0
         s.shares = {}
         for msg, share in pending:
             if share is not None:
@@ -212,6 +256,8 @@ class Broker:
                 if pos + 2 > len(body):
                     raise ProtocolError("PUBLISH without packet id")
                 (mid,) = struct.unpack_from("!H", body, pos)
+                if not mid:
+                    raise ProtocolError("PUBLISH with packet id 0")   # §2.3.1
                 pos += 2
             if qos:  # ack first: umqtt.simple's publish() returns on the first PUBACK it sees
                 conn.send(packet(PUBACK, 0, struct.pack("!H", mid)))
@@ -225,12 +271,15 @@ class Broker:
         elif ptype == SUBSCRIBE:
             self._subscribe(conn, s, flags, body)
         elif ptype == UNSUBSCRIBE:
-            if len(body) < 2:
-                raise ProtocolError("UNSUBSCRIBE length")
+            if len(body) < 5 or body[:2] == b"\x00\x00":
+                raise ProtocolError("UNSUBSCRIBE without a packet id or a filter")   # §3.10.3
             pos = 2
             while pos < len(body):
                 filt, pos = read_utf8(body, pos)
-                group, f = split_share(filt)
+                try:
+                    group, f = split_share(filt)
+                except ProtocolError:
+                    continue   # a filter no SUBSCRIBE could have granted: nothing to remove
                 if group:
                     s.shares.pop((group, f), None)
                 else:
@@ -241,12 +290,14 @@ class Broker:
         else:
             raise ProtocolError(f"unexpected packet type {ptype}")
 
-    def _subscribe(self, conn: Connection, s: Session, flags: int, body: bytes) -> None:
+    async def _subscribe(self, conn: Connection, s: Session, flags: int, body: bytes) -> None:
         # MQTT 3.1.1 §3.8.1, §3.8.3.1: fixed-header flags 0010, a non-zero packet id, QoS 0..2 with
         # the reserved bits clear; anything else closes the connection.
         if flags != 2 or len(body) < 5 or body[:2] == b"\x00\x00":
             raise ProtocolError("malformed SUBSCRIBE")
-        pos, granted, new, shared = 2, bytearray(), [], []
+        # A filter named twice in one packet is one subscription (§3.8.4: the later replaces the
+        # earlier), its retained messages sent once.
+        pos, granted, new, shared = 2, bytearray(), {}, {}
         while pos < len(body):
             filt, pos = read_utf8(body, pos)
             if pos >= len(body):
@@ -265,32 +316,40 @@ class Broker:
             qos = min(qos, 1)
             if group:
                 s.shares[(group, f)] = qos
-                shared.append((group, f))
+                shared[(group, f)] = None
             else:
                 s.subs[f] = qos
-                new.append((f, qos))
+                new[f] = qos
             granted.append(qos)
         conn.send(packet(SUBACK, 0, body[:2] + bytes(granted)))
-        for f, qos in new:  # retained messages go to new plain subscriptions only
+        for f, qos in new.items():  # retained messages go to new plain subscriptions only
             for msg in list(self.retained.values()):
+                if s.conn is not conn:
+                    return   # gone or taken over while it read
                 if topic_matches(f, msg.topic):
                     self._deliver(s, Message(msg.topic, msg.payload, msg.qos, True), min(qos, msg.qos), None)
+                    await conn.drain(PACE)
         for key in shared:  # what waited for the group's first member
             waiting = self.held.get(key)
             if waiting:
-                self.held[key] = []
+                self.held[key], self.held_bytes[key] = [], 0
                 for msg in waiting:
                     self._route_share(key, msg)
 
     # ------------------------------------------------------------ routing
     def publish(self, msg: Message) -> None:
         if msg.retain:
+            old = self.retained.pop(msg.topic, None)
+            if old is not None:
+                self.retained_bytes -= len(old.payload)
             if not msg.payload:
-                self.retained.pop(msg.topic, None)
-            elif msg.topic in self.retained or len(self.retained) < MAX_RETAINED:
+                pass
+            elif len(self.retained) < MAX_RETAINED and self.retained_bytes + len(msg.payload) <= MAX_RETAINED_BYTES:
                 self.retained[msg.topic] = Message(msg.topic, msg.payload, msg.qos, True)
+                self.retained_bytes += len(msg.payload)
             else:
-                log.warning("retained store full (%d topics): %s delivered but not retained", MAX_RETAINED, msg.topic)
+                log.warning("retained store full (%d topics, %d bytes): %s delivered but not retained",
+                            len(self.retained), self.retained_bytes, msg.topic)
         out = Message(msg.topic, msg.payload, msg.qos, False)
         groups: Dict[Tuple[str, str], None] = {}
         for s in list(self.sessions.values()):
@@ -307,8 +366,9 @@ class Broker:
             self._route_share(key, out)
         for key, waiting in self.held.items():
             if key not in groups and msg.qos and topic_matches(key[1], msg.topic):
-                if len(waiting) < MAX_QUEUED:
+                if len(waiting) < MAX_QUEUED and self.held_bytes[key] + len(out.payload) <= MAX_QUEUED_BYTES:
                     waiting.append(out)
+                    self.held_bytes[key] += len(out.payload)
                 else:
                     log.warning("no member of $share/%s/%s and %d waiting: %s dropped", key[0], key[1],
                                 MAX_QUEUED, msg.topic)
@@ -318,7 +378,7 @@ class Broker:
         if not members:
             return
         live = [s for s in members if s.conn is not None] or members
-        s = live[next(self._rr) % len(live)]
+        s = live[next(self._rr[key]) % len(live)]
         self._deliver(s, msg, min(s.shares[key], msg.qos), key)
 
     def _deliver(self, s: Session, msg: Message, qos: int, share: Optional[Tuple[str, str]]) -> None:
@@ -327,10 +387,12 @@ class Broker:
             # is gone, nothing to keep).
             if s.conn is None and s.clean:
                 return
-            if len(s.queue) >= MAX_QUEUED:
-                log.warning("session %s: %d messages waiting; %s dropped", s.client_id, MAX_QUEUED, msg.topic)
+            if len(s.queue) >= MAX_QUEUED or s.queued_bytes + len(msg.payload) > MAX_QUEUED_BYTES:
+                log.warning("session %s: %d messages (%d bytes) waiting; %s dropped", s.client_id,
+                            len(s.queue), s.queued_bytes, msg.topic)
                 return
             s.queue.append((Message(msg.topic, msg.payload, qos, msg.retain), share))
+            s.queued_bytes += len(msg.payload)
             return
         if s.conn is None:
             return
@@ -344,12 +406,17 @@ class Broker:
 
     def _send_queued(self, s: Session) -> None:
         while s.queue and s.conn is not None and len(s.inflight) < MAX_INFLIGHT:
-            msg, share = s.queue.popleft()
+            self._send_one(s)
+
+    def _send_one(self, s: Session) -> None:
+        assert s.conn is not None
+        msg, share = s.queue.popleft()
+        s.queued_bytes -= len(msg.payload)
+        mid = next(s.mids)
+        while mid in s.inflight:
             mid = next(s.mids)
-            while mid in s.inflight:
-                mid = next(s.mids)
-            s.inflight[mid] = (msg, share)
-            s.conn.send(publish_packet(msg, mid))
+        s.inflight[mid] = (msg, share)
+        s.conn.send(publish_packet(msg, mid))
 
 
 def _check_topic(topic: str, what: str) -> None:

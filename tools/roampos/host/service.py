@@ -76,10 +76,13 @@ class Worker:
         try:
             self.client.connect()
             self._backoff = 0.2
-            # Requests read on the lost connection can no longer be acknowledged; the broker
-            # redelivers them on this one, so handling the old copies would only do the work twice.
-            for m in [m for m in self.inbox if m.conn != self.client.conn]:
-                self.inbox.remove(m)
+            # Requests read on the lost connection can no longer be acknowledged. A broker that kept
+            # the session redelivers them on this one, so handling the old copies would only do the
+            # work twice; one that lost it (restarted without persistence) never will, so they are
+            # handled from here (their PUBACKs are dropped: they belong to the old connection).
+            if getattr(self.client, "session_present", True):
+                for m in [m for m in self.inbox if m.conn != self.client.conn]:
+                    self.inbox.remove(m)
             log.info("worker %d reconnected to mqtt://%s:%d", self.index, self.host, self.port)
         except OSError as exc:
             log.warning("worker %d: broker unreachable (%s)", self.index, exc)

@@ -53,6 +53,9 @@ class WireClient:
         self.inflight: Dict[int, bytes] = {}   # our QoS 1 publishes the broker has not acknowledged
         self._mid = 0
         self._last_out = self._ping_sent = 0.0
+        # CONNACK's session-present flag: False after a broker that lost our session (restarted
+        # without persistence), which will not redeliver what it had sent us unacknowledged.
+        self.session_present = False
         self.on_message: Callable[[Inbound], None] = lambda m: None
         self.on_subscribe: Callable[[], None] = lambda: None
 
@@ -76,6 +79,7 @@ class WireClient:
                 raise ConnectionError(f"expected CONNACK, got {head.hex()}")
             if head[3]:
                 raise ConnectionRefusedError(f"broker refused connection: return code {head[3]}")
+            self.session_present = bool(head[2] & 1)
         except BaseException:
             sock.close()   # a half-open connection must not outlive the failed attempt
             raise
