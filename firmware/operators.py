@@ -173,8 +173,8 @@ def _save(ops):
 
 
 def add(op_id, role, pin):
+    _ready()   # first: a damaged terminal is not ready, whoever asks (no one can log in there)
     require("admin")
-    _ready()
     ops = params_core.record("ops")
     if find(ops, op_id) is not None:
         raise CommandError("exists", "operator %s exists; use operator passwd" % op_id)
@@ -187,8 +187,8 @@ def add(op_id, role, pin):
 
 
 def remove(op_id):
+    _ready()   # first: a damaged terminal is not ready, whoever asks (no one can log in there)
     require("admin")
-    _ready()
     ops = params_core.record("ops")
     o = find(ops, op_id)
     if o is None:

@@ -103,8 +103,8 @@ def p_set(args):
     from firmware import params_schema as schema
 
     path, text = words(args, 2)
+    _ready()   # first: a damaged terminal is not ready, whoever asks (no one can log in there)
     operators.require("admin")
-    _ready()
     if path == "version" or path.split(".")[0] in ("operators", "active"):
         raise CommandError("refused", "%s is not set this way; use param import, operator or region use" % path)
     try:

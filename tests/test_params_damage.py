@@ -56,6 +56,10 @@ def test_damaged_set_is_reported_not_used(vterm_factory, tmp_path, fn, edit, tex
     assert s["region"] is None, s
     r = d.command("region use 440300")
     assert r.code == "notready" and "PARAMETERS DAMAGED" in r.message, r.raw
+    # Not "denied ... needs a admin login": no one can log in on a damaged terminal.
+    for line in ('param set merchant.name "X"', "operator add 07 cashier 7777", "operator remove 03"):
+        r = d.command(line)
+        assert r.code == "notready" and "PARAMETERS DAMAGED" in r.message, (line, r.raw)
     assert d.command("param check").code == "damaged"
     assert d.command("echo still serving").data == {"echo": "still serving"}
 
