@@ -10,7 +10,7 @@ import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, List, Optional, Sequence
 from urllib.parse import parse_qs, urlparse, urlunparse
 
 if TYPE_CHECKING:
@@ -85,6 +85,28 @@ def is_postgres(url: str) -> bool:
 def sqlite_path(url: str) -> str:
     """The file (or ":memory:") of a SQLite URL; a bare path is taken as it is."""
     return url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
+
+
+class _LazySavepoint:
+    """A nested transaction inside a worker's group with lazy savepoints: no SQL. A block that fails
+    after it wrote, or after a statement failed, marks the transaction dirty (Database.dirty)."""
+    __slots__ = ("db", "writes", "errors")
+
+    def __init__(self, db: "Database"):
+        self.db = db
+
+    def __enter__(self) -> "Database":
+        db = self.db
+        self.writes, self.errors = db.writes, db.statement_errors
+        db._depth += 1
+        return db
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        db = self.db
+        db._depth -= 1
+        if kind is not None and (db.writes != self.writes or db.statement_errors != self.errors):
+            db.dirty = True
+        return False
 
 
 def redact_url(url: str) -> str:
@@ -169,7 +191,7 @@ class Database:
         if sql[:6] in _WRITES:
             self.writes += 1
         try:
-            return self._conn.execute(self._sql(sql), tuple(params))
+            return self._conn.execute(self._sql(sql) if self.kind == "pg" else sql, tuple(params))
         except Exception as exc:
             if _is_outage(exc):
                 raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
@@ -182,25 +204,18 @@ class Database:
     def all(self, sql: str, params: Sequence = ()) -> List[tuple]:
         return list(self.execute(sql, params).fetchall())
 
-    @contextmanager
-    def transaction(self) -> Iterator["Database"]:
+    def transaction(self) -> "ContextManager[Database]":
         """One write transaction; SQLite takes the write lock up front (no upgrade deadlocks).
 
         Nested use becomes a savepoint, so a worker can commit a group of messages at once
         (one fsync for many) while each message still rolls back on its own.
         """
         if self._depth and self.lazy_savepoints:
-            writes, errors = self.writes, self.statement_errors
-            self._depth += 1
-            try:
-                yield self
-            except BaseException:
-                if self.writes != writes or self.statement_errors != errors:
-                    self.dirty = True
-                raise
-            finally:
-                self._depth -= 1
-            return
+            return _LazySavepoint(self)   # once per message in a group: no generator to set up
+        return self._transaction()
+
+    @contextmanager
+    def _transaction(self) -> Iterator["Database"]:
         if self._depth:
             name = f"sp{self._depth}"
             self.execute(f"SAVEPOINT {name}")

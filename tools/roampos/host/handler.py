@@ -18,6 +18,7 @@ from .risk import Policy
 __all__ = ["Outcome", "Handler", "TerminalKeys"]
 
 log = logging.getLogger("roampos.host")
+_ECHOED = ("3", "4", "7", "11", "41", "42", "49")
 
 
 @dataclass
@@ -307,9 +308,11 @@ class Handler:
     def _reply(self, doc: Dict[str, str], rc: str, mac_key: Optional[bytes], reason: str,
                resp48: Optional[Dict[str, str]] = None, rrn: str = "", approval: str = "") -> Outcome:
         resp: Dict[str, str] = {"t": iso.MTI_RESPONSE.get(doc["t"], doc["t"])}
-        for f in ("3", "4", "7", "11", "41", "42", "49"):
+        # Echoed as decode() accepted them (fixed lengths, numeric fields checked there); a response
+        # that still cannot be encoded falls back to MTI + code below.
+        for f in _ECHOED:
             v = doc.get(f)
-            if v is not None and _valid_echo(f, v):
+            if v is not None:
                 resp[f] = v
         if rrn:
             resp["37"] = rrn
@@ -323,12 +326,3 @@ class Handler:
         except iso.MessageError:
             raw = iso.encode({"t": resp["t"], "39": rc}, mac_key)
         return Outcome(raw, reason, rc=rc)
-
-
-def _valid_echo(field: str, value: str) -> bool:
-    """Echo a request field only if it is well-formed, so a bad request cannot break the response."""
-    if field in ("41",):
-        return len(value) == 8
-    if field == "42":
-        return len(value) == 15
-    return value.isdigit()
