@@ -142,3 +142,60 @@ def test_cli_list_shows_registry_without_secrets(env):
     assert TID in table and "0.3.2" in table
     assert env.term.tak.hex() not in out.stdout.lower()
     assert iso.kcv(env.term.tak)  # keys exist, yet never listed
+
+
+class _AtTime:
+    """The handler driven at a chosen host time, with a terminal whose clock agrees."""
+
+    def __init__(self, handler, when):
+        from roampos.termsim import SimTerminal
+        from hostkit import MID, SERIAL, TMK
+        self.h, self.now = handler, when
+        self.term = SimTerminal(TID, MID, SERIAL, TMK)
+        self.term.clock = lambda: self.now
+        self.term.apply_signon(handler.handle(TID, self.term.signon(), now=when).response)
+
+    def send(self, raw):
+        with self.h.db.transaction():
+            return self.term.check(self.h.handle(TID, raw, now=self.now).response)
+
+    def sale(self, pan, amount, **kw):
+        kw.setdefault("cell", CELL["310000"])
+        return self.send(self.term.financial(pan, amount, **kw))
+
+
+def _utc(*ymdhm):
+    import calendar
+    return float(calendar.timegm(tuple(ymdhm) + (0,) * (9 - len(ymdhm))))
+
+
+def test_a_card_expires_at_the_end_of_its_month_where_it_is_used(handler):
+    # Shanghai is UTC+8: at 17:00 UTC on 30 November it is already 1 December there.
+    at = _AtTime(handler, _utc(2026, 11, 30, 15, 0))        # 23:00 local, still November
+    assert at.sale(card(801), 1000, expiry="2611")["39"] == "00"
+    at.now = _utc(2026, 11, 30, 17, 0)                      # 01:00 local, 1 December
+    assert at.sale(card(802), 1000, expiry="2611")["39"] == "54"
+
+
+def test_payment_codes_up_to_24_digits_and_pin_blocks_only_with_cards(handler):
+    at = _AtTime(handler, _utc(2026, 11, 27, 8, 0))
+    for n in (18, 20, 24):                                  # Alipay codes are 16-24 digits
+        r = at.sale("28" + "3" * (n - 2), 1000, method="P")
+        assert r["39"] == "00", (n, r)
+    # A 20-digit number is no card PAN.
+    assert at.send(at.term.financial("6" * 20, 1000, method="C"))["39"] == "30"
+    # A PIN block with a QR payment is refused, and does not count against the card's PIN tries.
+    for _ in range(3):
+        assert at.sale(card(803), 1000, method="Q", pin="9999")["39"] == "30"
+    assert at.sale(card(803), 150000, pin="1234")["39"] == "00"
+
+
+def test_the_low_balance_issuer_is_a_balance(handler):
+    at = _AtTime(handler, _utc(2026, 11, 27, 8, 0))
+    low = card(804, "6228481")                              # Test Bank low balance: 50.00
+    first = at.sale(low, 4000)
+    assert first["39"] == "00"
+    assert at.sale(low, 2000)["39"] == "51"                 # 40.00 + 20.00 > 50.00
+    assert at.sale(low, 1000)["39"] == "00"                 # 40.00 + 10.00 fits
+    assert at.sale(low, 3000, proc="200000", orig_rrn=first["37"])["39"] == "00"   # a refund gives back
+    assert at.sale(low, 2500)["39"] == "00"

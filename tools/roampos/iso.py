@@ -190,8 +190,9 @@ def decrypt_pan(dek: bytes, blob_hex: str, ecb: Any = None) -> str:
     if not plain.endswith(b"\x80"):
         raise MessageError("EP padding (wrong data key?)", "48")
     pan = plain[:-1].decode("ascii", "replace")
-    if not (12 <= len(pan) <= 19 and pan.isdigit()):
-        raise MessageError("EP does not hold a 12-19 digit PAN", "48")
+    # A card's PAN is 12-19 digits (ISO/IEC 7812); a customer payment code up to 24 (Alipay).
+    if not (12 <= len(pan) <= 24 and pan.isascii() and pan.isdigit()):
+        raise MessageError("EP does not hold a 12-24 digit PAN or payment code", "48")
     return pan
 
 

@@ -62,7 +62,9 @@ class SimTerminal:
                   cell: Optional[str] = "default", extra48: Optional[Dict[str, str]] = None,
                   mac_key: Optional[bytes] = None) -> bytes:
         doc = self._common(mti, proc, stan)
-        doc.update({"2": iso.mask_pan(pan), "4": f"{amount:012d}", "22": "071", "49": self.currency})
+        doc.update({"4": f"{amount:012d}", "22": "071", "49": self.currency})
+        if len(pan) <= 19:   # field 2 holds 19 digits at most: a longer payment code goes in EP only
+            doc["2"] = iso.mask_pan(pan)
         if method == "C":
             doc["14"] = expiry
         tlv = {"BN": self.batch, "RG": region or self.region, "PM": method, "SN": self.serial,
