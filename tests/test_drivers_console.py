@@ -251,3 +251,22 @@ def test_no_full_pan_ever_on_the_console(dut):
     for pan in FULL_PANS:
         assert pan not in text, "full PAN %s appeared on the console" % pan
     assert "476173******0010" in text
+
+
+def test_the_console_client_keeps_replies_in_step(dut):
+    # A command whose wait timed out still gets its reply later: it must not be taken for the
+    # next command's (every later reply would be off by one).
+    from roampos.console_client import ExpectTimeout
+    back_to_idle(dut)
+    try:
+        dut.command("echo first", timeout=0)
+    except ExpectTimeout:
+        pass
+    assert ok(dut, "echo second")["echo"] == "second"
+    # Waiting for an event leaves the replies that came meanwhile for next_reply().
+    dut.send("echo before")
+    dut.send("sim tap visa")
+    assert dut.wait_event(lambda e: "card" in e, 5)["card"]["pan"] == PANS["visa"]
+    assert dut.next_reply().data == {"echo": "before"}
+    assert dut.next_reply().ok
+    ok(dut, "sim remove")

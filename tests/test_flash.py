@@ -123,3 +123,43 @@ def test_package_json_declares_board_dependencies():
     with open(os.path.join(ROOT, "package.json")) as f:
         pkg = json.load(f)
     assert ["umqtt.simple", "latest"] in pkg["deps"]
+
+
+def test_a_deploy_that_does_not_fit_leaves_the_old_application(idle):
+    # The new tree is staged beside the running one: a copy that fails half-way (a full flash
+    # here) must leave a board that still starts, and say so; the next deploy clears the stage.
+    from roampos.image import tree_files
+    size = sum(len(data) for path, data in tree_files() if not path.startswith("/lib/"))
+    free = int(mpremote(idle, "exec", "import os; s = os.statvfs('/'); print(s[0] * s[3])").split()[-1])
+    fill = max(0, free - size // 2) // 4096
+    mpremote(idle, "exec", "b = bytes(4096)\nf = open('/data/filler.bin', 'wb')\nfor i in range(%d):\n"
+                           " f.write(b)\nf.close()" % fill)
+    with idle.released():
+        r = subprocess.run([sys.executable, "-m", "roampos.deploy", "--port", idle.vterm.console, "--offline"],
+                           capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "keeps its old application" in r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    idle.reboot_and_wait("reset")
+    assert idle.command("status").ok                      # the old application starts
+    mpremote(idle, "fs", "rm", ":/data/filler.bin")
+    with idle.released():
+        r = subprocess.run([sys.executable, "-m", "roampos.deploy", "--port", idle.vterm.console, "--offline"],
+                           capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    idle.wait_ready(15)
+    out = mpremote(idle, "fs", "ls", ":/")
+    assert ".deploy" not in out and "firmware/" in out, out
+
+
+def test_deploy_to_a_port_where_nothing_answers_says_so_quickly(monkeypatch):
+    from roampos import deploy
+    master, slave = os.openpty()                          # a port with no MicroPython behind it
+    monkeypatch.setattr(deploy, "FIRST_CONTACT_S", 3)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SystemExit) as e:
+            deploy.deploy(os.ttyname(slave), offline=True)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert "did not answer within 3 s" in str(e.value) and time.monotonic() - t0 < 30

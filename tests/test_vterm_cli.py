@@ -198,3 +198,47 @@ def test_code_image_notices_deleted_and_restored_files(tmp_path):
     assert _code_state([str(tmp_path)]) != before
     os.remove(tmp_path / "c.py")                              # a deletion: nothing newer at all
     assert _code_state([str(tmp_path)]) != before
+
+
+def test_bad_parameter_sets_and_outputs_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    nomerchant = tmp_path / "nomerchant.json"
+    nomerchant.write_text('{"version": 1}')
+    for args, prefix in (
+            (["vterm", "--flash", str(tmp_path / "v.img"), "--params", str(bad)], "vterm: parameter set"),
+            (["run", "--no-host", "--fresh", "--flash", str(tmp_path / "r.img"), "--params", str(bad)],
+             "run: parameter set"),
+            (["run", "--fresh", "--flash", str(tmp_path / "r.img"), "--db", str(tmp_path / "h.db"),
+              "--params", str(nomerchant)], "run: parameter set"),
+            (["image", "--board", "esp32s3", "-o", str(tmp_path / "z.img"), "--romfs", str(tmp_path)],
+             "image: cannot write")):
+        r = subprocess.run(CLI + args, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert r.returncode == 1 and r.stderr.startswith(prefix) and "Traceback" not in r.stderr, (args, r.stderr)
+    # nothing half-made left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "nomerchant.json"]
+
+
+def test_screen_errors_are_one_line(tmp_path):
+    r = subprocess.run(CLI + ["screen", "--port", str(tmp_path / "no-such-port"), "-o", str(tmp_path / "s.png")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("screen: ") and "Traceback" not in r.stderr, r.stderr
+
+
+def test_run_says_so_when_the_terminal_goes_away(tmp_path):
+    p = subprocess.Popen(CLI + ["run", "--no-host", "--flash", str(tmp_path / "f.img")], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in p.stdout:
+            if "terminal ready" in line:
+                break
+        # the vterm is the run's child: kill it as a crash would
+        with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as f:
+            for pid in f.read().split():
+                os.kill(int(pid), signal.SIGKILL)
+        time.sleep(0.5)
+        out, _ = p.communicate("status\n", timeout=60)
+        assert p.returncode == 1 and "run: the terminal is gone" in out and "Traceback" not in out, out
+    finally:
+        if p.poll() is None:
+            p.kill()

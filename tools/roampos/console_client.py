@@ -55,6 +55,9 @@ class Console:
         self.events: List[Dict[str, Any]] = []
         self.cond = threading.Condition()
         self.log = open(log, "ab") if log else None
+        # Replies owed to commands whose wait timed out: they still come (one reply a line, in
+        # order) and must not be taken for the next command's.
+        self._late = 0
         self.attach()
 
     def attach(self) -> None:
@@ -165,10 +168,42 @@ class Console:
 
     def next_reply(self, timeout: float = 5.0) -> Reply:
         """The next OK/ERR line, e.g. the answer to bytes sent with write()."""
-        m = self.expect(_REPLY, timeout)
-        return Reply(m.group(0).decode("utf-8", "replace").rstrip("\r\n"))
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                m = self.expect(_REPLY, max(0.0, end - time.monotonic()))
+            except ExpectTimeout:
+                self._late += 1
+                raise
+            if self._late:
+                self._late -= 1   # the late answer to an earlier command, not to this one
+                continue
+            return Reply(m.group(0).decode("utf-8", "replace").rstrip("\r\n"))
 
-    def wait_event(self, match: Callable[[Dict[str, Any]], bool], timeout: float = 5.0) -> Dict[str, Any]:
+    def _pull_event(self, timeout: float) -> None:
+        """Move the next EVT line from the output into `events`, leaving everything else (replies
+        not read yet) where it is."""
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                m = _EVENT.search(bytes(self.buf))
+                if m:
+                    try:
+                        self.events.append(json.loads(m.group(1)))
+                    except ValueError:
+                        pass
+                    del self.buf[m.start():m.end()]
+                    return
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                self.cond.wait(left)
+
+    def wait_event(self, match: Callable[[Dict[str, Any]], bool], timeout: float = 5.0,
+                   _pull: Optional[Callable[[float], Any]] = None) -> Dict[str, Any]:
+        """The first event `match` accepts (earlier ones stay in `events`); replies that come
+        meanwhile stay for next_reply()."""
+        pull = _pull or self._pull_event
         end = time.monotonic() + timeout
         seen = 0
         while True:
@@ -183,9 +218,14 @@ class Console:
                 raise ExpectTimeout("%s: no such event within %.1fs; events: %r; buffer:\n%s" % (
                     self.port, timeout, self.events[-10:], bytes(self.buf[-1000:]).decode("utf-8", "replace")))
             try:
-                self.expect(_EVENT, min(left, 0.5))
+                pull(min(left, 0.5))
             except ExpectTimeout:
                 pass
 
     def wait_ready(self, timeout: float = 10.0) -> Dict[str, Any]:
-        return self.wait_event(lambda e: e.get("ready") is True, timeout)
+        """The ready event of a (re)start. What came before it belongs to the previous run and is
+        dropped, replies owed to it included."""
+        ev = self.wait_event(lambda e: e.get("ready") is True, timeout,
+                             _pull=lambda t: self.expect(_EVENT, t))
+        self._late = 0
+        return ev

@@ -18,18 +18,31 @@ import tempfile
 from roampos import ROOT
 from roampos.image import BOARDS, tree_files
 
-__all__ = ["deploy", "main"]
+__all__ = ["deploy", "main", "DeployError"]
 
 
-def mpremote(port: str, *args: str) -> None:
+class DeployError(SystemExit):
+    """One line for the user (and exit status 1)."""
+
+
+def mpremote(port: str, *args: str, timeout: float = 300, then: str = "") -> None:
+    """Run one mpremote command; `then` says what state a failure leaves the board in."""
     cmd = [sys.executable, "-m", "mpremote", "connect", port, *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeployError("deploy: %s did not answer within %.0f s (%s)%s"
+                          % (port, timeout, " ".join(args[:3]), then)) from None
     if r.returncode:
-        raise SystemExit("deploy: %s failed:\n%s%s" % (" ".join(args[:4]), r.stdout, r.stderr))
+        raise DeployError("deploy: %s failed:\n%s%s%s" % (" ".join(args[:4]), r.stdout, r.stderr, then))
 
 
-# Runs on the board: remove the given directories of the flash filesystem, recursively.
-_REMOVE_TREES = """
+# Runs on the board. The new tree is copied into /.deploy first, next to the running one, and only
+# then swapped in, so that a copy that fails (a full flash, a pulled cable) leaves the old
+# application whole. The old entries (firmware/, drivers/, boot.py, main.py; lib/<pkg> with
+# --offline) go just before their replacements: a module dropped from the tree, or one shipped the
+# other way (.py beside .mpy, which the import prefers), must not outlive the deploy.
+_BOARD_FS = """
 import os
 def rm(p):
     try:
@@ -42,9 +55,21 @@ def rm(p):
         os.rmdir(p)
     else:
         os.remove(p)
-for d in %r:
-    rm('/' + d)
+def swap(new, old):
+    for name in os.listdir(new):
+        if name == 'lib':
+            try:
+                os.mkdir(old + '/lib')
+            except OSError:
+                pass
+            swap(new + '/lib', old + '/lib')
+            continue
+        rm(old + '/' + name)
+        os.rename(new + '/' + name, old + '/' + name)
+    os.rmdir(new)
 """
+STAGE = "/.deploy"
+FIRST_CONTACT_S = 30   # a port where no MicroPython answers is reported, not waited on for minutes
 
 
 def deploy(port: str, offline: bool = False, source: bool = False) -> int:
@@ -62,16 +87,22 @@ def deploy(port: str, offline: bool = False, source: bool = False) -> int:
                 f.write(data)
             n += 1
         tops = sorted(os.path.join(stage, e) for e in os.listdir(stage))
-        # Ctrl-C first (mpremote does) so the app stops and the REPL serves. The old code trees go
-        # first: a module dropped from the tree, or one shipped the other way (.py beside .mpy,
-        # which the import prefers), must not outlive the deploy.
-        mpremote(port, "exec", _REMOVE_TREES % (("firmware", "drivers") + (("lib/umqtt",) if offline else ()),))
-        mpremote(port, "resume", "fs", "cp", "-r", *tops, ":")
-        if not offline:
-            for dep in deps:
-                mpremote(port, "resume", "mip", "install", dep)
+        kept = "; the board keeps its old application (stopped at the REPL until a reset)"
+        # Ctrl-C first (mpremote does) so the app stops and the REPL serves; a stage left by an
+        # interrupted deploy is cleared.
+        mpremote(port, "exec", _BOARD_FS + "rm(%r)\nos.mkdir(%r)" % (STAGE, STAGE),
+                 timeout=FIRST_CONTACT_S, then=kept)
+        mpremote(port, "resume", "fs", "cp", "-r", *tops, ":" + STAGE,
+                 then=kept + " (a partial copy waits in %s; the next deploy clears it)" % STAGE)
+        mpremote(port, "resume", "exec", _BOARD_FS + "swap(%r, '')" % STAGE,
+                 then="; the swap stopped half-way: the board may not start, rerun deploy")
+        restart = "; rerun deploy (--offline installs the copy `make setup` fetched), then reset the board"
+        for dep in ([] if offline else deps):
+            mpremote(port, "resume", "mip", "install", dep,
+                     then="; the new tree is in place but %s is missing%s" % (dep, restart))
         # Start what was just copied, as a power cycle would (the board's own reset line).
-        mpremote(port, "resume", "exec", "--no-follow", "from firmware import boards; boards.get().reset()")
+        mpremote(port, "resume", "exec", "--no-follow", "from firmware import boards; boards.get().reset()",
+                 timeout=FIRST_CONTACT_S)
         print("deploy: %d files to %s%s; the board restarts" % (n, port, "" if offline else ", then mip: " + " ".join(deps)))
         return n
     finally:

@@ -182,9 +182,16 @@ def build_romfs(out: str, board: str = "vterm", extra: Optional[str] = None) -> 
         raise SystemExit("ROMFS image of %d bytes does not fit the %s partition (%d)" % (len(img), board, size))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = out + ".tmp%d" % os.getpid()
-    with open(tmp, "wb") as f:
-        f.write(img)
-    os.replace(tmp, out)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(img)
+        os.replace(tmp, out)
+    except OSError:
+        try:
+            os.remove(tmp)   # no half-written image left beside the target
+        except OSError:
+            pass
+        raise
     return len(img)
 
 
@@ -202,6 +209,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.romfs and args.source:
         raise SystemExit("--romfs holds compiled code: leave out --source")
+    if args.romfs and os.path.isdir(args.romfs):
+        # Checked before anything is written: an image without code and no ROMFS beside it is
+        # worse than none.
+        print("image: cannot write %s: it is a directory" % args.romfs, file=sys.stderr)
+        return 1
     try:
         n = build(args.output, args.board, args.source, args.params, code=not args.romfs)
     except ProvisionError as e:
@@ -214,7 +226,11 @@ def run(args: argparse.Namespace) -> int:
     print("%s: %d files, %s image of %d x %d-byte blocks, flash it at 0x%X"
           % (args.output, n, args.board, count, bs, offset))
     if args.romfs:
-        size = build_romfs(args.romfs, args.board)
+        try:
+            size = build_romfs(args.romfs, args.board)
+        except OSError as e:
+            print("image: cannot write %s: %s" % (args.romfs, e.strerror or e), file=sys.stderr)
+            return 1
         roff, rsize = ROMFS[args.board]
         print("%s: ROMFS image of %d bytes for a %d-byte partition at 0x%X"
               % (args.romfs, size, rsize, roff))

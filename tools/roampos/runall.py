@@ -17,9 +17,12 @@ import sys
 import threading
 import time
 
+import serial
+
 from roampos import ROOT
 from roampos.host.db import sqlite_path
 from roampos.console_client import Console, ExpectTimeout
+from roampos.provision import ProvisionError
 from roampos.vterm.control import VTermProcess
 from roampos.vterm.process import DEFAULT_FLASH, heap_arg
 
@@ -101,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
     host = vt = con = None
     try:
         try:
+            if os.path.exists(args.params):
+                # The set is baked into the terminal and registered with the host: checked first,
+                # so that a bad one is one line, not a traceback from either.
+                from roampos.provision import load_set, validate
+                validate(load_set(args.params), args.params)
             if not args.no_host:
                 # The ledger's folder (build/ by default) is not in a fresh clone: make it before the
                 # terminal is registered there.
@@ -119,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
             con = Console(vt.console)
         except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
             print("run: %s" % exc, file=sys.stderr)
+            return 1
+        except ProvisionError as exc:
+            print("run: parameter set %s" % exc, file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 130
@@ -181,6 +192,9 @@ def _serve(vt: VTermProcess, con: Console) -> int:
                     print(con.command(line, timeout=30).raw)
                 except ExpectTimeout as e:
                     print(str(e))
+                except (OSError, serial.SerialException):   # the vterm went away (killed, crashed)
+                    print("run: the terminal is gone (%s)" % ("exited" if not vt.alive() else "port error"))
+                    return 1
                 for ev in con.take_events():  # those that came with the reply
                     print(_evt(ev))
     finally:

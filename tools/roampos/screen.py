@@ -5,7 +5,9 @@ in hex) and writes it scaled up, white pixels on black like the OLED.
 """
 import argparse
 import binascii
+import sys
 
+import serial
 from PIL import Image
 
 from roampos.console_client import Console
@@ -51,6 +53,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    save(args.port, args.output, args.scale)
+    from roampos.console_client import ExpectTimeout
+    try:
+        save(args.port, args.output, args.scale)
+    except serial.SerialException as e:
+        print("screen: %s" % e, file=sys.stderr)
+        return 1
+    except OSError as e:
+        print("screen: %s: %s" % (e.filename or args.port, e.strerror or e), file=sys.stderr)
+        return 1
+    except ExpectTimeout:
+        print("screen: %s did not answer `screen raw` (not the RoamPOS console, or stopped at the"
+              " REPL: reset it)" % args.port, file=sys.stderr)
+        return 1
     print("%s: screen of %s saved" % (args.output, args.port))
     return 0

@@ -354,6 +354,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.params and (args.fresh or not os.path.exists(args.flash)):
+        # Checked before anything is built: a bad set is one line, and leaves no half-made images.
+        from roampos.provision import ProvisionError, load_set, validate
+        try:
+            validate(load_set(args.params), args.params)
+        except ProvisionError as e:
+            print("vterm: parameter set %s" % e, file=sys.stderr)
+            return 1
     rom = None if args.no_romfs else ensure_romfs(args.flash, args.fresh)
     if args.fresh or not os.path.exists(args.flash):
         build(args.flash, "vterm", params=args.params, code=rom is None)
