@@ -234,11 +234,12 @@ def check_loc(loc, f="locations"):
 
 def check_pin_hash(h, f):
     _obj(h, f, ("salt", "n", "hash"))
-    _str(h["salt"], f + ".salt", 16, 64, _HEX)
+    # secret: with the salt, a quoted hash would let a 4-12 digit PIN be found offline.
+    _str(h["salt"], f + ".salt", 16, 64, _HEX, secret=True)
     if len(h["salt"]) % 2:
         _err(f + ".salt", "must be whole bytes (an even number of hex digits)")
     _int(h["n"], f + ".n", PIN_ITER[0], PIN_ITER[1])
-    _str(h["hash"], f + ".hash", 64, 64, _HEX)
+    _str(h["hash"], f + ".hash", 64, 64, _HEX, secret=True)
 
 
 def check_ops(ops, f="operators"):

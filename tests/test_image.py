@@ -106,3 +106,15 @@ def test_the_host_validates_parameters_as_the_terminal_does():
         edit(s)
         with pytest.raises(provision.ProvisionError, match=field.replace(".", r"\.")):
             provision.validate(s)
+
+
+def test_an_image_with_parameters_is_readable_by_its_owner_only(tmp_path):
+    # It holds WiFi keys and the operators' PIN hashes (salted, but a 4-12 digit PIN falls to a
+    # search): not for every user of the machine.
+    from roampos import ROOT
+    out = tmp_path / "p.img"
+    r = subprocess.run([sys.executable, "-m", "roampos.cli", "image", "--board", "rp2", "-o", str(out), "--params",
+                        os.path.join(ROOT, "examples", "params", "shanghai-merchant.json")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_mode & 0o077 == 0, oct(out.stat().st_mode)

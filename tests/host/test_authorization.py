@@ -208,6 +208,9 @@ def test_reversal_of_a_void_brings_the_sale_back(env):
 
 def test_impossible_expiry_and_batch_zero_are_format_errors(env):
     assert sale(env, card(75), 100, expiry="9913")["39"] == "30"      # month 13
+    # Found after the request's MAC verified: the refusal is MACed, so the terminal can trust it.
+    raw = env.send(env.term.financial(card(75), 100, expiry="9913", cell=CELL["310000"]), raw_out=True)
+    assert "64" in iso.decode(raw) and iso.verify_mac(env.term.tak, raw)
     t = env.term
     t.batch = "000000"
     try:

@@ -213,3 +213,16 @@ def test_encode_refuses_fields_above_64():
     for key in ("65", "128"):
         with pytest.raises(iso.MessageError, match="above 64"):
             iso.encode({"t": "0210", "3": "000000", "39": "00", key: "1"}, bytes(16))
+
+
+def test_the_simulated_terminal_drops_a_response_without_a_mac():
+    # Only the answer to an unknown terminal (03) comes without a MAC; a 0210 00 without one
+    # could be anybody's (the terminal model the tests and the bench rely on must refuse it).
+    from roampos.termsim import SimTerminal
+    t = SimTerminal("SHA00001", "310000000000001", "SN", bytes(16))
+    t.tak = TAK
+    forged = iso.encode({"t": "0210", "3": "000000", "11": "000001", "38": "123456", "39": "00"})
+    with pytest.raises(ValueError, match="without a MAC"):
+        t.check(forged)
+    assert t.check(iso.encode({"t": "0210", "3": "000000", "39": "03"}))["39"] == "03"
+    assert t.check(iso.encode({"t": "0210", "3": "000000", "39": "00"}, TAK))["39"] == "00"

@@ -124,6 +124,16 @@ def test_schema_accepts_example_and_names_fields():
     expect_error(bad("operators.0.role", "boss"), "operators[0].role", "cashier, supervisor or admin")
     expect_error(bad("operators.1.pin", "2222"), "operators[1].pin", "clear PINs are not accepted")
     expect_error(bad("profiles.310000.colour", "red"), "profiles.310000.colour", "unknown field")
+    # A PIN hash or salt that fails is named, never quoted: with the salt, it gives the PIN away.
+    h = "87C2F7E4" + "ab" * 28
+    s2 = example()
+    s2["operators"][0]["pin_hash"]["hash"] = h
+    try:
+        schema.split(s2)
+    except schema.ParamError as e:
+        assert e.field == "operators[0].pin_hash.hash" and "87C2" not in str(e), str(e)
+    else:
+        raise AssertionError("upper-case hash accepted")
     # A salt of half a byte cannot be unhexlified at login: the set must be refused, not stored.
     expect_error(bad("operators.0.pin_hash.salt", "0" * 17), "operators[0].pin_hash.salt", "whole bytes")
     # A lone surrogate (JSON "\ud800") is no text the console could send back as UTF-8.

@@ -129,7 +129,10 @@ def build(out: str, board: str = "vterm", source: bool = False,
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = out + ".tmp"
     try:
-        with open(tmp, "wb") as f:
+        # 0600: a flash image with a parameter set holds WiFi keys and the operators' PIN hashes.
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             f.write(fs.context.buffer)
         os.replace(tmp, out)
     finally:

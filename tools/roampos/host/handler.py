@@ -52,6 +52,7 @@ class Handler:
         # it is only a cache of what the terminal row says on every message.
         self._keys: Dict[str, Tuple[tuple, TerminalKeys]] = {}
         self._group: Optional[group.Group] = None
+        self._verified: Optional[bytes] = None
 
     # ------------------------------------------------------------ group reads
     def begin_group(self, items: "list[Tuple[str, Any]]") -> None:
@@ -127,15 +128,18 @@ class Handler:
         doc = self.decode(topic_tid, raw) if decoded is None else decoded
         if isinstance(doc, Outcome):
             return doc
+        # The key this request's MAC verified under, once it has: a format error or a failure
+        # found after that is answered MACed too, so that the terminal can trust the refusal.
+        self._verified = None
         try:
             return self._handle(topic_tid, raw, doc, now)
         except iso.MessageError as exc:
-            return self._reply(doc, "30", None, f"{topic_tid}: format error: {exc}")
+            return self._reply(doc, "30", self._verified, f"{topic_tid}: format error: {exc}")
         except DatabaseError:
             raise
         except Exception as exc:  # a bug must cost one message a 96, not the whole worker
             log.exception("internal error on %s", topic_tid)
-            return self._reply(doc, "96", None, f"{topic_tid}: internal error {type(exc).__name__}")
+            return self._reply(doc, "96", self._verified, f"{topic_tid}: internal error {type(exc).__name__}")
         finally:
             if self._group is not None:
                 self._group.touch(doc)
@@ -173,6 +177,7 @@ class Handler:
                 return self._reply(doc, "A0", None, f"terminal {tid} has no session keys; sign on first")
         if "64" not in doc or not iso.verify_mac(mac_key, raw):
             return self._reply(doc, "A0", mac_key, f"bad MAC from terminal {tid}")
+        self._verified = mac_key
         if doc["42"] != term["merchant_id"]:
             return self._reply(doc, "03", mac_key, f"terminal {tid} is bound to merchant {term['merchant_id']},"
                                                   f" not {doc['42']}")
