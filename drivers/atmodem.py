@@ -94,7 +94,11 @@ class AT:
         # What arrived before it (URCs, or the late answer of a command that
         # timed out) belongs to no answer of this one: hand it over first.
         self.poll()
-        self._n, self._bad = 0, False
+        if not (self._n and self._rx[0] == 43):
+            # Half a line left is dropped, except a "+..." one: an unsolicited result cut by the
+            # start of this command, whose rest comes while it runs and which the loop below hands
+            # to the callback (a lost +CIPRXGET: 1 would leave the data waiting in the modem).
+            self._n, self._bad = 0, False
         self.send_line(cmd)
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         out = []

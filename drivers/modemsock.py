@@ -4,6 +4,14 @@
 import time
 
 
+def _oserror(e):
+    # umqtt.simple and socket users expect OSError: an AT error or timeout, or a modem answer
+    # that makes no sense, is one (EIO); out of memory is not.
+    if isinstance(e, (OSError, MemoryError)):
+        return e
+    return OSError(5, "%s: %s" % (type(e).__name__, e))
+
+
 class ModemSocket:
     def __init__(self, modem, timeout_ms=10000):
         self.m = modem
@@ -13,7 +21,10 @@ class ModemSocket:
         self._have = b""
 
     def connect(self, addr):
-        self.m.tcp_open(addr[0], addr[1])
+        try:
+            self.m.tcp_open(addr[0], addr[1])
+        except Exception as e:
+            raise _oserror(e)
 
     def settimeout(self, t):
         self.timeout_ms = 0 if t == 0 else (self.timeout_ms if t is None else int(t * 1000))
@@ -28,13 +39,19 @@ class ModemSocket:
             mv = mv[:n]
         if self.m.closed:
             raise OSError(104, "connection closed")
-        self.m.tcp_send(mv)
+        try:
+            self.m.tcp_send(mv)
+        except Exception as e:
+            raise _oserror(e)
         return len(mv)
 
     send = write
 
     def _fill(self, wait_ms):
-        n = self.m.tcp_recv(self._buf, len(self._buf), wait_ms)
+        try:
+            n = self.m.tcp_recv(self._buf, len(self._buf), wait_ms)
+        except Exception as e:
+            raise _oserror(e)
         if n:
             self._have += bytes(self._buf[:n])
         return n
@@ -66,7 +83,10 @@ class ModemSocket:
     recv = read
 
     def close(self):
-        self.m.tcp_close()
+        try:
+            self.m.tcp_close()
+        except Exception as e:
+            raise _oserror(e)
 
 
 class Resolver:

@@ -173,9 +173,20 @@ class SIM7600:
             chunk = mv[off:off + _MAX_SEND]
             try:
                 self.at.cmd("AT+CIPSEND=%d,%d" % (_LINK, len(chunk)), 5000, prompt=chunk)
+                # OK only means the module took the bytes: +CIPSEND: <link>,<req>,<cnf> says what
+                # went out (TCPIP manual: cnf -1 = the connection is gone).
+                line = self.at.wait_urc("+CIPSEND:", 5000)
             except ATError as e:
                 self.closed = True
                 raise OSError(104, "CIPSEND: %s" % e.result)  # ECONNRESET-like
+            try:
+                _, req, cnf = line[9:].split(",")
+                req, cnf = int(req), int(cnf)
+            except ValueError:
+                raise ModemError("bad CIPSEND confirmation %r" % line[:40])
+            if cnf != req:
+                self.closed = cnf < 0
+                raise OSError(104 if cnf < 0 else 5, "CIPSEND: %d of %d bytes sent" % (max(cnf, 0), req))
 
     def tcp_recv(self, buf, n, timeout_ms=0):
         # Up to n bytes into buf (manual receive mode); 0 when none arrived.

@@ -86,8 +86,34 @@ def _sockmod():
     return sm
 
 
+_TIMEOUT_S = 10   # a server that accepts and then says nothing must not hold the console
+
+
+class _Timed:
+    # The socket module as umqtt.simple uses it (socket(), getaddrinfo()), every socket with a
+    # timeout: its connect() makes the socket itself and sets none.
+    def __init__(self, sm):
+        self.sm = sm
+
+    def socket(self, *args):
+        s = self.sm.socket(*args)
+        s.settimeout(_TIMEOUT_S)
+        return s
+
+    def getaddrinfo(self, *args):
+        return self.sm.getaddrinfo(*args)
+
+
+def _failed(what, e):
+    # Whatever the network or the modem raised (OSError, an AT error or timeout, a short answer
+    # from a server): one neterr. Out of memory stays nomem.
+    if isinstance(e, MemoryError):
+        raise e
+    return CommandError("neterr", "%s via %s: %s: %s" % (what, link.state.link, type(e).__name__, e))
+
+
 def _echo(host, port, text):
-    sm = _sockmod()
+    sm = _Timed(_sockmod())
     s = sm.socket()
     try:
         s.connect(sm.getaddrinfo(host, port)[0][-1])
@@ -99,22 +125,30 @@ def _echo(host, port, text):
             if not chunk:
                 break
             got += chunk
-    except OSError as e:
-        raise CommandError("neterr", "echo via %s: %s" % (link.state.link, e))
+    except Exception as e:
+        raise _failed("echo", e)
     finally:
-        s.close()
+        try:
+            s.close()
+        except Exception:
+            pass
     return {"echo": got.decode(), "via": link.state.link}
 
 
 def _mqtt(host, port):
     sm = _sockmod()
     from umqtt import simple
-    simple.socket = sm           # umqtt.simple looks up socket at call time
+    simple.socket = _Timed(sm)   # umqtt.simple looks up socket at call time
     c = simple.MQTTClient("roampos-probe", host, port)
     try:
         c.connect()
         c.publish(b"roampos/v1/probe/status", b"link check")
         c.disconnect()
-    except (OSError, simple.MQTTException) as e:
-        raise CommandError("neterr", "mqtt via %s: %r" % (link.state.link, e))
+    except Exception as e:
+        if c.sock is not None:   # a link left open would refuse the next connection (modem: one link)
+            try:
+                c.sock.close()
+            except Exception:
+                pass
+        raise _failed("mqtt", e)
     return {"mqtt": "published", "via": link.state.link}

@@ -14,7 +14,8 @@ _task = None
 _kick = None
 _own = False             # configured by `link set`: region profiles no longer apply
 _reload = False          # the link task reads the active profile's networks at its next turn
-_cell = None             # (LAC, CI) of the serving cell last seen
+_cell = None             # (operator, LAC, CI) of the serving cell last seen: LAC and CI are
+                         # only unique within one network (27.007), so the operator is part of it
 _wifi = None
 _ppp = None              # network.PPP object when the cell link runs PPP
 info = {"signal_dbm": None, "detail": "not configured", "attempts": 0}
@@ -193,7 +194,7 @@ def _cell_up():
             m.net_open()
         info["signal_dbm"] = m.signal()
         global _cell
-        _cell = (reg["lac"], reg["ci"])
+        _cell = (op, reg["lac"], reg["ci"])
         _set("cell", "registered %s apn %s" % (mccmnc, apn or "-"), _cell_loc(op, reg))
         return True
     except Exception as e:  # AT, OS or parse errors: stay alive, report, retry
@@ -248,9 +249,9 @@ def _check():
         # A change of serving cell, against the cell last seen (not state.location: other
         # evidence, such as the vterm's `region locate`, may have set that since).
         global _cell
-        if (reg["lac"], reg["ci"]) != _cell:
-            _cell = (reg["lac"], reg["ci"])
-            op = m.operator()
+        op = m.operator()
+        if (op, reg["lac"], reg["ci"]) != _cell:
+            _cell = (op, reg["lac"], reg["ci"])
             state.location = _cell_loc(op, reg)
             console.event({"location": state.location})
             _located()

@@ -166,6 +166,26 @@ def test_wifi_echo_uses_host_tcp(dut):
         srv.close()
 
 
+def _silent(c, seen):
+    # accepts, reads, never answers (the connection ends when the test closes the server)
+    seen.append(c.recv(64))
+    time.sleep(30)
+
+
+def test_a_server_that_never_answers_is_a_neterr_not_a_hang(dut):
+    srv = Server(_silent)
+    try:
+        t0 = time.monotonic()
+        r = dut.command("link echo 127.0.0.1 %d are-you-there" % srv.port, 30)
+        assert not r.ok and r.code == "neterr" and r.message.startswith("echo via wifi"), r.raw
+        r = dut.command("link mqtt 127.0.0.1 %d" % srv.port, 30)
+        assert not r.ok and r.code == "neterr", r.raw
+        assert time.monotonic() - t0 < 28
+        assert ok(dut, "echo alive").data == {"echo": "alive"}
+    finally:
+        srv.close()
+
+
 def test_wifi_down_falls_back_to_cell_with_location(dut):
     ok(dut, "sim link wifi down")
     s = status_until(dut, lambda s: s.get("link") == "cell", what="link cell")
@@ -203,6 +223,35 @@ def test_umqtt_simple_over_the_modem(dut):
         assert pub[2:2 + pub[1]] == b"roampos/v1/probe/status" and pub.endswith(b"link check"), pub
     finally:
         srv.close()
+
+
+def _no_connack(c, seen):
+    seen.append(mqtt_packet(c))   # CONNECT, then the server goes away without a CONNACK
+
+
+def test_a_failed_mqtt_check_over_the_modem_leaves_the_link_free(dut):
+    # The modem has one TCP link: a check that failed half-way must close it, or the next
+    # connection is refused ("CIPOPEN error 4") until a reset.
+    bad, good = Server(_no_connack), Server(echo)
+    try:
+        r = dut.command("link mqtt 127.0.0.1 %d" % bad.port, 30)
+        assert not r.ok and r.code == "neterr" and "via cell" in r.message, r.raw
+        r = ok(dut, "link echo 127.0.0.1 %d still-here" % good.port, 20)
+        assert r.data == {"echo": "still-here", "via": "cell"}, r.raw
+    finally:
+        bad.close()
+        good.close()
+
+
+def test_an_operator_change_in_the_same_lac_and_ci_moves_the_location(dut):
+    # LAC and CI are only unique within one network: the same numbers on a Hong Kong operator
+    # are another place than on a Shanghai one.
+    before = ok(dut, "status").data["location"]
+    ok(dut, "sim cell 454 00 %d %d" % (before["lac"], before["ci"]))
+    s = status_until(dut, lambda s: (s.get("location") or {}).get("mcc") == "454", timeout=15, what="mcc 454")
+    assert s["location"] == {"mcc": "454", "mnc": "00", "lac": before["lac"], "ci": before["ci"]}, s
+    ok(dut, "sim cell %s %s %d %d" % (before["mcc"], before["mnc"], before["lac"], before["ci"]))
+    status_until(dut, lambda s: (s.get("location") or {}).get("mcc") == before["mcc"], timeout=15, what="back")
 
 
 def test_connection_refused_is_an_error_not_a_hang(dut):

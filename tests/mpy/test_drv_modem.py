@@ -231,3 +231,64 @@ def test_a_negative_receive_length_is_refused():
         assert "-5" in str(e), e
     else:
         raise AssertionError("accepted a negative length")
+
+
+class _Sending:
+    # A modem that takes CIPSEND data after its ">" and then confirms with `tail`.
+    def __init__(self, tail):
+        self.tail, self.want, self.out = tail, 0, b""
+
+    def rx(self, data):
+        if self.want:
+            self.want -= len(data)
+            if self.want <= 0:
+                self.want = 0
+                self.out += self.tail
+            return
+        line = data.split(b"\r")[0].decode()
+        if line.startswith("AT+CIPSEND=0,"):
+            self.want = int(line.split(",")[1])
+            self.out += b"\r\n>"
+
+    def tx(self):
+        out, self.out = self.out, b""
+        return out or None
+
+
+def test_cipsend_counts_only_what_the_module_confirms():
+    # TCPIP manual: OK, then +CIPSEND: <link>,<reqSendLength>,<cnfSendLength>; -1: the connection
+    # is gone; fewer than asked: not all of it went out. Neither is a successful write.
+    for tail, gone in ((b"\r\nOK\r\n\r\n+CIPSEND: 0,9,-1\r\n", True), (b"\r\nOK\r\n\r\n+CIPSEND: 0,9,4\r\n", False)):
+        m = SIM7600(UART(1, model=_Sending(tail)))
+        m.closed = False
+        try:
+            m.socket().write(b"ping 1234")
+        except OSError:
+            pass
+        else:
+            raise AssertionError("a write the module did not confirm counted as sent: %r" % tail)
+        assert m.closed is gone
+    m = SIM7600(UART(1, model=_Sending(b"\r\nOK\r\n\r\n+CIPSEND: 0,9,9\r\n")))
+    m.closed = False
+    assert m.socket().write(b"ping 1234") == 9
+
+
+def test_a_urc_cut_by_the_start_of_a_command_is_not_lost():
+    # "+CIPRX" is in the UART when AT+CSQ starts; "GET: 1,0" arrives while it runs. A lost
+    # +CIPRXGET: 1 leaves the data waiting in the module, unread.
+    m, s = modem({"AT+CSQ": b"GET: 1,0\r\n\r\n+CSQ: 20,99\r\n\r\nOK\r\n"})
+    s.out = b"\r\n+CIPRX"
+    m.closed = False
+    assert m.signal() == -73 and m.data_ready
+
+
+def test_modem_failures_reach_socket_users_as_oserror():
+    # umqtt.simple and the link checks catch OSError: an AT error or a silent modem must be one.
+    m, _ = modem({})                               # every command: ERROR
+    s = m.socket()
+    try:
+        s.connect(("127.0.0.1", 1883))
+    except OSError as e:
+        assert "ATError" in str(e) or "CIPOPEN" in str(e), e
+    else:
+        raise AssertionError("no error")
