@@ -29,14 +29,19 @@ class SIM7600:
         self.closed = True           # the TCP link is closed (or never opened)
         self.no_carrier = False
         self.sim_lost = False
+        self.net_lost = False        # +CIPEVENT: the network (NETOPEN) was closed under us
         self.reg = None              # last registration seen (dict)
         self._rxbuf = bytearray(512)
 
     def _urc(self, line):
         if line.startswith("+CIPRXGET: 1"):
             self.data_ready = True
-        elif line.startswith("+IPCLOSE:") or line.startswith("+CIPEVENT:"):
+        elif line.startswith("+IPCLOSE:"):
             self.closed = True
+        elif line.startswith("+CIPEVENT:"):
+            # "NETWORK CLOSED UNEXPECTEDLY" (TCPIP manual): not only the TCP link, the whole data
+            # session is gone; it takes another NETOPEN.
+            self.closed = self.net_lost = True
         elif line == "NO CARRIER":
             self.no_carrier = True
             self.closed = True
@@ -129,11 +134,13 @@ class SIM7600:
         # already (the link left cell and came back), NETOPEN would answer
         # "+IP ERROR: Network is already opened" and ERROR: ask first.
         if self.at.cmd("AT+NETOPEN?", 2000, "+NETOPEN:") == ["+NETOPEN: 1"]:
+            self.net_lost = False
             return
         self.at.cmd("AT+NETOPEN", 2000)
         line = self.at.wait_urc("+NETOPEN:", timeout_ms)
         if line[9:].strip() != "0":
             raise ModemError("NETOPEN failed: %s" % line)
+        self.net_lost = False
 
     def net_close(self):
         try:

@@ -243,8 +243,8 @@ def _check():
     try:
         m.at.poll()
         reg = m.registration()
-        if m.no_carrier or reg is None or reg["stat"] not in (1, 5) or m.sim_lost:
-            m.no_carrier = False
+        if m.no_carrier or m.net_lost or reg is None or reg["stat"] not in (1, 5) or m.sim_lost:
+            m.no_carrier = False   # (net_lost: cleared by the NETOPEN of the next bring-up)
             return False
         # A change of serving cell, against the cell last seen (not state.location: other
         # evidence, such as the vterm's `region locate`, may have set that since).

@@ -243,6 +243,26 @@ def test_a_failed_mqtt_check_over_the_modem_leaves_the_link_free(dut):
         good.close()
 
 
+def test_a_data_session_closed_by_the_network_is_opened_again(dut):
+    # The cell drops and comes back between two checks: the modem says the network closed the
+    # data session (+CIPEVENT), and the link must open it again, not report "cell" while every
+    # connection fails.
+    ok(dut, "sim link cell down")
+    ok(dut, "sim link cell up")
+    time.sleep(3)
+    srv = Server(echo)
+    try:
+        end = time.monotonic() + 25
+        while True:
+            r = dut.command("link echo 127.0.0.1 %d again" % srv.port, 20)
+            if r.ok or time.monotonic() > end:
+                break
+            time.sleep(1)
+        assert r.ok and r.data == {"echo": "again", "via": "cell"}, r.raw
+    finally:
+        srv.close()
+
+
 def test_an_operator_change_in_the_same_lac_and_ci_moves_the_location(dut):
     # LAC and CI are only unique within one network: the same numbers on a Hong Kong operator
     # are another place than on a Shanghai one.
