@@ -106,6 +106,10 @@ def test_params_version_only_goes_up_and_a_will_is_not_a_sighting(db):
     assert registry.record_heartbeat(db, TID, b'{"online":false}', 5000.0) is None   # the broker's will
     t = registry.get_terminal(db, TID)
     assert (t["last_seen"], t["online"], t["firmware"]) == (1000, 0, "0.3.1")
+    # Text is kept to its first 32 printable characters (control characters dropped first).
+    fw = json.dumps({"fw": "\u0001" * 10 + "A" * 40}).encode()
+    assert registry.record_heartbeat(db, TID, fw, 6000.0) is None
+    assert registry.get_terminal(db, TID)["firmware"] == "A" * 32
     table = cli("terminal", "--db", db.url, "list").stdout.splitlines()
     head, row = table[0].split(), table[1].split()
     assert "online" in head and row[head.index("online")] == "no", table

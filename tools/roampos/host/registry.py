@@ -324,5 +324,5 @@ def _s(v: object) -> Optional[str]:
     """A short printable string (a NUL would even be refused by PostgreSQL), or None."""
     if not isinstance(v, (str, int)) or isinstance(v, bool):
         return None
-    text = "".join(c for c in str(v)[:32] if c.isprintable())
+    text = "".join(c for c in str(v)[:MAX_HEARTBEAT] if c.isprintable())[:32]
     return text or None
