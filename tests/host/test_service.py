@@ -294,3 +294,75 @@ def test_postgres_connection_loss_is_retried_not_lost(env, caplog):
     assert r["39"] == "00"
     assert env.db.one("SELECT COUNT(*) FROM txns WHERE amount=900")[0] == 1
     assert "database unavailable" in caplog.text
+
+
+def _children(pid):
+    """PIDs of `pid`'s child processes (the workers, and multiprocessing's resource tracker)."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _gone(pids, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not any(os.path.exists("/proc/%d" % p) and "zombie" not in open("/proc/%d/status" % p).read().lower()
+                   for p in pids if os.path.exists("/proc/%d" % p)):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+def test_a_stop_before_the_host_is_ready_stops_its_workers(tmp_path):
+    # The broker is not up yet, so the workers keep retrying and the host is not ready: a SIGTERM
+    # to the supervisor then must stop them too, not leave them running on their own.
+    proc = subprocess.Popen([roampos_bin(), "host", "--broker", "mqtt://127.0.0.1:%d" % free_port(), "--db",
+                             "sqlite:///%s" % (tmp_path / "l.db"), "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 30
+        while len(_children(proc.pid)) < 2 and time.monotonic() < end:
+            time.sleep(0.2)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, workers
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert _gone(workers, 10), "workers left running without their supervisor"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_a_worker_stuck_in_a_database_wait_does_not_hold_the_stop(mosquitto, tmp_path):
+    # A worker blocked on the ledger's write lock (another writer holding it) when the host is
+    # stopped: the stop ends within the grace, the worker killed (its request not acknowledged:
+    # the broker keeps it for the next start).
+    import fcntl
+    from roampos.host import db as dbm
+    url = "sqlite:///%s" % (tmp_path / "l.db")
+    d = dbm.connect(url)
+    registry.add_terminal(d, TID, SERIAL, MID, "Roaming Noodles", "48021000", "6222020000000001", "310000", {},
+                          TMK.hex())
+    d.close()
+    proc = _start_host(["--broker", mosquitto, "--db", url])
+    link = MqttLink(mosquitto)
+    lock = open(str(tmp_path / "l.db") + ".lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)           # the writer's lock, held elsewhere
+        link.send(TID, SimTerminal(TID, MID, SERIAL, TMK).signon())
+        time.sleep(1)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)             # the supervisor only, as a service manager does
+        proc.wait(40)
+        assert time.monotonic() - t0 < 30
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+        link.close()
+        if proc.poll() is None:
+            _stop(proc)

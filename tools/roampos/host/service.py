@@ -256,6 +256,25 @@ def _stop_on_signal(stop) -> None:  # type: ignore[no-untyped-def]
     signal.signal(signal.SIGINT, handler)
 
 
+STOP_GRACE_S = 10   # a worker gets this long to finish its group; then it is killed
+
+
+def _stop_workers(procs: List, base: int) -> None:
+    """SIGTERM, then SIGKILL whoever is still busy after STOP_GRACE_S (one stuck in a database lock
+    wait would keep the host alive for as long as the lock). Killing is safe: what it had not
+    committed was not acknowledged, and the broker redelivers it."""
+    for p in procs:
+        if p.pid is not None and p.is_alive():
+            os.kill(p.pid, signal.SIGTERM)
+    end = time.monotonic() + STOP_GRACE_S
+    for i, p in enumerate(procs):
+        p.join(max(0.0, end - time.monotonic()))
+        if p.is_alive():
+            log.error("worker %d still busy %d s after the stop; killing it", base + i, STOP_GRACE_S)
+            p.kill()
+            p.join(5)
+
+
 def _worker_main(broker_url: str, db_url: str, index: int, level: int, ready=None) -> None:
     logging.basicConfig(level=level, format=f"%(asctime)s worker{index} %(levelname)s %(message)s")
     w = Worker(broker_url, db_url, index, ready)
@@ -300,33 +319,37 @@ def run(args: argparse.Namespace) -> int:
         log.warning("%d workers on a SQLite ledger take turns on its single writer: expect less throughput"
                     " than 1 worker; use PostgreSQL to scale out", args.workers)
     ctx = multiprocessing.get_context("spawn")
+    # Before the first worker exists: a stop that comes while they start (a broker that is not up
+    # yet keeps them waiting) must stop them too, never leave them running without a supervisor.
+    stop = threading.Event()
+    _stop_on_signal(stop.set)
+    base = args.worker_index_base
     procs: List = []
     events = []
     for i in range(max(1, args.workers)):
         ev = ctx.Event()
-        p = ctx.Process(target=_worker_main, args=(url, db_url, args.worker_index_base + i, level, ev))
+        p = ctx.Process(target=_worker_main, args=(url, db_url, base + i, level, ev))
         p.start()
         procs.append(p)
         events.append(ev)
-    for ev in events:  # "ready" means every worker's subscription is in place
-        if not ev.wait(60):
-            log.error("a worker did not subscribe within 60 s")
-    log.info("host running: %d worker(s), broker %s, db %s", len(procs), url, redact_url(db_url))
-    print(f"roampos host ready broker={url}", flush=True)
-    stop = threading.Event()
-    _stop_on_signal(stop.set)
+    end = time.monotonic() + 60
+    while not stop.is_set() and not all(ev.is_set() for ev in events):   # every subscription in place
+        if time.monotonic() > end:
+            log.error("worker(s) %s did not subscribe within 60 s",
+                      ", ".join(str(base + i) for i, ev in enumerate(events) if not ev.is_set()))
+            break
+        stop.wait(0.2)
+    if not stop.is_set():
+        log.info("host running: %d worker(s), broker %s, db %s", len(procs), url, redact_url(db_url))
+        print(f"roampos host ready broker={url}", flush=True)
     while not stop.is_set():
         stop.wait(0.5)
         for i, p in enumerate(procs):
             if not p.is_alive() and not stop.is_set():
-                log.error("worker %d exited (%s); restarting", i, p.exitcode)
-                procs[i] = ctx.Process(target=_worker_main, args=(url, db_url, args.worker_index_base + i, level))
+                log.error("worker %d exited (%s); restarting", base + i, p.exitcode)
+                procs[i] = ctx.Process(target=_worker_main, args=(url, db_url, base + i, level))
                 procs[i].start()
-    for p in procs:
-        if p.pid is not None:
-            os.kill(p.pid, signal.SIGTERM)
-    for p in procs:
-        p.join(10)
+    _stop_workers(procs, base)
     if broker:
         broker.stop()
     return 0
