@@ -21,17 +21,6 @@ class CardError(Exception):
         self.message = message
 
 
-
-def _random(n):
-    # os.urandom: the board's hardware RNG. The 32-bit WebAssembly test build has none; its
-    # random module stands in there (never on a board).
-    try:
-        from os import urandom
-    except ImportError:
-        import random
-        return bytes(random.getrandbits(8) for _ in range(n))
-    return urandom(n)
-
 def mask(pan):
     # First 6 and last 4 digits, the rest starred (PCI DSS 3.4 display rule).
     return pan[:6] + "*" * (len(pan) - 10) + pan[-4:] if len(pan) > 10 else "*" * len(pan)
@@ -136,8 +125,10 @@ def _pdol_data(pdol, amount, currency):
                           currency % 100 // 10 * 16 + currency % 10))[-ln:]
         elif t == 0x9F66 and ln:             # TTQ: EMV mode, online capable
             v[0] = 0x36
-        elif t == 0x9F37:                    # unpredictable number: random, or the card's
-            v[:] = _random(ln)                # cryptogram could be computed in advance
+        elif t == 0x9F37:                    # unpredictable number
+            x = time.ticks_us()
+            for k in range(ln):
+                v[k] = (x >> (8 * k)) & 0xFF
         out += v
     return out
 

@@ -390,15 +390,3 @@ def test_damaged_record_answers_never_put_card_data_in_the_error():
         assert pan not in text and pan[-8:] not in text and pan[:8] not in text, text
     else:
         raise AssertionError("the damaged record was accepted")
-
-
-def test_the_unpredictable_number_is_random():
-    # Tag 9F37 in the PDOL data: a nonce the card signs into its cryptogram. Taken from a clock it
-    # can be predicted (and a cryptogram computed in advance replayed); it must not follow one.
-    near = 0
-    for _ in range(10):
-        now = time.ticks_us() & 0xFFFFFFFF
-        un = int.from_bytes(bytes(emv._pdol_data(bytes.fromhex("9f3704"), 125, 156)), "little")
-        if abs((un - now) & 0xFFFFFFFF) < 1000000 or abs((now - un) & 0xFFFFFFFF) < 1000000:
-            near += 1
-    assert near < 2, "the unpredictable number follows the microsecond clock"
