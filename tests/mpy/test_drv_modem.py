@@ -137,10 +137,21 @@ def test_against_model_registration_location_and_denial():
 
 def test_tcp_over_model_with_real_socket():
     import socket
-    srv = socket.socket()   # the unix port has no getsockname: pick a port
+    srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # The unix port has no getsockname, so port 0 cannot be read back: walk
+    # from a time-based start past ports another process already holds.
     port = 47000 + time.ticks_ms() % 900
-    srv.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+    for _ in range(200):
+        try:
+            srv.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+            break
+        except OSError as e:
+            if e.errno != 98:            # EADDRINUSE
+                raise
+            port = 47000 + (port - 47000 + 1) % 900
+    else:
+        raise AssertionError("no free port in 47000-47899")
     srv.listen(1)
     mm = ModemModel()
     m = SIM7600(UART(1, model=mm))
