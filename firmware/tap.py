@@ -17,9 +17,19 @@ def _unload(names=_EMV):
     # The EMV and ISO 14443-4 code (~10 KB) leaves the heap after each read;
     # importing it again at the next tap costs a few milliseconds.
     import sys
+    mods = sys.modules
+    # An import that ran out of memory half-way is taken out of sys.modules by MicroPython, but
+    # its hash-table slot keeps pointing at the half-built module (and all it loaded): the heap
+    # stays full. Storing each name again (in import order) takes those slots back; pop() then
+    # clears them.
     for pkg_name, name in names:
-        pkg = sys.modules.get(pkg_name)
-        sys.modules.pop(pkg_name + "." + name, None)
+        try:
+            mods[pkg_name + "." + name] = None
+        except MemoryError:  # sys.modules full and no room to grow it: nothing to take back
+            pass
+    for pkg_name, name in names:
+        pkg = mods.get(pkg_name)
+        mods.pop(pkg_name + "." + name, None)
         if hasattr(pkg, name):
             delattr(pkg, name)
     gc.collect()

@@ -118,3 +118,15 @@ def test_an_image_with_parameters_is_readable_by_its_owner_only(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert out.stat().st_mode & 0o077 == 0, oct(out.stat().st_mode)
+
+
+def test_compiled_modules_are_named_by_their_dotted_name():
+    # Tracebacks name a module as imported ("firmware.tap"): that qstr exists anyway, where a path
+    # ("firmware/tap.py") would cost one more per module, and the board's qstr pools fill up (the
+    # next one takes ~7 KB in one block: at 64K after a sale, commands then found no room).
+    from roampos.image import compile_py
+    root = os.path.join(os.path.dirname(__file__), "..")
+    mpy = compile_py(os.path.join(root, "firmware", "tap.py"), "firmware/tap.py")
+    assert b"firmware.tap" in mpy and b"firmware/tap.py" not in mpy
+    pkg = compile_py(os.path.join(root, "firmware", "__init__.py"), "firmware/__init__.py")
+    assert b"__init__" not in pkg

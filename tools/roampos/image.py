@@ -48,12 +48,17 @@ def mpy_cross() -> str:
 
 
 def compile_py(src: str, name: str) -> bytes:
-    # Compile one .py to .mpy bytes. `name` is what tracebacks show.
+    # Compile one .py to .mpy bytes. `name` is its path in the tree; tracebacks show the module's
+    # dotted name, which importing it interns anyway: a path would cost one more qstr per module, and
+    # past the ~620 names the boot-time qstr pools hold, the next pool takes ~7 KB in one block.
     # In a private temporary directory: the tree may be read-only, and parallel vterms compile it.
     fd, out = tempfile.mkstemp(suffix=".mpy")
     os.close(fd)
     try:
-        r = subprocess.run([mpy_cross(), "-s", name, "-o", out, src],
+        mod = name[:-3].replace("/", ".")
+        if mod.endswith(".__init__"):
+            mod = mod[:-9]
+        r = subprocess.run([mpy_cross(), "-s", mod, "-o", out, src],
                            capture_output=True, text=True)
         if r.returncode:
             raise SystemExit("mpy-cross failed on %s:\n%s" % (src, r.stderr))
