@@ -111,11 +111,14 @@ class Console:
             self._answered = True
 
     def error(self, code, message):
+        # As write(): the message is made before a byte goes out (out of memory here, run() says
+        # ERR nomem on a line of its own, not after a half-written ERR).
+        text = _one_line(message)
         out = self.out
         out.write(b"ERR ")
         out.write(code)
         out.write(b" ")
-        out.write(_one_line(message))
+        out.write(text)
         out.write(b"\r\n")
         self._answered = True
 
