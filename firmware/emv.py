@@ -3,6 +3,7 @@
 # SELECT PPSE, SELECT AID (highest priority), GET PROCESSING OPTIONS with the
 # PDOL, READ RECORD over the AFL. Returns the PAN only inside a Card object;
 # everything printable goes through Card.public() with the PAN masked.
+import os
 import time
 from micropython import const
 
@@ -117,18 +118,22 @@ def _pdol_data(pdol, amount, currency):
         if len(out) + ln > _MAX_PDOL:
             raise CardError("data", "PDOL asks for more than %d bytes" % _MAX_PDOL)
         v = bytearray(ln)
-        if t == 0x9F02:                      # amount, n12 BCD
-            s = "%012d" % amount
-            v[:] = bytes(int(s[k:k + 2], 16) for k in range(0, 12, 2))[-ln:]
-        elif t == 0x5F2A:                    # currency, n3 BCD
-            v[:] = bytes((currency // 100 // 10 * 16 + currency // 100 % 10,
-                          currency % 100 // 10 * 16 + currency % 10))[-ln:]
+        if t == 0x9F02 or t == 0x5F2A:       # amount, currency: format n, BCD right-aligned in
+            x = amount if t == 0x9F02 else currency   # exactly ln bytes, zero-padded or cut on
+            k = ln - 1                                # the left (Book 3 §4.3, §5.4)
+            while k >= 0 and x:
+                v[k] = x % 10 | x // 10 % 10 << 4
+                x //= 100
+                k -= 1
         elif t == 0x9F66 and ln:             # TTQ: EMV mode, online capable
             v[0] = 0x36
-        elif t == 0x9F37:                    # unpredictable number
-            x = time.ticks_us()
-            for k in range(ln):
-                v[k] = (x >> (8 * k)) & 0xFF
+        elif t == 0x9F37:                    # unpredictable number: the board's random source
+            try:
+                v[:] = os.urandom(ln)
+            except AttributeError:           # a port without one (the 32-bit test port): its PRNG
+                import random
+                for k in range(ln):
+                    v[k] = random.getrandbits(8)
         out += v
     return out
 
@@ -198,7 +203,8 @@ def _read_app(t4, uid, amount, currency, today):
     left = _MAX_RECORDS   # a card listing 15,000 records must not hold the terminal for seconds
     for k in range(0, len(afl), 4):
         sfi = afl[k] >> 3
-        if not 1 <= afl[k + 1] <= afl[k + 2]:
+        # Book 3 §10.2: SFI 1..30, first record 1..last, at most as many ODA records as listed.
+        if not 1 <= sfi <= 30 or not 1 <= afl[k + 1] <= afl[k + 2] or afl[k + 3] > afl[k + 2] - afl[k + 1] + 1:
             raise CardError("data", "bad AFL entry")
         for rec in range(afl[k + 1], afl[k + 2] + 1):
             left -= 1

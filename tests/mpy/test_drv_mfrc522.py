@@ -390,3 +390,41 @@ def test_damaged_record_answers_never_put_card_data_in_the_error():
         assert pan not in text and pan[-8:] not in text and pan[:8] not in text, text
     else:
         raise AssertionError("the damaged record was accepted")
+
+
+def test_pdol_numbers_fill_exactly_the_length_the_card_asks():
+    # EMV Book 3 §4.3/§5.4: format n is BCD, right-aligned, padded with leading zero digits or cut
+    # on the left, in exactly the length the PDOL gives (a GPO of the wrong length is refused).
+    def data(pdol_hex, amount=125, currency=156):
+        return bytes(emv._pdol_data(bytes.fromhex(pdol_hex), amount, currency)).hex()
+    assert data("9f0206") == "000000000125"
+    assert data("9f0207") == "00000000000125"                  # longer: zero digits in front
+    assert data("9f0204", 123456789) == "23456789"             # shorter: the left digits go
+    assert data("9f0200") == ""                                # none asked, none sent
+    assert data("5f2a02") == "0156" and data("5f2a03") == "000156" and data("5f2a01") == "56"
+    assert data("9f66049f02065f2a02", 99) == "36000000" + "000000000099" + "0156"
+    assert data("9f0206", 999999999999) == "999999999999"
+
+
+def test_unpredictable_numbers_are_not_a_clock():
+    # 9F37 feeds the card's cryptogram: it must not be guessable from the last one (a clock's low
+    # bytes differ by a few counts between reads).
+    uns = [bytes(emv._pdol_data(b"\x9f\x37\x04", 1, 156)) for _ in range(8)]
+    assert all(len(u) == 4 for u in uns)
+    assert len(set(uns)) == 8, uns
+    if hasattr(__import__("os"), "urandom"):
+        vals = sorted(int.from_bytes(u, "little") for u in uns)
+        assert vals[-1] - vals[0] > 1 << 20, [hex(v) for v in vals]   # not clustered like ticks
+
+
+def test_afl_entries_the_standard_forbids_are_refused():
+    # Book 3 §10.2: SFI 0 (the current file) and 31 are not record files, and the count of records
+    # for offline data authentication cannot exceed the records listed.
+    for name, afl in (("SFI 0", b"\x00\x01\x01\x00"), ("SFI 31", b"\xf8\x01\x01\x00"),
+                      ("ODA count 2 of 1 record", b"\x08\x01\x01\x02")):
+        try:
+            _hostile(lambda p, f, g, r: (p, f, tlv("77", tlv("94", afl)), r))
+        except emv.CardError as e:
+            assert e.code == "data", (name, e.code, e.message)
+        else:
+            raise AssertionError("%s: read without error" % name)
