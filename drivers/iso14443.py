@@ -16,30 +16,33 @@ _NAK = const(0x10)
 _WTX = const(0x30)          # S-block bits 5-4 = 11: WTX; 00: DESELECT
 _BN = const(0x01)
 _TRIES = const(3)           # a frame and two retransmissions (§7.5.4.2)
+_FWT_MAX_MS = const(4955)   # FWTmax (FWI 14) = 4949 ms: also the cap of FWT * WTXM (§7.3)
 
 FSC = (16, 24, 32, 40, 48, 64, 96, 128, 256)  # FSCI -> bytes, §5.2.3 table 1
 
 
 def parse_ats(ats):
-    # ATS (§5.2): TL T0 [TA] [TB] [TC] hist. Returns (fsc, fwi).
-    fsci, fwi = 2, 4                  # defaults when the bytes are absent (§5.2.3, §5.2.5)
+    # ATS (§5.2): TL T0 [TA] [TB] [TC] hist. Returns (fsc, fwi, sfgi).
+    fsci, fwi, sfgi = 2, 4, 0         # defaults when the bytes are absent (§5.2.3, §5.2.5)
     if len(ats) >= 2:
         t0 = ats[1]
         fsci = t0 & 0x0F
         i = 2 + (1 if t0 & 0x10 else 0)   # skip TA
         if t0 & 0x20 and i < len(ats):
-            fwi = ats[i] >> 4
+            fwi, sfgi = ats[i] >> 4, ats[i] & 0x0F
     if fsci > 8:
         fsci = 8                       # RFU values mean 256 (§5.2.3)
     if fwi > 14:
         fwi = 4                        # 15 is RFU: use the default
-    return FSC[fsci], fwi
+    if sfgi > 14:
+        sfgi = 0                       # likewise
+    return FSC[fsci], fwi, sfgi
 
 
 class T4:
     def __init__(self, reader, ats, fsd=64, total_ms=5000):
         self.r = reader
-        fsc, fwi = parse_ats(ats)
+        fsc, fwi, sfgi = parse_ats(ats)
         self.fsc = min(fsc, 64)        # the reader's FIFO holds 64 bytes
         self.fsd = fsd
         # FWT = 256 * 16 / fc * 2^FWI (§7.2) = 302 us * 2^FWI, plus margin.
@@ -49,6 +52,11 @@ class T4:
         self._tx = bytearray(64)
         self._resp = bytearray(258)    # response APDU: 256 data + SW1 SW2
         self.retries = 0               # statistics for tests and status
+        self._nak = bytearray(1)       # allocated once: _block runs for every block
+        self._wtx = bytearray(2)
+        self._frame = memoryview(self._tx)
+        if sfgi:                       # SFGT = 302 us * 2^SFGI: the card listens after it (§5.2.5)
+            time.sleep_us(302 << sfgi)
 
     def transceive(self, apdu):
         # Command APDU -> response APDU (bytes, SW1 SW2 at the end).
@@ -103,9 +111,9 @@ class T4:
         # Send _tx[:n]; on timeout or damaged answer send R(NAK) and wait for
         # the card to repeat (§7.5.4.2 rules 4, 6); follow S(WTX) (§7.3).
         end = time.ticks_add(time.ticks_ms(), self.total_ms)
-        frame = memoryview(self._tx)[:n]
-        nak = bytearray(1)
-        wtx = bytearray(2)
+        frame = self._frame[:n]
+        nak = self._nak
+        wtx = self._wtx
         out = frame
         timeout = self.fwt_ms
         errors = 0
@@ -136,7 +144,7 @@ class T4:
                     raise FrameError("WTXM %d out of 1..59" % wtxm)
                 wtx[0], wtx[1] = 0xF2, wtxm
                 out = wtx
-                timeout = self.fwt_ms * wtxm
+                timeout = min(self.fwt_ms * wtxm, _FWT_MAX_MS)
                 continue
             if pcb & 0xF6 == _R_BLOCK and out is nak and not (pcb & _NAK) \
                     and (pcb & _BN) != self.bn:

@@ -78,7 +78,7 @@ def rats(rd, fsdi=5, cid=0):
     # the size of the MFRC522 FIFO.
     f = rd._f
     f[0], f[1] = 0xE0, (fsdi << 4) | (cid & 0x0F)
-    n = rd.exchange(memoryview(f)[:2], True, 5)  # activation FWT ~4.8 ms
+    n = rd.exchange(memoryview(f)[:2], True, 6)  # FWT_ACT 71680/fc = 5.3 ms (EMV, NFC Forum)
     if n < 1 or rd.rx[0] != n:
         raise FrameError("ATS length", rd.rx[:n])
     return bytes(rd.rx[:n])

@@ -39,7 +39,9 @@ class Keypad:
         # One pass over the matrix: a 16-bit mask, bit = row * 4 + col.
         mask = 0
         cols = self.cols
-        for i, r in enumerate(self.rows):
+        rows = self.rows
+        for i in range(4):              # not enumerate(): no tuple per row, no garbage
+            r = rows[i]
             r.value(0)
             for j in range(4):
                 if not cols[j].value():

@@ -16,6 +16,8 @@ _CONTROL = const(0x0C)
 _BITFRAMING = const(0x0D)
 _TXMODE = const(0x12)
 _RXMODE = const(0x13)
+_TMODE = const(0x2A)
+_TPRESCALER = const(0x2B)
 _TRELOAD_H = const(0x2C)
 _TRELOAD_L = const(0x2D)
 _VERSION = const(0x37)
@@ -98,11 +100,18 @@ class MFRC522Poll:
             self._wreg(_TXMODE, v)
             self._wreg(_RXMODE, v)
             self._crc = crc
-        t = min(timeout_ms * _TICKS_PER_MS, 0xFFFF)
-        if t != self._tmo:
+        # 25 us ticks (TPrescaler 0x0A9) up to 1638 ms; beyond, 200 us ticks
+        # (TPrescaler 0x54C: 13.56 MHz / 2713 = 4998 Hz, 200.07 us), up to 13 s (section 8.5).
+        if timeout_ms * _TICKS_PER_MS <= 0xFFFF:
+            p, t = 0x0A9, timeout_ms * _TICKS_PER_MS
+        else:
+            p, t = 0x54C, min(timeout_ms * 5, 0xFFFF)
+        if (p << 16 | t) != self._tmo:
+            self._wreg(_TMODE, 0x80 | (p >> 8))     # TAuto | TPrescaler_Hi
+            self._wreg(_TPRESCALER, p & 0xFF)
             self._wreg(_TRELOAD_H, t >> 8)
             self._wreg(_TRELOAD_L, t & 0xFF)
-            self._tmo = t
+            self._tmo = p << 16 | t
 
     def _start(self, bits):
         # Transceive what is in the FIFO; `bits` = valid bits of the last byte.

@@ -270,3 +270,14 @@ def test_the_console_client_keeps_replies_in_step(dut):
     assert dut.next_reply().data == {"echo": "before"}
     assert dut.next_reply().ok
     ok(dut, "sim remove")
+
+
+def test_a_slow_card_is_read_in_a_sale(dut):
+    # The card of the "slow" profile asks, in its ATS, a guard time and a long frame wait (FWI 13:
+    # its GPO takes 2 s of 2.47 s, simulated): the reader waits as long as the card may take.
+    back_to_idle(dut)
+    start_sale(dut, "7")
+    ok(dut, "sim tap slow")
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev["state"] == "card read" and ev["card"]["pan"] == "476173******0010", ev
+    ok(dut, "sim remove")

@@ -178,9 +178,12 @@ def test_rats_and_ats_parsing():
     iso14443a.activate(rd)
     ats = iso14443a.rats(rd)
     assert ats == bytes.fromhex("0575007002"), ats
-    fsc, fwi = parse_ats(ats)
-    assert fsc == 64 and fwi == 7
-    assert parse_ats(b"\x01") == (32, 4)  # defaults, ISO 14443-4 §5.2.3/§5.2.5
+    assert parse_ats(ats) == (64, 7, 0)
+    assert parse_ats(b"\x01") == (32, 4, 0)  # defaults, ISO 14443-4 §5.2.3/§5.2.5
+    assert parse_ats(bytes.fromhex("057500d602")) == (64, 13, 6)        # TB: FWI 13, SFGI 6
+    assert parse_ats(bytes.fromhex("0565d602")) == (64, 13, 6)          # TB without TA
+    assert parse_ats(bytes.fromhex("057500ff02")) == (64, 4, 0)         # 15 is RFU: defaults
+    assert parse_ats(bytes.fromhex("0555d602")) == (64, 4, 0)           # no TB: TC is not TB
 
 
 def test_apdu_with_chaining_both_ways():
@@ -428,3 +431,23 @@ def test_afl_entries_the_standard_forbids_are_refused():
             assert e.code == "data", (name, e.code, e.message)
         else:
             raise AssertionError("%s: read without error" % name)
+
+
+def test_a_slow_card_is_given_the_times_its_ats_asks_for():
+    # The "slow" card answers RATS in 5.2 ms (EMV's activation frame wait is 71680/fc = 5286 us),
+    # hears nothing during the guard time its ATS asks (SFGI 6: 19.3 ms), and takes 2 s of its
+    # FWI 13 frame wait (2474 ms) to answer GPO: beyond what 25 us timer ticks can count (1638 ms).
+    rd, model, _ = rig("slow")
+    model.timers, model.log = [], []
+    c = emv.read(rd, iso14443a.activate(rd), 125, 156, today="261127")
+    assert c.scheme == "visa" and c.pan == "4761739001010010"
+    sent = [d for d, _ in model.log]
+    rats = [i for i, d in enumerate(sent) if d[0] == 0xE0]
+    assert rats and model.timers[rats[0]] >= 5286, model.timers[rats[0]]
+    # Nothing had to be asked again: no R(NAK) (a timeout or a block lost in the guard time).
+    assert not [d for d in sent if d[0] & 0xF6 == 0xB2], [bytes(d).hex() for d in sent]
+    assert max(model.timers) >= 2474000, max(model.timers)
+    # And the timer goes back to its fine ticks for the next short frames (the prescaler is
+    # switched, not left coarse).
+    rd.request(True)
+    assert model.timers[-1] < 20000, model.timers[-4:]

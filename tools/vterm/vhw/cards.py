@@ -5,11 +5,14 @@
 # made up with the structure of EMV Book 1/3 (TLV, AIDs, Track 2 equivalent
 # 57, expiry 5F24); the PANs pass the Luhn check.
 from vhw.nfc import crc_a
+from vhw.ticks import ticks_diff, ticks_ms
 
 # name: uid, aid (or "" for a MIFARE Classic 1K, SAK 08), pan, expiry YYMMDD,
 # behaviour: w = WTX twice on GPO, p = pulled away at frame 3, f = one
 # answer damaged on air at frame 4, t = a PDOL cut off inside a tag (a card
-# that is broken, or hostile).
+# that is broken, or hostile), s = slow: its ATS answers in 5.2 ms (EMV lets
+# a card take 5.286), asks a guard time (SFGI 6, 19.3 ms) before the first
+# block, and a frame wait of FWI 13 (2474 ms), of which GPO takes 2000.
 PROFILES = {
     "visa": "04a1b2c3 a0000000031010 4761739001010010 281231 -",
     "unionpay": "0488776655443f a0000003330101 6212345678901234569 301130 w",
@@ -18,6 +21,7 @@ PROFILES = {
     "flaky": "04f1a2b3 a0000003330101 6212345600000012 291031 f",
     "mifare": "d3a41c5e - - - -",
     "badpdol": "04bad0d1 a0000000031010 4761739001010010 281231 t",
+    "slow": "04510517 a0000000031010 4761739001010010 281231 s",
 }
 _FSD = (16, 24, 32, 40, 48, 64, 96, 128, 256)
 _LABEL = {"a0000000031010": b"VISA CREDIT", "a0000003330101": b"UnionPay Debit"}
@@ -62,6 +66,10 @@ class Card:
         # ATS: TL 05, T0 75 (TA TB TC present, FSCI 5 = 64 bytes), TA 00
         # (106 kBd only), TB 70 (FWI 7 = 38.7 ms, SFGI 0), TC 02.
         self.ats = bytes.fromhex("0575007002") if aid != "-" else None
+        if self.how == "s":
+            self.ats = bytes.fromhex("057500d602")   # TB: FWI 13, SFGI 6
+        self.took_us = 0         # how long the card took to answer the last frame
+        self._ats_at = None      # ticks_ms of its ATS: it hears no block for SFGT after
         self.app = _app(aid, pan, exp, self.how) if aid != "-" else None
         self.state = "idle"
         self.gone = False
@@ -96,6 +104,7 @@ class Card:
     def receive(self, data, bits):
         # One frame in (as on air, CRC included where sent) -> (bytes, last
         # bits) or None for silence.
+        self.took_us = 0
         if self.gone:
             return None
         if bits == 7 and len(data) == 1:         # REQA / WUPA
@@ -131,9 +140,15 @@ class Card:
                 self.inbuf = b""
                 self.out = b""
                 self.last = None
+                if self.how == "s":
+                    self.took_us = 5200
+                    self._ats_at = ticks_ms()
                 return self._c(self.ats), 0
             return None
         if self.state == "t4":
+            if self._ats_at is not None and \
+                    ticks_diff(ticks_ms(), self._ats_at) < (302 << (self.ats[3] & 0x0F)) // 1000:
+                return None      # inside the guard time: the card does not hear the block
             return self._block(data)
         return None
 
@@ -168,6 +183,8 @@ class Card:
                 return self._send(bytes((0xA2 | self.bn,)))
             apdu, self.inbuf = self.inbuf + d[1:], b""
             self.out = self.apdu(apdu)
+            if self.how == "s" and apdu[:2] == b"\x80\xa8":
+                self.took_us = 2000000
             if self.wtx and apdu[:2] == b"\x80\xa8":
                 self.wtx -= 1
                 return self._send(b"\xf2\x01")   # S(WTX): GPO "takes time"

@@ -2,7 +2,8 @@
 # that holds at most one card (see cards.py). Implements what a driver
 # uses: register file, 64-byte FIFO, commands Idle/Transceive/CalcCRC/
 # SoftReset, TxCRCEn/RxCRCEn, RxLastBits, ComIrq/Error bits, the timer IRQ
-# on silence. MFRC522 datasheet Rev 3.9 section numbers in comments.
+# on silence and on an answer slower than the timer the driver set (TAuto,
+# TPrescaler, TReload). MFRC522 datasheet Rev 3.9 section numbers in comments.
 
 _FIFO_MAX = 64
 
@@ -36,6 +37,7 @@ class MFRC522Model:
         #                         "short", "parity", "drop", "garbage"
         self.frames = 0
         self.log = None         # optional list of (tx bytes, rx bytes or None)
+        self.timers = None      # optional list: the timer of each transceive, in us
         self._soft_reset()
         self._mode = None
 
@@ -117,6 +119,16 @@ class MFRC522Model:
         else:
             r[reg] = v
 
+    def _timer_us(self):
+        # TAuto: the timer starts at the end of transmission and stops the receiver when it
+        # reaches zero; period (TReload + 1) * (2 * TPrescaler + 1) / 13.56 MHz (§8.5). None:
+        # no TAuto, the driver waits by itself.
+        r = self.regs
+        if not r[0x2A] & 0x80:
+            return None
+        presc = (r[0x2A] & 0x0F) << 8 | r[0x2B]
+        return ((r[0x2C] << 8 | r[0x2D]) + 1) * (2 * presc + 1) * 100 // 1356
+
     # -- RF ----------------------------------------------------------------
     def _transceive(self):
         r = self.regs
@@ -133,6 +145,11 @@ class MFRC522Model:
         card = self.card
         if card is not None and r[0x14] & 0x03:
             resp = card.receive(data, bits)
+        timer = self._timer_us()
+        if self.timers is not None:
+            self.timers.append(timer)
+        if resp is not None and timer is not None and getattr(card, "took_us", 0) > timer:
+            resp = None          # the card answers after the reader stopped listening
         fault = self.faults.pop(0) if (resp is not None and self.faults) else None
         if self.log is not None:
             self.log.append((data, resp and resp[0]))
