@@ -104,3 +104,14 @@ def test_page_mode_and_column_nibbles():
     assert m.ram[3 * 128 + 0x25] == 0xFF and m.ram[3 * 128 + 0x26] == 0x81
     m.i2c_write([b"\x80\xb1\x40\x7e"])   # Co=1: one command then a control byte
     assert m.ram[1 * 128 + 0x27] == 0x7E
+
+
+def test_without_the_charge_pump_the_panel_stays_dark():
+    # The usual 128x64 module takes its panel voltage from the internal charge pump only: an init
+    # that does not enable it (8D 14) shows nothing, whatever the RAM holds.
+    m = SSD1306Model()
+    m.i2c_write([b"\x00" + INIT.replace(b"\x8d\x14", b"\x8d\x10")])
+    m.i2c_write([b"\x40" + b"\xff" * 1024])
+    assert m.on and not m.charge_pump and m.visible() == bytearray(1024)
+    m.i2c_write([b"\x00\x8d\x14"])
+    assert m.visible() != bytearray(1024)

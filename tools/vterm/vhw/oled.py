@@ -124,8 +124,9 @@ class SSD1306Model:
         # The panel image as MONO_VLSB bytes. A1 + C8 (segment remap, COM
         # scan from COM63) is the upright orientation of the usual module.
         out = bytearray(1024)
-        if not self.on:
-            return out
+        if not self.on or not self.charge_pump:
+            return out          # off, or no panel voltage: the usual module has no external VCC,
+            #                     only the internal charge pump (8D 14, app note) lights it
         ram = self.ram
         for page in range(8):
             src = page if self.comdec else 7 - page
