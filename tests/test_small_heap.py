@@ -95,6 +95,25 @@ def test_after_a_card_read_out_of_memory_everything_works_again(vterm_factory):
 
 
 
+
+@pytest.mark.parametrize("heap", ["57K", "58K", "59K", "60K"])
+def test_after_a_card_read_at_the_heap_edge_everything_works_again(vterm_factory, heap):
+    # Between 56K and 64K the read may or may not fit; either way the terminal gets its heap back.
+    # (Here a session used to pass the ~620 names the boot-time qstr pools hold, and the next pool,
+    # ~7 KB in one block, found no room: every new command answered ERR nomem until a reboot.)
+    dut = vterm_factory(heap=heap)
+    dut.wait_ready(15)
+    dut.events.clear()
+    assert dut.command("sim key 1 2 5 C").ok
+    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+    assert dut.command("sim tap visa").ok
+    dut.wait_event(lambda e: "card" in e.get("sale", {}) or _tap_lost(e), 10)
+    _until_ok(dut, "sim remove")
+    _until_ok(dut, "sim key A")
+    _until_ok(dut, "echo still here")
+    st = _until_ok(dut, "status")
+    assert st["heap_free"] > 4096, st.raw
+
 _REPLY = re.compile(r"(OK \{.*\}|ERR [a-z]+ (?!ERR )[^\r\n]*)")
 
 
