@@ -292,3 +292,20 @@ def test_a_frame_no_model_takes_shows_in_the_vterm_log(tmp_path):
     finally:
         vt.cleanup()
     assert not os.path.exists(vt.tmp)
+
+
+def test_a_model_bug_on_spi_is_logged_and_the_buses_keep_serving(hw, monkeypatch):
+    # A card model that raises mid-exchange: the transfer reads as a floating bus (zeros), the bug
+    # is counted, and the connection (every bus the firmware has, the display's too) stays up.
+    with connect(hw) as s:
+        assert ask(s, "tap visa") == (0, b"")
+        monkeypatch.setattr(hw.board.spi, "write_readinto", lambda data, out: 1 / 0)
+        s.sendall(frame("p", 10, b"\x00"))
+        s.sendall(frame("x", 1, bytes((0x80 | 0x37 << 1, 0))))
+        assert recv(s, 2) == b"\x00\x00"
+        monkeypatch.undo()
+        s.sendall(frame("p", 10, b"\x01"))
+        assert read_reg(s, 0x37) == 0x92
+        s.sendall(frame("i", 0x3C, b"\x00\xaf"))     # the panel still acks
+        assert recv(s, 1) == b"\x00"
+    assert hw.errors == 1

@@ -225,18 +225,36 @@ class Hardware:
             conn.close()
 
     def _frame(self, board: Board, f, op: int, ident: int, data: bytes) -> None:
+        # A model's bug on a bus is answered as a floating bus (1s on a pin, 0s on MISO), counted
+        # and logged: letting it end the connection cut every bus at once, and the firmware saw
+        # only an unrelated error (the display's I2C, EPIPE).
         if op == 0x70:    # p
             pin = board.pins.get(ident)
-            if pin is not None:
-                pin.value(data[:1] != b"\x00")
+            try:
+                if pin is not None:
+                    pin.value(data[:1] != b"\x00")
+            except Exception as e:
+                self._error("pin %d write: %r" % (ident, e))
         elif op == 0x72:  # r
             pin = board.pins.get(ident)
-            f.write(bytes((pin.value() if pin is not None else 1,)))
+            try:
+                level = pin.value() if pin is not None else 1
+            except Exception as e:
+                self._error("pin %d read: %r" % (ident, e))
+                level = 1
+            f.write(bytes((level,)))
         elif op == 0x73:  # s
-            board.spi.write(data)
+            try:
+                board.spi.write(data)
+            except Exception as e:
+                self._error("SPI write: %r" % (e,))
         elif op == 0x78:  # x
             out = bytearray(len(data))
-            board.spi.write_readinto(data, out)
+            try:
+                board.spi.write_readinto(data, out)
+            except Exception as e:
+                self._error("SPI transfer: %r" % (e,))
+                out = bytearray(len(data))
             f.write(bytes(out))
         elif op == 0x69:  # i
             try:
