@@ -294,7 +294,7 @@ def test_a_frame_no_model_takes_shows_in_the_vterm_log(tmp_path):
     assert not os.path.exists(vt.tmp)
 
 
-def test_a_model_bug_on_spi_is_logged_and_the_buses_keep_serving(hw, monkeypatch):
+def test_a_model_bug_on_a_bus_is_logged_and_the_buses_keep_serving(hw, monkeypatch):
     # A card model that raises mid-exchange: the transfer reads as a floating bus (zeros), the bug
     # is counted, and the connection (every bus the firmware has, the display's too) stays up.
     with connect(hw) as s:
@@ -308,4 +308,10 @@ def test_a_model_bug_on_spi_is_logged_and_the_buses_keep_serving(hw, monkeypatch
         assert read_reg(s, 0x37) == 0x92
         s.sendall(frame("i", 0x3C, b"\x00\xaf"))     # the panel still acks
         assert recv(s, 1) == b"\x00"
-    assert hw.errors == 1
+        # And a panel model that raises: that write fails (as a missing device), the rest goes on.
+        monkeypatch.setattr(hw.board.i2c, "writevto", lambda addr, vector: [][0])
+        s.sendall(frame("i", 0x3C, b"\x00\xaf"))
+        assert recv(s, 1) == b"\x13"
+        monkeypatch.undo()
+        assert read_reg(s, 0x37) == 0x92
+    assert hw.errors == 2

@@ -262,6 +262,9 @@ class Hardware:
                 f.write(b"\x00")
             except OSError:
                 f.write(b"\x13")  # ENODEV
+            except Exception as e:  # a model's bug: the firmware sees a failed write
+                self._error("I2C 0x%02x write: %r" % (ident, e))
+                f.write(b"\x13")
         elif op == 0x77:  # w
             try:
                 board.uart_write(ident, data)
