@@ -54,6 +54,47 @@ def signed_on(link: MqttLink) -> SimTerminal:
     return term
 
 
+def utc(*ymdhm: int) -> float:
+    """Epoch seconds of a UTC date and time (year, month, day[, hour, minute])."""
+    import calendar
+    return float(calendar.timegm(tuple(ymdhm) + (0,) * (9 - len(ymdhm))))  # type: ignore[arg-type]
+
+
+class AtTime:
+    """A handler driven at a chosen host time (`now`, changed at will), with a signed-on terminal
+    whose clock agrees: for rules that depend on the date, the time of day or a message's age."""
+
+    CELL = {"310000": "460-00-6200-1", "440300": "460-01-10000-7", "330100": "460-11-8800-3",
+            "810000": "454-00-100-1"}
+
+    def __init__(self, handler, when: float):
+        self.h, self.now = handler, when
+        self.term = SimTerminal(TID, MID, SERIAL, TMK)
+        self.term.clock = lambda: self.now
+        self.term.apply_signon(handler.handle(TID, self.term.signon(), now=when).response)
+
+    def send(self, raw: bytes) -> dict:
+        with self.h.db.transaction():
+            return self.term.check(self.h.handle(TID, raw, now=self.now).response)
+
+    def sale(self, pan: str, amount: int, region: str = "310000", **kw) -> dict:
+        kw.setdefault("cell", self.CELL.get(region))
+        return self.send(self.term.financial(pan, amount, region=region, **kw))
+
+    def refund(self, pan: str, amount: int, rrn: str, **kw) -> dict:
+        return self.sale(pan, amount, proc="200000", orig_rrn=rrn, **kw)
+
+    def settle(self, totals: tuple, proc: str = "920000") -> dict:
+        return self.send(self.term.settlement(totals, proc=proc))
+
+    def row(self, stan: str, kind: str = "financial") -> dict:
+        cols = ("rc", "status", "flags", "amount", "rrn")
+        r = self.h.db.one(f"SELECT {','.join(cols)} FROM txns WHERE terminal_id=? AND stan=? AND kind=?",
+                          (TID, stan, kind))
+        assert r is not None, f"no {kind} row for STAN {stan}"
+        return dict(zip(cols, r))
+
+
 def roampos_bin() -> str:
     exe = Path(sys.executable).parent / "roampos"
     return str(exe) if exe.exists() else (shutil.which("roampos") or "roampos")

@@ -294,3 +294,37 @@ def test_older_recorded_signon_does_not_rotate_keys(env):
     env.term.apply_signon(env.send(env.term.signon(), raw_out=True))   # a newer one goes through
     env.term.clock = time.time
     assert sale(env, card(97), 100)["39"] == "00"
+
+
+def test_a_reversal_retried_after_the_freshness_window_is_still_applied(handler):
+    # The sale's answer and the first 0400 are lost; the terminal, offline for 15 minutes, resends
+    # the identical 0400 (messages.md §10). A reversal only undoes, once: it is applied whatever
+    # its age, or the cardholder is charged for a sale the terminal called failed.
+    from hostkit import AtTime, utc
+    at = AtTime(handler, utc(2026, 11, 27, 2, 0))
+    s = at.sale(card(951), 5000)
+    assert s["39"] == "00"
+    rev = at.term.financial(card(951), 5000, mti="0400", stan=s["11"], cell=CELL["310000"])
+    at.now += 900
+    assert at.send(rev)["39"] == "00"
+    assert at.row(s["11"])["status"] == "reversed"
+    assert at.send(rev)["39"] == "00" and at.row(s["11"])["status"] == "reversed"   # once
+
+
+def test_a_stored_message_retried_late_gets_its_answer_and_a_new_one_stays_refused(handler):
+    # A 0220 stored, its 0230 lost: the identical bytes 15 minutes later get the stored answer (it
+    # changes nothing), so the terminal's store-and-forward queue moves on. A new message that old
+    # is still refused as a possible replay, and so is the advice rebuilt with a new field 7.
+    from hostkit import AtTime, utc
+    at = AtTime(handler, utc(2026, 11, 27, 2, 0))
+    adv = at.term.financial(card(952), 3000, mti="0220", cell=CELL["310000"])
+    first = at.send(adv)
+    assert first["39"] == "00"
+    at.now += 900
+    assert at.send(adv) == first
+    stan = iso.decode(adv)["11"]
+    assert at.send(at.term.financial(card(952), 3000, mti="0220", stan=stan, cell=CELL["310000"]))["39"] == "94"
+    old = at.term.financial(card(953), 3000, cell=CELL["310000"])   # built now, arrives 15 min late
+    at.now += 900
+    assert at.send(old)["39"] == "94"
+    assert handler.db.one("SELECT COUNT(*) FROM txns WHERE amount=3000")[0] == 1

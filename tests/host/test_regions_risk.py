@@ -5,7 +5,7 @@ import time
 
 from roampos import iso
 from roampos.host import registry
-from hostkit import TID, roampos_bin
+from hostkit import TID, AtTime, roampos_bin, utc
 from test_authorization import CELL, card, sale
 
 
@@ -144,41 +144,16 @@ def test_cli_list_shows_registry_without_secrets(env):
     assert iso.kcv(env.term.tak)  # keys exist, yet never listed
 
 
-class _AtTime:
-    """The handler driven at a chosen host time, with a terminal whose clock agrees."""
-
-    def __init__(self, handler, when):
-        from roampos.termsim import SimTerminal
-        from hostkit import MID, SERIAL, TMK
-        self.h, self.now = handler, when
-        self.term = SimTerminal(TID, MID, SERIAL, TMK)
-        self.term.clock = lambda: self.now
-        self.term.apply_signon(handler.handle(TID, self.term.signon(), now=when).response)
-
-    def send(self, raw):
-        with self.h.db.transaction():
-            return self.term.check(self.h.handle(TID, raw, now=self.now).response)
-
-    def sale(self, pan, amount, **kw):
-        kw.setdefault("cell", CELL["310000"])
-        return self.send(self.term.financial(pan, amount, **kw))
-
-
-def _utc(*ymdhm):
-    import calendar
-    return float(calendar.timegm(tuple(ymdhm) + (0,) * (9 - len(ymdhm))))
-
-
 def test_a_card_expires_at_the_end_of_its_month_where_it_is_used(handler):
     # Shanghai is UTC+8: at 17:00 UTC on 30 November it is already 1 December there.
-    at = _AtTime(handler, _utc(2026, 11, 30, 15, 0))        # 23:00 local, still November
+    at = AtTime(handler, utc(2026, 11, 30, 15, 0))        # 23:00 local, still November
     assert at.sale(card(801), 1000, expiry="2611")["39"] == "00"
-    at.now = _utc(2026, 11, 30, 17, 0)                      # 01:00 local, 1 December
+    at.now = utc(2026, 11, 30, 17, 0)                      # 01:00 local, 1 December
     assert at.sale(card(802), 1000, expiry="2611")["39"] == "54"
 
 
 def test_payment_codes_up_to_24_digits_and_pin_blocks_only_with_cards(handler):
-    at = _AtTime(handler, _utc(2026, 11, 27, 8, 0))
+    at = AtTime(handler, utc(2026, 11, 27, 8, 0))
     for n in (18, 20, 24):                                  # Alipay codes are 16-24 digits
         r = at.sale("28" + "3" * (n - 2), 1000, method="P")
         assert r["39"] == "00", (n, r)
@@ -191,7 +166,7 @@ def test_payment_codes_up_to_24_digits_and_pin_blocks_only_with_cards(handler):
 
 
 def test_the_low_balance_issuer_is_a_balance(handler):
-    at = _AtTime(handler, _utc(2026, 11, 27, 8, 0))
+    at = AtTime(handler, utc(2026, 11, 27, 8, 0))
     low = card(804, "6228481")                              # Test Bank low balance: 50.00
     first = at.sale(low, 4000)
     assert first["39"] == "00"
@@ -199,3 +174,14 @@ def test_the_low_balance_issuer_is_a_balance(handler):
     assert at.sale(low, 1000)["39"] == "00"                 # 40.00 + 10.00 fits
     assert at.sale(low, 3000, proc="200000", orig_rrn=first["37"])["39"] == "00"   # a refund gives back
     assert at.sale(low, 2500)["39"] == "00"
+
+
+def test_a_cell_of_another_country_is_a_relocation(handler):
+    # A mobile country code that is not the region's proves the terminal is not there, whatever
+    # the LAC: flagged, and declined under the 'decline' policy (a LAC the table lacks on the
+    # region's own network stays 'unknown').
+    at = AtTime(handler, utc(2026, 11, 27, 8, 0))
+    r = at.sale(card(901), 1000, cell="452-04-1234-5")           # Viettel, Vietnam
+    assert r["39"] == "R3" and "location_mismatch:mcc452" in iso.decode_tlv(r["48"])["FL"], r
+    r = at.sale(card(902), 1000, cell="460-00-60000-5")          # China Mobile, LAC not in the table
+    assert r["39"] == "00" and "location_unknown" in iso.decode_tlv(r["48"])["FL"], r

@@ -255,3 +255,50 @@ def test_a_refund_advice_the_sale_cannot_cover_is_held(env):
     assert env.row(within["11"])["status"] == "approved"         # one the sale covers still counts
     r = settle(env, (1, 1000, 1, 400))
     assert r["39"] == "00", iso.decode_tlv(r.get("48", ""))
+
+
+def test_an_uploaded_refund_is_restored_only_within_its_sale(handler):
+    # Refund 1 of a 100.00 sale is excluded by a trailer (its upload lost) and no longer counts
+    # against the sale, so refund 2 of 100.00 is approved. Uploaded later, refund 1 must not come
+    # back: the sale's refunds would be 200.00, all of it cleared.
+    from hostkit import AtTime, utc
+    from roampos.host import report
+    at = AtTime(handler, utc(2026, 11, 27, 2, 0))
+    s = at.sale(card(961), 10000)
+    assert s["39"] == "00" and at.settle((1, 10000, 0, 0))["39"] == "00"
+    at.term.batch = "000002"
+    r1 = at.term.financial(card(961), 10000, proc="200000", orig_rrn=s["37"], cell=at.CELL["310000"])
+    assert at.send(r1)["39"] == "00"
+    assert at.settle((0, 0, 0, 0))["39"] == "95"
+    assert at.settle((0, 0, 1, 10000), proc="960000")["39"] == "95"      # refund 1 excluded
+    at.term.batch = "000003"
+    assert at.refund(card(961), 10000, s["37"])["39"] == "00"             # refund 2
+    at.term.batch = "000002"
+    doc = iso.decode(r1)
+    doc["t"] = "0320"
+    up = at.send(iso.encode(doc, at.term.tak))
+    assert up["39"] == "64", up                                            # not restored
+    assert at.row(iso.decode(r1)["11"])["status"] == "excluded"
+    (refunds,) = handler.db.one("SELECT SUM(amount) FROM txns WHERE orig_rrn=? AND status='approved'", (s["37"],))
+    assert refunds == 10000
+    at.term.batch = "000003"
+    assert at.settle((0, 0, 1, 10000))["39"] == "00"
+    rows = report.clearing_rows(handler.db, "2026-11-27")
+    assert sum(r["refund_amount"] for r in rows) == 10000
+
+
+def test_a_trailer_keeps_a_sale_whose_refund_stands(handler):
+    # A sale in batch 1 fully refunded in batch 2 (settled, cleared). Batch 1's terminal lost the
+    # sale: a trailer of zeros would exclude it and clear the refund against nothing. The sale stays
+    # counted (as its reversal would be refused), and batch 1 stays out of balance for review.
+    from hostkit import AtTime, utc
+    at = AtTime(handler, utc(2026, 11, 27, 2, 0))
+    s = at.sale(card(962), 10000)
+    assert s["39"] == "00"
+    at.term.batch = "000002"
+    assert at.refund(card(962), 10000, s["37"])["39"] == "00"
+    assert at.settle((0, 0, 1, 10000))["39"] == "00"
+    at.term.batch = "000001"
+    assert at.settle((0, 0, 0, 0))["39"] == "95"
+    assert at.settle((0, 0, 0, 0), proc="960000")["39"] == "95"
+    assert at.row(s["11"])["status"] == "approved"

@@ -105,7 +105,13 @@ def _location(ctx: Ctx, d: Decision) -> Optional[str]:
         assert cell is not None
         d.location = ctx.tlv["LC"][:40]  # the evidence as the terminal reported it
         seen = registry.region_of_cell(ctx.db, cell[0], cell[1], cell[2])
-        if seen is None:
+        reg = registry.region(ctx.db, d.region)
+        if seen is None and reg is not None and str(reg["mcc"]) != str(cell[0]):
+            # A network of another country: whatever its LAC, the terminal is not in this region.
+            d.flags.append(f"location_mismatch:mcc{cell[0]}")
+            if ctx.terminal["location_policy"] == "decline":
+                return "R3"
+        elif seen is None:
             d.flags.append("location_unknown")
         elif seen != d.region:
             d.flags.append(f"location_mismatch:{seen}")

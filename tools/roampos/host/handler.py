@@ -185,7 +185,10 @@ class Handler:
             # Reversals still pass: they only ever undo money the host already approved.
             return self._reply(doc, "58", mac_key, f"terminal {tid} is blocked")
         sent = iso.parse_transmission_time(doc["7"], now)
-        if abs(sent - now) > self.policy.max_skew_s:
+        # A reversal only undoes, once (UNIQUE key): a late one is still applied, like a blocked
+        # terminal's. A stale copy of a stored message gets its stored answer below.
+        stale = abs(sent - now) > self.policy.max_skew_s and mti != "0400"
+        if stale and mti == "0800":
             return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']}: field 7 outside"
                                                   f" {self.policy.max_skew_s}s window (replay?)")
         hit = g.tlvs.get(id(doc)) if g is not None else None
@@ -221,6 +224,9 @@ class Handler:
                     return Outcome(bytes(prior[2]), f"terminal {tid} STAN {doc['11']}: duplicate, resent", rc=prior[3])
                 return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']} batch {batch}"
                                                       " already used with another transmission time")
+            if stale:
+                return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']}: field 7 outside"
+                                                      f" {self.policy.max_skew_s}s window (replay?)")
             ctx.reversed_first = "reversal" in same and mti in ("0200", "0220", "0320")
             if mti == "0500":
                 d = settle.settle(ctx)

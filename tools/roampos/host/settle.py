@@ -5,7 +5,7 @@ from typing import Tuple
 
 from .. import iso
 from . import registry, totals
-from .auth import _TOTALS_COLUMNS, Ctx, Decision, authorize
+from .auth import _TOTALS_COLUMNS, Ctx, Decision, _refunded, authorize
 
 __all__ = ["ledger_totals", "settle", "upload"]
 
@@ -76,7 +76,12 @@ def settle(ctx: Ctx) -> Decision:
     if proc == iso.PROC["settle_after_upload"]:
         for row in ctx.db.all("UPDATE txns SET status='excluded', flags=flags || ',not_in_upload'"
                               " WHERE terminal_id=? AND batch_no=? AND kind='financial' AND status='approved'"
-                              " AND uploaded=0 RETURNING card_hash, terminal_id, region, local_date, amount, proc",
+                              " AND uploaded=0 AND NOT (proc LIKE '00%' AND EXISTS (SELECT 1 FROM txns r"
+                              " WHERE r.orig_rrn=txns.rrn AND r.kind='financial' AND r.status='approved'"
+                              " AND r.proc LIKE '20%'))"
+                              # a sale with standing refunds stays counted: the refunds are money
+                              # given back against it (as a reversal of it is refused)
+                              " RETURNING card_hash, terminal_id, region, local_date, amount, proc",
                               (ctx.terminal["terminal_id"], batch)):
             totals.add_row(ctx.db, row, -1)  # excluded sales no longer count towards the day's limits
     ours = ledger_totals(ctx, batch)
@@ -109,13 +114,13 @@ def upload(ctx: Ctx) -> Decision:
     (unless it was reversed since). Unknown -> checked like an online one and stored: approved, or
     held for review with the failed rule's code."""
     tid, batch, stan = ctx.terminal["terminal_id"], ctx.tlv["BN"], ctx.doc["11"]
-    row = ctx.db.one("SELECT id, status, rc, amount, currency, proc, card_hash FROM txns WHERE terminal_id=?"
+    row = ctx.db.one("SELECT id, status, rc, amount, currency, proc, card_hash, orig_rrn FROM txns WHERE terminal_id=?"
                      " AND batch_no=? AND stan=? AND kind='financial'", (tid, batch, stan))
     b = ctx.db.one("SELECT status FROM batches WHERE terminal_id=? AND batch_no=?", (tid, batch))
     is_open = b is None or b[0] != "settled"
     if row is not None:
         rid, status, rc = row[:3]
-        differs = _differs(ctx, row[3:])
+        differs = _differs(ctx, row[3:7])
         if differs:
             # Not the transaction the host has under this STAN: counting it would put the host's
             # figures in the terminal's totals for something else (and never in balance).
@@ -125,6 +130,14 @@ def upload(ctx: Ctx) -> Decision:
                 "SELECT id FROM txns WHERE terminal_id=? AND batch_no=? AND stan=? AND kind='reversal'",
                 (tid, batch, stan)):
             # The terminal still has it: it was only missing from an earlier upload.
+            if str(row[5]).startswith("20"):
+                # While it was excluded its sale could be refunded again, voided or reversed.
+                ctx.db.lock_cards((row[6],))
+                sale = ctx.db.one("SELECT amount, status FROM txns WHERE rrn=? AND merchant_id=? AND"
+                                  " kind='financial' AND proc LIKE '00%'", (row[7], ctx.terminal["merchant_id"]))
+                if sale is None or sale[1] != "approved" or _refunded(ctx, row[7]) + int(row[3]) > int(sale[0]):
+                    return Decision(rc="64", flags=["refund_exceeds_sale"],
+                                    reason=f"terminal {tid} STAN {stan}: excluded refund not restored")
             totals.add_row(ctx.db, ctx.db.one(
                 "UPDATE txns SET status='approved', uploaded=1, flags=flags || ',upload_restored' WHERE id=?"
                 " RETURNING " + _TOTALS_COLUMNS, (rid,)), +1)
