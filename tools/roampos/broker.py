@@ -11,7 +11,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Optional, Tuple
 
-from .mqtt_codec import (CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PUBACK, PUBLISH, SUBACK,
+from .mqtt_codec import (CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PUBACK, PUBCOMP, PUBLISH,
+                         PUBREC, PUBREL, SUBACK,
                          SUBSCRIBE, UNSUBACK, UNSUBSCRIBE, Message, ProtocolError, packet,
                          publish_packet, read_bin, read_packet, read_utf8, split_share, topic_matches,
                          valid_filter)
@@ -51,6 +52,8 @@ class Session:
     conn: Optional["Connection"] = None
     mids: "itertools.cycle[int]" = field(default_factory=lambda: itertools.cycle(range(1, 65536)))
     queued_bytes: int = 0   # payload bytes in `queue`
+    replaying: Optional["Connection"] = None   # resending in-flight messages on this connection
+    qos2: set = field(default_factory=set)   # inbound QoS 2 ids PUBRECed, awaiting their PUBREL
 
 
 class Connection:
@@ -113,6 +116,10 @@ class Broker:
         self._rr: Dict[Tuple[str, str], "itertools.count[int]"] = collections.defaultdict(itertools.count)
         self._server: Optional[asyncio.AbstractServer] = None
         self._anon = itertools.count(1)
+        # Routing index, a superset checked against each session's own filters at publish time:
+        # exact topic -> client ids with that plain filter; client ids with a wildcard or a share.
+        self._exact: Dict[str, set] = collections.defaultdict(set)
+        self._scan: set = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
@@ -142,7 +149,7 @@ class Broker:
                 # MQTT 3.1.1 §2.2.2: fixed-header flags are 0010 for (UN)SUBSCRIBE, 0000 for the
                 # rest but PUBLISH; anything else closes the connection, as a protocol error (a
                 # DISCONNECT with flags set is not a clean one: the will is published).
-                if ptype != PUBLISH and flags != (2 if ptype in (SUBSCRIBE, UNSUBSCRIBE) else 0):
+                if ptype != PUBLISH and flags != (2 if ptype in (SUBSCRIBE, UNSUBSCRIBE, PUBREL) else 0):
                     raise ProtocolError(f"packet type {ptype} with flags {flags:#x}")
                 if ptype == DISCONNECT:
                     if body:
@@ -196,25 +203,37 @@ class Broker:
                 conn.send(packet(CONNACK, 0, b"\x00\x02"))  # identifier rejected
                 return False
             client_id = f"anon-{next(self._anon)}"
+            while client_id in self.sessions:
+                client_id = f"anon-{next(self._anon)}"
         old = self.sessions.get(client_id)
         if old and old.conn:
-            old.conn.close()   # session takeover
+            old.conn.close()   # session takeover: the old connection ends without DISCONNECT,
+            if old.conn.will is not None:   # so its will is published (§3.1.2-8)
+                self.publish(old.conn.will)
+                old.conn.will = None
             old.conn.session = None
             old.conn = None
         present = bool(old) and not clean and not old.clean
         session = old if present else Session(client_id, clean)
         if old and not present:
             self._requeue_shared(old)
+            self._unindex(old)
         session.clean = clean
         session.conn = conn
         conn.session = session
         self.sessions[client_id] = session
         conn.send(packet(CONNACK, 0, bytes([1 if present else 0, 0])))
-        for mid, (msg, share) in list(session.inflight.items()):
-            if session.conn is not conn:
-                return False   # taken over meanwhile
-            conn.send(publish_packet(msg, mid, dup=True))
-            await conn.drain(PACE)
+        # While the resend waits for the client to read, new messages queue behind it (§4.6).
+        session.replaying = conn
+        try:
+            for mid, (msg, share) in list(session.inflight.items()):
+                if session.conn is not conn:
+                    return False   # taken over meanwhile
+                conn.send(publish_packet(msg, mid, dup=True))
+                await conn.drain(PACE)
+        finally:
+            if session.replaying is conn:
+                session.replaying = None
         while session.queue and session.conn is conn and len(session.inflight) < MAX_INFLIGHT:
             self._send_one(session)
             await conn.drain(PACE)
@@ -230,7 +249,17 @@ class Broker:
         if s.clean:
             if self.sessions.get(s.client_id) is s:
                 del self.sessions[s.client_id]
+                self._unindex(s)
             self._requeue_shared(s)
+
+    def _unindex(self, s: Session) -> None:
+        self._scan.discard(s.client_id)
+        for f in s.subs:
+            ids = self._exact.get(f)
+            if ids is not None:
+                ids.discard(s.client_id)
+                if not ids:
+                    del self._exact[f]
 
     def _requeue_shared(self, s: Session) -> None:
         """Unacknowledged messages of a departing shared-subscription member go to another member."""
@@ -247,8 +276,8 @@ class Broker:
         assert s is not None
         if ptype == PUBLISH:
             qos = (flags >> 1) & 3
-            if qos > 1:
-                raise ProtocolError("QoS 2 is not supported")
+            if qos == 3:
+                raise ProtocolError("PUBLISH with QoS 3")   # §3.3.1.2
             topic, pos = read_utf8(body, 0)
             _check_topic(topic, "topic name")
             mid = 0
@@ -259,17 +288,25 @@ class Broker:
                 if not mid:
                     raise ProtocolError("PUBLISH with packet id 0")   # §2.3.1
                 pos += 2
-            if qos:  # ack first: umqtt.simple's publish() returns on the first PUBACK it sees
+            if qos == 2:   # accepted (§4.3.3, method B: deliver now, once per id until its PUBREL)
+                conn.send(packet(PUBREC, 0, struct.pack("!H", mid)))
+                if mid in s.qos2:
+                    return
+                s.qos2.add(mid)
+            elif qos:  # ack first: umqtt.simple's publish() returns on the first PUBACK it sees
                 conn.send(packet(PUBACK, 0, struct.pack("!H", mid)))
-            self.publish(Message(topic, bytes(body[pos:]), qos, bool(flags & 1)))
+            self.publish(Message(topic, bytes(body[pos:]), min(qos, 1), bool(flags & 1)))
+        elif ptype == PUBREL:
+            if len(body) != 2:
+                raise ProtocolError("PUBREL length")
+            s.qos2.discard(struct.unpack("!H", body)[0])
+            conn.send(packet(PUBCOMP, 0, body))
         elif ptype == PUBACK:
             if len(body) != 2:
                 raise ProtocolError("PUBACK length")
             s.inflight.pop(struct.unpack("!H", body)[0], None)
             if s.queue and len(s.inflight) < MAX_INFLIGHT:
                 self._send_queued(s)
-        elif ptype == SUBSCRIBE:
-            self._subscribe(conn, s, flags, body)
         elif ptype == UNSUBSCRIBE:
             if len(body) < 5 or body[:2] == b"\x00\x00":
                 raise ProtocolError("UNSUBSCRIBE without a packet id or a filter")   # §3.10.3
@@ -320,10 +357,19 @@ class Broker:
             else:
                 s.subs[f] = qos
                 new[f] = qos
+            if group or "+" in f or "#" in f:
+                self._scan.add(s.client_id)
+            else:
+                self._exact[f].add(s.client_id)
             granted.append(qos)
         conn.send(packet(SUBACK, 0, body[:2] + bytes(granted)))
         for f, qos in new.items():  # retained messages go to new plain subscriptions only
-            for msg in list(self.retained.values()):
+            if "+" in f or "#" in f:
+                candidates = list(self.retained.values())
+            else:
+                hit = self.retained.get(f)
+                candidates = [hit] if hit is not None else []
+            for msg in candidates:
                 if s.conn is not conn:
                     return   # gone or taken over while it read
                 if topic_matches(f, msg.topic):
@@ -352,7 +398,10 @@ class Broker:
                             len(self.retained), self.retained_bytes, msg.topic)
         out = Message(msg.topic, msg.payload, msg.qos, False)
         groups: Dict[Tuple[str, str], None] = {}
-        for s in list(self.sessions.values()):
+        for cid in list(self._exact.get(msg.topic, set()) | self._scan):
+            s = self.sessions.get(cid)
+            if s is None:
+                continue
             best = -1
             for f, q in s.subs.items():
                 if q > best and topic_matches(f, msg.topic):
@@ -364,25 +413,32 @@ class Broker:
                     groups[key] = None
         for key in groups:
             self._route_share(key, out)
-        for key, waiting in self.held.items():
-            if key not in groups and msg.qos and topic_matches(key[1], msg.topic):
-                if len(waiting) < MAX_QUEUED and self.held_bytes[key] + len(out.payload) <= MAX_QUEUED_BYTES:
-                    waiting.append(out)
-                    self.held_bytes[key] += len(out.payload)
-                else:
-                    log.warning("no member of $share/%s/%s and %d waiting: %s dropped", key[0], key[1],
-                                MAX_QUEUED, msg.topic)
+        for key in self.held:
+            if key not in groups and topic_matches(key[1], msg.topic):
+                self._hold(key, out)
+
+    def _hold(self, key: Tuple[str, str], msg: Message) -> None:
+        waiting = self.held.get(key)
+        if waiting is None or not msg.qos:
+            return
+        if len(waiting) < MAX_QUEUED and self.held_bytes[key] + len(msg.payload) <= MAX_QUEUED_BYTES:
+            waiting.append(msg)
+            self.held_bytes[key] += len(msg.payload)
+        else:
+            log.warning("no member of $share/%s/%s and %d waiting: %s dropped", key[0], key[1],
+                        MAX_QUEUED, msg.topic)
 
     def _route_share(self, key: Tuple[str, str], msg: Message, exclude: Optional[Session] = None) -> None:
         members = [s for s in self.sessions.values() if key in s.shares and s is not exclude]
         if not members:
+            self._hold(key, msg)
             return
         live = [s for s in members if s.conn is not None] or members
         s = live[next(self._rr[key]) % len(live)]
         self._deliver(s, msg, min(s.shares[key], msg.qos), key)
 
     def _deliver(self, s: Session, msg: Message, qos: int, share: Optional[Tuple[str, str]]) -> None:
-        if qos and (s.conn is None or len(s.inflight) >= MAX_INFLIGHT or s.queue):
+        if qos and (s.conn is None or s.replaying is not None or len(s.inflight) >= MAX_INFLIGHT or s.queue):
             # Offline, or as many in flight as allowed: wait in order (a clean session offline
             # is gone, nothing to keep).
             if s.conn is None and s.clean:

@@ -76,9 +76,12 @@ def read_bin(buf: bytes, pos: int) -> Tuple[bytes, int]:
 def read_utf8(buf: bytes, pos: int) -> Tuple[str, int]:
     raw, pos = read_bin(buf, pos)
     try:
-        return raw.decode("utf-8"), pos
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError("string is not UTF-8") from None
+    if "\0" in text:
+        raise ProtocolError("string with U+0000")   # §1.5.3 [MQTT-1.5.3-2]: close
+    return text, pos
 
 
 def packet(ptype: int, flags: int, body: bytes) -> bytes:
