@@ -136,13 +136,22 @@ def _echo(host, port, text):
 
 
 def _mqtt(host, port):
+    import os
+    import time
     sm = _sockmod()
     from umqtt import simple
     simple.socket = _Timed(sm)   # umqtt.simple looks up socket at call time
-    c = simple.MQTTClient("roampos-probe", host, port)
+    # A client ID of its own (two terminals probing at once would take each other's session
+    # over), on a topic no host subscription takes (roampos/v1/+/status would read it as the
+    # heartbeat of a terminal "probe").
+    try:
+        tag = os.urandom(4)
+    except AttributeError:   # a port without it: the clock
+        tag = time.ticks_us().to_bytes(4, "little")
+    c = simple.MQTTClient("roampos-probe-%02x%02x%02x%02x" % tuple(tag), host, port)
     try:
         c.connect()
-        c.publish(b"roampos/v1/probe/status", b"link check")
+        c.publish(b"roampos/v1/probe/link", b"link check")
         c.disconnect()
     except Exception as e:
         if c.sock is not None:   # a link left open would refuse the next connection (modem: one link)

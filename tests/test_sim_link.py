@@ -220,9 +220,22 @@ def test_umqtt_simple_over_the_modem(dut):
         kinds = [s[0] for s in srv.wait_seen(3)]
         assert kinds == ["connect", 3, 14], srv.seen
         pub = srv.seen[1][2]
-        assert pub[2:2 + pub[1]] == b"roampos/v1/probe/status" and pub.endswith(b"link check"), pub
+        # Not .../status: the host's workers would take "probe" for a terminal's heartbeat.
+        assert pub[2:2 + pub[1]] == b"roampos/v1/probe/link" and pub.endswith(b"link check"), pub
+        # A client ID of its own each time (MQTT 3.1.1 §3.1.3.1: at most 23 bytes): two
+        # terminals probing one broker must not take each other's session over.
+        first = _client_id(srv.seen[0][2])
+        ok(dut, "link mqtt 127.0.0.1 %d" % srv.port, 20)
+        second = _client_id(srv.wait_seen(6)[3][2])
+        assert first.startswith(b"roampos-probe-") and len(first) <= 23 and first != second, (first, second)
     finally:
         srv.close()
+
+
+def _client_id(connect_body):
+    # CONNECT variable header: protocol name (2 + 4), level, flags, keepalive; then the ID.
+    n = int.from_bytes(connect_body[10:12], "big")
+    return bytes(connect_body[12:12 + n])
 
 
 def _no_connack(c, seen):
