@@ -593,3 +593,31 @@ def test_a_nul_in_a_client_id_closes_the_connection(broker):
     s.settimeout(5)
     s.sendall(packet(1, 0, encode_str("MQTT") + bytes([4, 2]) + struct.pack("!H", 60) + encode_str("a\0b")))
     assert _closed(s)
+
+
+@pytest.mark.parametrize("name, level, tail", [
+    ("MQTT", 3, b""),                # 3.1.1 is level 4; level 3 went with the name MQIsdp (3.1)
+    ("MQTT", 4, b"\x00"),            # a byte the flags do not announce
+])
+def test_a_connect_that_is_not_3_1_1_is_refused(broker, name, level, tail):
+    s = socket.create_connection(("127.0.0.1", broker.broker.port))
+    s.settimeout(5)
+    s.sendall(packet(1, 0, encode_str(name) + bytes([level, 2]) + struct.pack("!H", 60) + encode_str("c") + tail))
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            got += chunk
+    except OSError:
+        pass
+    assert got in (b"", b"\x20\x02\x00\x01"), got      # closed, or CONNACK "unacceptable protocol"
+    s.close()
+
+
+def test_a_share_group_named_with_a_wildcard_is_refused(broker):
+    s = raw(broker, "sharer")
+    s.sendall(packet(8, 2, struct.pack("!H", 1) + encode_str("$share/g+/t") + b"\x01"))
+    assert recv_packets(s, 1)[0] == (9, 0, b"\x00\x01\x80")    # SUBACK: failure
+    s.close()

@@ -178,7 +178,7 @@ class Broker:
         level, flags = body[pos], body[pos + 1]
         (conn.keepalive,) = struct.unpack_from("!H", body, pos + 2)
         pos += 4
-        if name not in ("MQTT", "MQIsdp") or level not in (3, 4):
+        if (name, level) not in (("MQTT", 4), ("MQIsdp", 3)):   # 3.1.1, and 3.1 as it named itself
             conn.send(packet(CONNACK, 0, b"\x00\x01"))  # unacceptable protocol version
             return False
         if flags & 0x01:
@@ -198,6 +198,8 @@ class Broker:
             _, pos = read_utf8(body, pos)
         if flags & 0x40:
             _, pos = read_bin(body, pos)
+        if pos != len(body):
+            raise ProtocolError("bytes after the CONNECT payload")   # the flags announce every field
         if not client_id:
             if not clean:
                 conn.send(packet(CONNACK, 0, b"\x00\x02"))  # identifier rejected

@@ -57,8 +57,8 @@ def split_share(filt: str) -> Tuple[Optional[str], str]:
     """`$share/<group>/<filter>` -> (group, filter); a plain filter -> (None, filter)."""
     if filt.startswith("$share/"):
         parts = filt.split("/", 2)
-        if len(parts) == 3 and parts[1] and parts[2]:
-            return parts[1], parts[2]
+        if len(parts) == 3 and parts[1] and parts[2] and "+" not in parts[1] and "#" not in parts[1]:
+            return parts[1], parts[2]   # (a group name is a name, not a filter: MQTT 5 §4.8.2)
         raise ProtocolError(f"bad shared subscription {filt!r}")
     return None, filt
 
