@@ -1,4 +1,5 @@
-"""Embedded asyncio MQTT 3.1.1 broker: sessions, QoS 0/1, retained, last will, wildcards, $share groups."""
+"""Embedded asyncio MQTT 3.1.1 broker: sessions, QoS 0/1 (QoS 2 accepted in, sent on at 1), retained, last will,
+wildcards, $share groups."""
 from __future__ import annotations
 
 import argparse
