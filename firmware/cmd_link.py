@@ -17,7 +17,8 @@ def cmd_link(args):
         # admin's act; the profile's own networks come with the parameter set.
         from firmware import operators, params, state
 
-        if state.mode == params.READY:  # a blank or damaged terminal stays open, as for provisioning
+        if state.mode != params.EMPTY and state.mode != params.DAMAGED:   # open as provisioning is:
+            # only blank or damaged ("reboot needed" after an out-of-memory keeps its operators)
             operators.require("admin")
             params.unload()
         return _set(rest)

@@ -162,14 +162,14 @@ def logout():
     return {"operator": was}
 
 
-def _save(ops):
+def _save(ops, after=None):
     from firmware import params_schema as schema
 
     try:
         schema.check_ops(ops)
     except schema.ParamError as e:
         raise CommandError("invalid", str(e))
-    params_core.commit({"ops": ops})
+    params_core.commit({"ops": ops}, after=after)  # after: run (or tried) once in flash, even out of memory
 
 
 def add(op_id, role, pin):
@@ -181,8 +181,7 @@ def add(op_id, role, pin):
     if role not in RANK:
         raise CommandError("invalid", "role must be cashier, supervisor or admin")
     ops.append({"id": op_id, "role": role, "pin_hash": new_hash(pin)})
-    _save(ops)
-    _clear_tries(op_id)
+    _save(ops, lambda: _clear_tries(op_id))
     return {"operator": op_id, "role": role}
 
 
@@ -192,7 +191,7 @@ def remove(op_id):
     ops = params_core.record("ops")
     o = find(ops, op_id)
     if o is None:
-        raise CommandError("notfound", "no operator %s" % op_id)
+        raise CommandError("notfound", "no such operator")  # never echoed: maybe a PIN in the wrong field
     ops.remove(o)
     if not any(x["role"] == "admin" for x in ops):
         raise CommandError("refused", "operator %s is the last admin" % op_id)
@@ -210,10 +209,9 @@ def passwd(op_id, pin):
     ops = params_core.record("ops")
     o = find(ops, op_id)
     if o is None:
-        raise CommandError("notfound", "no operator %s" % op_id)
+        raise CommandError("notfound", "no such operator")  # never echoed: maybe a PIN in the wrong field
     o["pin_hash"] = new_hash(pin)
-    _save(ops)
-    _clear_tries(op_id)
+    _save(ops, lambda: _clear_tries(op_id))
     return {"operator": op_id, "pin": "changed"}
 
 

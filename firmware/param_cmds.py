@@ -187,8 +187,10 @@ def p_import(args):
     from firmware import cmd_param, operators
 
     sub, _, rest = args.partition(" ")
-    if state.mode == params.READY:
-        operators.require("admin")  # a blank or damaged terminal is open to provisioning
+    if state.mode != params.EMPTY and state.mode != params.DAMAGED:
+        # Only a blank or damaged store is open to provisioning: a sound set that an out-of-memory
+        # left unpublished ("reboot needed") keeps its operators and its version.
+        operators.require("admin")
     if sub == "abort":  # after the check: nobody else may cancel an admin's import
         _abort()
         return {"import": "aborted"}
@@ -269,7 +271,7 @@ def _commit(imp):
         except schema.ParamError as e:
             raise CommandError("invalid", "%s; import aborted" % e)
         del s
-        if state.mode == params.READY and ver <= state.params_version:
+        if state.mode != params.EMPTY and state.mode != params.DAMAGED and ver <= state.params_version:
             # An older set would bring back what the acquirer withdrew (a revoked region grant).
             raise CommandError("stale", "parameter set version %d is not newer than the current %d; import aborted"
                                % (ver, state.params_version))

@@ -20,6 +20,7 @@ from firmware import state
 READY = "ready"
 EMPTY = "not provisioned"
 DAMAGED = "parameters damaged"
+REBOOT = "reboot needed"  # flash holds a sound set that RAM could not publish (out of memory)
 
 
 def _unload(name):

@@ -23,7 +23,7 @@ def load():
     try:
         _load()
     except MemoryError:
-        boot.mode(DAMAGED, "out of memory loading parameters")
+        boot.mode(params.REBOOT, "out of memory loading parameters: reboot")
     except Exception as e:  # flash errors: report, keep the console alive
         boot.mode(DAMAGED, "%s: %s" % (type(e).__name__, e))
     boot.refresh()
@@ -148,7 +148,7 @@ def _saved_anyway(after):
     try:
         apply()
     except MemoryError:
-        boot.mode(DAMAGED, "saved but not applied (out of memory): reboot")
+        boot.mode(params.REBOOT, "saved but not applied (out of memory): reboot")
     try:
         _follow(after)
     except MemoryError:

@@ -275,6 +275,8 @@ def check_active(a, home, granted, f="active"):
 def check_core(recs, codes):
     # Cross-record rules over merchant, grants, loc, ops, active. codes: the
     # region codes that have a profile.
+    if not 1 <= len(codes) <= 16:
+        _err("profiles", "must be an object of 1 to 16 region profiles")
     m = recs["merchant"]
     check_merchant(m)
     home = m["home_region"]

@@ -242,3 +242,33 @@ def test_network_and_import_control_need_an_admin(dut):
     err(dut, "param import abort", "denied", "needs a admin login")
     ok(dut, "login 01 123456")
     assert ok(dut, "param import abort") == {"import": "aborted"}
+
+
+@pytest.mark.parametrize("line", ["operator passwd 482913 03", "operator remove 482913"])
+def test_an_unknown_operator_id_is_not_echoed(dut, line):
+    # Typed in the wrong order (`operator passwd <new PIN> <id>`) the "ID" is the new PIN: it must
+    # not land on the console and in bench logs, as login already never echoes one.
+    ok(dut, "login 01 123456")
+    r = dut.command(line)
+    assert r.code == "notfound" and "482913" not in r.raw, r.raw
+    ok(dut, "logout")
+
+
+def test_param_set_cannot_grow_the_set_past_16_profiles(dut):
+    # The schema allows 1..16 region profiles (an import refuses a 17th): `param set` of new
+    # profiles kept adding, and `param check` called the result sound.
+    with open(VTERM_PARAMS) as f:
+        profile = json.dumps(json.load(f)["profiles"]["310000"], separators=(",", ":"))
+    ok(dut, "login 01 123456")
+    n = len(ok(dut, "param get profiles")["value"])
+    codes = ["%d0000" % c for c in range(11, 80) if "%d0000" % c not in ("310000", "440300", "330100")]
+    refused = None
+    for code in codes[:17 - n]:
+        r = dut.command("param set profiles.%s %s" % (code, profile), 10)
+        if not r.ok:
+            refused = r
+            break
+    assert refused is not None and refused.code == "invalid" and "16" in refused.message, refused
+    assert len(ok(dut, "param get profiles")["value"]) == 16
+    assert ok(dut, "param check", 10)["ok"] is True
+    ok(dut, "logout")

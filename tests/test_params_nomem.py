@@ -57,3 +57,41 @@ def test_region_use_out_of_memory_never_leaves_state_and_flash_apart(vterm_facto
             seen.add("nomem")
     print("outcomes seen:", sorted(seen))
     assert {"ok", "nomem"} <= seen, seen   # the sweep did reach into the command
+
+
+def _lock(dut, op_id):
+    for _ in range(4):
+        r = dut.command("login %s 0000" % op_id)
+        if r.code == "locked":
+            return
+    raise AssertionError("operator %s not locked: %s" % (op_id, r.raw))
+
+
+def test_a_change_saved_but_not_applied_keeps_the_terminal_closed_and_the_new_pin_usable(vterm_factory):
+    # `operator passwd` runs out of memory after its commit: flash holds the new, sound set, the
+    # terminal asks for a reboot. That mode used to be "parameters damaged", where provisioning is
+    # open to anyone: an anonymous import brought back an older set with an admin PIN of its own.
+    # And the failed-PIN counter was cleared only after a save that "returned": the operator an
+    # admin had just given a new PIN stayed locked.
+    dut = vterm_factory(params=example_set_with(lambda s: s.update(version=2), "roampos-nomem-"))
+    dut.wait_ready(15)
+    pin = 5000
+    for left in range(24000, 44000, 250):
+        _lock(dut, "03")
+        ok(dut, "login 01 123456")
+        pin += 1
+        r = _squeezed(dut, left, "operator passwd 03 %d" % pin, ms=800)
+        st = ok(dut, "status")
+        if st["mode"] != "ready":
+            break
+    else:
+        raise AssertionError("the sweep never ran out of memory between commit and publish")
+    assert "saved to flash" in r.message and st["mode"] == "reboot needed", (left, r.raw, st)
+    assert ok(dut, "param check")["version"] == 2
+    ok(dut, "logout")
+    for line in ("param import begin 10 00000000", 'link set {"order": ["cell"]}'):
+        r = dut.command(line)
+        assert r.code in ("denied", "notready"), (line, r.raw)       # never open to anyone
+    dut.reboot_and_wait(timeout=15)
+    assert ok(dut, "status")["mode"] == "ready"
+    ok(dut, "login 03 %d" % pin)                                       # the new PIN, not locked
