@@ -2,6 +2,7 @@
 # the active region, and the check of the terminal's location against grants.
 # Grant dates are inclusive local dates of the granted region (its profile's
 # UTC offset applied to the terminal's UTC clock), as the host checks them.
+import sys
 import time
 
 from firmware import console, params, params_core, state
@@ -71,6 +72,9 @@ def use(code):
     cur = state.region
     if code == cur:
         return {"region": code, "name": state.region_name, "changed": False}
+    sale = sys.modules.get("firmware.sale")  # not imported just to ask: no sale before its import
+    if sale is not None and sale.amount is not None:
+        raise CommandError("busy", "a sale of %d is waiting in region %s; cancel it first" % (sale.amount, cur))
     check(code)
     p = params_core.record("r" + code)
     n = params_batch.unsettled(cur)

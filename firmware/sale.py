@@ -12,9 +12,10 @@ _timer = None
 _scan = None               # scanner task while a sale waits
 
 
-def refused():
+def refused(minor=0):
     # (code, message) when no transaction may start in the active region now (its grant expired,
-    # is not yet valid, or it is not granted at all), else None.
+    # is not yet valid, or it is not granted at all) or `minor` is over its per-transaction
+    # limit, else None.
     from firmware import params
     from firmware.console import CommandError
 
@@ -23,6 +24,9 @@ def refused():
     try:
         from firmware import params_region  # loaded for the check only: a sale runs at idle's heap
         params_region.check(state.region, need_clock=False)
+        lim = params_region.params_core.record("r" + state.region)["limits"]["per_txn"]
+        if minor > lim:
+            return "limit", "amount %d over the per-transaction limit %d" % (minor, lim)
     except CommandError as e:
         return e.code, e.message
     finally:
@@ -32,7 +36,7 @@ def refused():
 
 def start(minor):
     global amount, _timer, _scan
-    why = refused()
+    why = refused(minor)
     if why is not None:
         console.event({"sale": {"amount": minor, "state": "refused", "error": why[0], "detail": why[1]}})
         ui.message("NOT ALLOWED", (why[0].upper(), "region %s" % state.region))

@@ -145,3 +145,37 @@ def test_no_transaction_once_the_active_regions_grant_has_expired(dut):
     ok(dut, "region use 310000")
     assert ok(dut, "batch add 100")["count"] >= 1
     ok(dut, "batch settle")
+
+
+def _idle(dut):
+    ok(dut, "sim key A")
+    ok(dut, "sim key A")
+    dut.events.clear()
+
+
+def test_a_sale_over_the_regions_per_transaction_limit_is_refused(dut):
+    # 310000's profile allows 50,000.00 a transaction: 1,234,567.89 (a slip of the finger) used to
+    # go straight to TAP CARD; the card read, the cryptogram made for an amount the acquirer forbids.
+    _idle(dut)
+    ok(dut, "sim key 1 2 3 4 5 6 7 8 9 C")
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev["state"] == "refused" and ev["error"] == "limit", ev
+    _idle(dut)
+    ok(dut, "sim key 5 0 0 0 0 0 0 C")                         # exactly the limit: allowed
+    assert dut.wait_event(lambda e: "sale" in e, 5)["sale"]["state"] == "waiting card"
+    ok(dut, "sim key A")
+
+
+def test_no_region_switch_while_a_sale_waits(dut):
+    # A sale keyed and checked in one region must not complete in another (its grant, limits and
+    # currency were those of the first): the switch waits until the sale ends.
+    _idle(dut)
+    ok(dut, "login 02 2222")
+    ok(dut, "sim key 5 0 0 C")
+    assert dut.wait_event(lambda e: "sale" in e, 5)["sale"]["state"] == "waiting card"
+    err(dut, "region use 330100", "busy", "a sale of 500 is waiting in region 310000")
+    ok(dut, "sim key A")                                        # cancelled: now it may
+    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "cancelled", 5)
+    assert ok(dut, "region use 330100")["changed"] is True
+    ok(dut, "region use 310000")
+    ok(dut, "logout")
