@@ -137,10 +137,13 @@ def apply(path, m):
     # Everything read first, then published in plain assignments: running out of memory
     # half-way must not leave one region's code beside another's name.
     active = get(path, m, "active")["region"]
-    name = get(path, m, "r" + active)["name"]
+    prof = get(path, m, "r" + active)
+    name, currency = prof["name"], prof["currency"]
+    del prof
     state.params_version = m["pv"]
     state.region = active
     state.region_name = name
+    state.currency = currency   # ISO 4217 numeric: what a card is told (5F2A) in this region
     state.mode = READY
     state.mode_detail = ""
     gc.collect()

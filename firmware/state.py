@@ -4,6 +4,7 @@ mode = "booting"      # params: "ready" | "not provisioned" | "parameters damage
 mode_detail = ""      # params: what is wrong, for the screen and `status`
 region = None         # params: active region code, e.g. "310000"
 region_name = ""      # params: its display name
+currency = 156        # params: its currency, ISO 4217 numeric (the cards' 5F2A)
 operator = None       # params: logged-in operator id, or None
 role = None           # params: "cashier" | "supervisor" | "admin" | None
 location = None       # link/modem: {"mcc":..,"mnc":..,"lac":..,"ci":..} or {"bssid":..}

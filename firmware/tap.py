@@ -52,7 +52,7 @@ def read_once(rd, atqa=None):
             act = emv.iso14443a.activate(rd, atqa=atqa)
         except NfcError as e:
             raise emv.CardError("read", "activation: %s" % e)
-        card = emv.read(rd, act, sale.amount or 0, getattr(state, "currency", 156) or 156)
+        card = emv.read(rd, act, sale.amount or 0, state.currency)
         ev = card.public()
         card.pan = ""  # the full PAN goes no further than here for now
         del card

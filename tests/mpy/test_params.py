@@ -430,3 +430,15 @@ def test_out_of_memory_between_the_renames_loses_nothing():
     assert store.recover() == ("ok", None)
     from firmware import params_boot as boot
     assert boot.verified("/t/p", "set.bak")["v"] == 4   # the fallback: intact, "Newer Name"
+
+
+def test_the_active_regions_currency_is_what_cards_are_told():
+    # tap.py gives the card (PDOL tag 5F2A) state.currency: it must follow the active profile, not
+    # stay CNY (a Hong Kong or Macau profile trades in 344 / 446).
+    ver, recs = schema.split(example())
+    hk = dict(recs["r440300"], currency=344)
+    provisioned({"r440300": hk, "active": {"region": "440300"}})
+    state = boot_load()
+    assert (state.mode, state.region, state.currency) == ("ready", "440300", 344), state.currency
+    provisioned()
+    assert boot_load().currency == 156
