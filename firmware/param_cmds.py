@@ -275,6 +275,10 @@ def _commit(imp):
             # An older set would bring back what the acquirer withdrew (a revoked region grant).
             raise CommandError("stale", "parameter set version %d is not newer than the current %d; import aborted"
                                % (ver, state.params_version))
+        if state.region is not None and recs["active"]["region"] != state.region:
+            from firmware import params_region   # the new set moves the terminal to another region
+
+            params_region.no_sale_waiting(state.region)
         for name in _store().names():
             if name[0] == "r" and name not in recs:
                 recs[name] = None  # a profile the new set drops

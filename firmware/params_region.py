@@ -66,15 +66,21 @@ def check(code, need_clock=True):
             grant["grant"], code, grant["from"], today))
 
 
+def no_sale_waiting(cur):
+    # A sale keyed and checked in one region must not complete in another: ERR busy while one
+    # waits for a card (sale is not imported just to ask: no sale before its import).
+    sale = sys.modules.get("firmware.sale")
+    if sale is not None and sale.amount is not None:
+        raise CommandError("busy", "a sale of %d is waiting in region %s; cancel it first" % (sale.amount, cur))
+
+
 def use(code):
     from firmware import params_batch
 
     cur = state.region
     if code == cur:
         return {"region": code, "name": state.region_name, "changed": False}
-    sale = sys.modules.get("firmware.sale")  # not imported just to ask: no sale before its import
-    if sale is not None and sale.amount is not None:
-        raise CommandError("busy", "a sale of %d is waiting in region %s; cancel it first" % (sale.amount, cur))
+    no_sale_waiting(cur)
     check(code)
     p = params_core.record("r" + code)
     n = params_batch.unsettled(cur)

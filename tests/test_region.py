@@ -179,3 +179,29 @@ def test_no_region_switch_while_a_sale_waits(dut):
     assert ok(dut, "region use 330100")["changed"] is True
     ok(dut, "region use 310000")
     ok(dut, "logout")
+
+
+def test_no_parameter_set_moves_the_region_under_a_waiting_sale(dut):
+    # A new set that no longer grants the active region moves the terminal home: not while a sale
+    # keyed in that region waits for a card (as `region use` refuses).
+    from roampos import provision
+
+    def withdrawn(s):
+        _more_regions(s)
+        s["version"] = s.get("version", 1) + 1
+        s["authorized"] = [g for g in s["authorized"] if g["region"] != "330100"]
+        del s["profiles"]["330100"]
+    path = example_set_with(withdrawn, "roampos-withdrawn-")
+    ok(dut, "login 02 2222")
+    ok(dut, "region use 330100")
+    _idle(dut)
+    ok(dut, "sim key 7 0 0 C")
+    assert dut.wait_event(lambda e: "sale" in e, 5)["sale"]["state"] == "waiting card"
+    with pytest.raises(provision.ProvisionError) as e:
+        provision.provision(dut, provision.load_set(path), operator="01", pin="123456")
+    assert "busy" in str(e.value) and "330100" in str(e.value), e.value
+    assert ok(dut, "status")["region"] == "330100"
+    ok(dut, "sim key A")                                        # the sale cancelled: now it may
+    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "cancelled", 5)
+    assert provision.provision(dut, provision.load_set(path), operator="01", pin="123456")["import"] == "done"
+    assert ok(dut, "status")["region"] == "310000"
