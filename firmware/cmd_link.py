@@ -17,8 +17,7 @@ def cmd_link(args):
         # admin's act; the profile's own networks come with the parameter set.
         from firmware import operators, params, state
 
-        if state.mode != params.EMPTY and state.mode != params.DAMAGED:   # open as provisioning is:
-            # only blank or damaged ("reboot needed" after an out-of-memory keeps its operators)
+        if state.mode not in params.OPEN:   # a blank or damaged terminal stays open, as for provisioning
             operators.require("admin")
             params.unload()
         return _set(rest)

@@ -187,7 +187,7 @@ def p_import(args):
     from firmware import cmd_param, operators
 
     sub, _, rest = args.partition(" ")
-    if state.mode != params.EMPTY and state.mode != params.DAMAGED:
+    if state.mode not in params.OPEN:
         # Only a blank or damaged store is open to provisioning: a sound set that an out-of-memory
         # left unpublished ("reboot needed") keeps its operators and its version.
         operators.require("admin")
@@ -271,7 +271,7 @@ def _commit(imp):
         except schema.ParamError as e:
             raise CommandError("invalid", "%s; import aborted" % e)
         del s
-        if state.mode != params.EMPTY and state.mode != params.DAMAGED and ver <= state.params_version:
+        if state.mode not in params.OPEN and ver <= state.params_version:
             # An older set would bring back what the acquirer withdrew (a revoked region grant).
             raise CommandError("stale", "parameter set version %d is not newer than the current %d; import aborted"
                                % (ver, state.params_version))

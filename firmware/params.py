@@ -21,6 +21,7 @@ READY = "ready"
 EMPTY = "not provisioned"
 DAMAGED = "parameters damaged"
 REBOOT = "reboot needed"  # flash holds a sound set that RAM could not publish (out of memory)
+OPEN = (EMPTY, DAMAGED)   # the modes in which provisioning (import, link set) needs no login
 
 
 def _unload(name):

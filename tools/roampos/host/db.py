@@ -425,6 +425,19 @@ def pg_reachable(url: str) -> bool:
         return False
 
 
+def open_ledger(url: str) -> Database:
+    """An existing ledger, opened without creating anything (not a file, not a schema, not a
+    table): a mistyped path or schema must not look like an empty registry or a quiet day.
+    DatabaseError says which is missing."""
+    if not is_postgres(url) and not os.path.exists(sqlite_path(url)):
+        raise DatabaseError(f"no ledger at {sqlite_path(url)}")
+    db = connect(url, create=False)
+    if not db.has_ledger():
+        db.close()
+        raise DatabaseError(f"no ledger in {redact_url(url)}")
+    return db
+
+
 def connect(url: Optional[str] = None, create: bool = True) -> Database:
     db = Database(url or default_url(), create)
     if create:

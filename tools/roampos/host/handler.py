@@ -191,8 +191,7 @@ class Handler:
         # terminal's. A stale copy of a stored message gets its stored answer below.
         stale = abs(sent - now) > self.policy.max_skew_s and mti != "0400"
         if stale and mti == "0800":
-            return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']}: field 7 outside"
-                                                  f" {self.policy.max_skew_s}s window (replay?)")
+            return self._reply(doc, "94", mac_key, self._too_old(doc))
         hit = g.tlvs.get(id(doc)) if g is not None else None
         tlv = hit[1] if hit is not None and hit[0] is doc else iso.decode_tlv(doc.get("48", ""))
         if "SN" in tlv and tlv["SN"] != term["serial"]:
@@ -227,8 +226,7 @@ class Handler:
                 return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']} batch {batch}"
                                                       " already used with another transmission time")
             if stale:
-                return self._reply(doc, "94", mac_key, f"terminal {tid} STAN {doc['11']}: field 7 outside"
-                                                      f" {self.policy.max_skew_s}s window (replay?)")
+                return self._reply(doc, "94", mac_key, self._too_old(doc))
             ctx.reversed_first = "reversal" in same and mti in ("0200", "0220", "0320")
             if mti == "0500":
                 d = settle.settle(ctx)
@@ -253,6 +251,9 @@ class Handler:
                     # advice is only acknowledged
                     d.rc = "12"
             return self._store(ctx, d, mac_key)
+
+    def _too_old(self, doc: Dict[str, str]) -> str:
+        return f"terminal {doc['41']} STAN {doc['11']}: field 7 outside {self.policy.max_skew_s}s window (replay?)"
 
     def _store(self, ctx: Ctx, d: Decision, mac_key: bytes) -> Outcome:
         doc = ctx.doc

@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import os
 import re
 import sys
 from typing import Dict, List, Tuple
 
-from .db import Database, DatabaseError, connect, default_url, is_postgres, redact_url, sqlite_path
+from .db import Database, DatabaseError, default_url, open_ledger
 
 __all__ = ["add_arguments", "run", "clearing_rows", "COLUMNS"]
 
@@ -100,17 +99,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"error: --date {args.date!r} is not a date YYYY-MM-DD", file=sys.stderr)
         return 2
-    url = args.db or default_url()
-    if not is_postgres(url) and not os.path.exists(sqlite_path(url)):
-        # Opening would create an empty ledger and report nothing: a typo must not look like a quiet day.
-        print(f"error: no ledger at {sqlite_path(url)}", file=sys.stderr)
-        return 1
     try:
         # A report only reads: it creates nothing, not even the schema a mistyped URL names.
-        db = connect(url, create=False)
-        if not db.has_ledger():
-            print(f"error: no ledger in {redact_url(url)}", file=sys.stderr)
-            return 1
+        db = open_ledger(args.db or default_url())
         rows = clearing_rows(db, args.date)
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,7 +9,7 @@ import time
 from typing import Optional
 
 from . import registry
-from .db import DatabaseError, connect, default_url, is_postgres, redact_url, sqlite_path
+from .db import DatabaseError, connect, default_url, open_ledger
 from .vault import VaultError
 
 __all__ = ["add_arguments", "run", "push_params"]
@@ -126,16 +126,9 @@ def _tmk(args: argparse.Namespace) -> "tuple[str, bool]":
 
 def run(args: argparse.Namespace) -> int:
     url = args.db or default_url()
-    create = args.action == "add"   # only `add` may start a new ledger; a typo must not look like an empty one
-    if not create and not is_postgres(url) and not os.path.exists(sqlite_path(url)):
-        print(f"error: no ledger at {sqlite_path(url)}", file=sys.stderr)
-        return 1
     try:
-        db = connect(url, create=create)
-        if not create and not db.has_ledger():
-            db.close()
-            print(f"error: no ledger in {redact_url(url)}", file=sys.stderr)
-            return 1
+        # Only `add` may start a new ledger: a typo must not look like an empty registry.
+        db = connect(url) if args.action == "add" else open_ledger(url)
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
