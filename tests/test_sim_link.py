@@ -38,6 +38,24 @@ def status_until(dut, pred, timeout=8.0, what=""):
     raise AssertionError("status never showed %s within %.0fs; last: %r" % (what, timeout, last))
 
 
+# Each test sets up the terminal it needs, so that it runs alone, in any order, as in the file.
+def fresh(dut):
+    """The terminal as booted: no link configured (`link set` holds until the next boot) and
+    the radio models' defaults (WiFi on the air at -58 dBm; the modem registered on 460-00,
+    LAC 0x1840, CI 0x1A2B3C, -73 dBm): they run in the firmware's process and restart with it."""
+    dut.reboot_and_wait()
+
+
+def online(dut, kind):
+    """A fresh terminal with CONFIG, online over `kind`: "wifi", or "cell" with the WiFi off
+    the air. Returns the status that showed it."""
+    fresh(dut)
+    if kind == "cell":
+        ok(dut, "sim link wifi down")
+    ok(dut, "link set " + json.dumps(CONFIG))
+    return status_until(dut, lambda s: s.get("link") == kind, timeout=15, what="link " + kind)
+
+
 class Server:
     """A TCP server on localhost running handler(conn) per connection."""
 
@@ -128,11 +146,13 @@ def tiny_broker(c, seen):
 
 
 def test_unconfigured_link_is_offline(dut):
+    fresh(dut)
     r = ok(dut, "link")
     assert r["link"] == "offline", r.raw
 
 
 def test_bad_link_config_is_refused(dut):
+    fresh(dut)
     for line, code in (("link set nope", "badjson"), ('link set [1]', "badjson"),
                        ('link set {"wifi": "shop"}', "badarg"), ('link set {"apn": {"46000": 5}}', "badarg"),
                        ('link set {"order": ["lora"]}', "badarg"), ("link echo 127.0.0.1 99999 x", "badarg"),
@@ -151,6 +171,7 @@ def test_bad_link_config_is_refused(dut):
 
 
 def test_wifi_first_in_profile_order(dut):
+    fresh(dut)
     ok(dut, "link set " + json.dumps(CONFIG))
     s = status_until(dut, lambda s: s.get("link") == "wifi", what="link wifi")
     assert s["location"] == {"bssid": "02:52:50:00:00:01"}, s
@@ -158,6 +179,7 @@ def test_wifi_first_in_profile_order(dut):
 
 
 def test_wifi_echo_uses_host_tcp(dut):
+    online(dut, "wifi")
     srv = Server(echo)
     try:
         r = ok(dut, "link echo 127.0.0.1 %d hello-over-wifi" % srv.port, 10)
@@ -173,6 +195,7 @@ def _silent(c, seen):
 
 
 def test_a_server_that_never_answers_is_a_neterr_not_a_hang(dut):
+    online(dut, "wifi")
     srv = Server(_silent)
     try:
         t0 = time.monotonic()
@@ -187,6 +210,7 @@ def test_a_server_that_never_answers_is_a_neterr_not_a_hang(dut):
 
 
 def test_wifi_down_falls_back_to_cell_with_location(dut):
+    online(dut, "wifi")
     ok(dut, "sim link wifi down")
     s = status_until(dut, lambda s: s.get("link") == "cell", what="link cell")
     assert s["location"] == {"mcc": "460", "mnc": "00", "lac": 0x1840, "ci": 0x1A2B3C}, s
@@ -195,6 +219,7 @@ def test_wifi_down_falls_back_to_cell_with_location(dut):
 
 
 def test_cell_change_and_signal_show_in_status(dut):
+    online(dut, "cell")
     ok(dut, "sim cell 460 01 6200 123456")
     s = status_until(dut, lambda s: (s.get("location") or {}).get("ci") == 123456, what="ci 123456")
     assert s["location"] == {"mcc": "460", "mnc": "01", "lac": 6200, "ci": 123456}, s
@@ -203,6 +228,7 @@ def test_cell_change_and_signal_show_in_status(dut):
 
 
 def test_tcp_echo_over_the_modem(dut):
+    online(dut, "cell")
     srv = Server(echo)
     try:
         r = ok(dut, "link echo 127.0.0.1 %d hello-over-cell" % srv.port, 15)
@@ -213,6 +239,7 @@ def test_tcp_echo_over_the_modem(dut):
 
 
 def test_umqtt_simple_over_the_modem(dut):
+    online(dut, "cell")
     srv = Server(tiny_broker)
     try:
         r = ok(dut, "link mqtt 127.0.0.1 %d" % srv.port, 20)
@@ -243,6 +270,7 @@ def _no_connack(c, seen):
 
 
 def test_a_failed_mqtt_check_over_the_modem_leaves_the_link_free(dut):
+    online(dut, "cell")
     # The modem has one TCP link: a check that failed half-way must close it, or the next
     # connection is refused ("CIPOPEN error 4") until a reset.
     bad, good = Server(_no_connack), Server(echo)
@@ -257,6 +285,7 @@ def test_a_failed_mqtt_check_over_the_modem_leaves_the_link_free(dut):
 
 
 def test_a_data_session_closed_by_the_network_is_opened_again(dut):
+    online(dut, "cell")
     # The cell drops and comes back between two checks: the modem says the network closed the
     # data session (+CIPEVENT), and the link must open it again, not report "cell" while every
     # connection fails.
@@ -277,6 +306,7 @@ def test_a_data_session_closed_by_the_network_is_opened_again(dut):
 
 
 def test_an_operator_change_in_the_same_lac_and_ci_moves_the_location(dut):
+    online(dut, "cell")
     # LAC and CI are only unique within one network: the same numbers on a Hong Kong operator
     # are another place than on a Shanghai one.
     before = ok(dut, "status").data["location"]
@@ -288,6 +318,7 @@ def test_an_operator_change_in_the_same_lac_and_ci_moves_the_location(dut):
 
 
 def test_connection_refused_is_an_error_not_a_hang(dut):
+    online(dut, "cell")
     port = free_port()                           # nobody listens there
     t0 = time.monotonic()
     r = dut.command("link echo 127.0.0.1 %d x" % port, 30)
@@ -297,6 +328,7 @@ def test_connection_refused_is_an_error_not_a_hang(dut):
 
 
 def test_cell_lost_then_denied_then_back(dut):
+    online(dut, "cell")
     ok(dut, "sim link cell down")
     s = status_until(dut, lambda s: s.get("link") == "offline", what="offline")
     assert s["location"] is None
@@ -307,6 +339,7 @@ def test_cell_lost_then_denied_then_back(dut):
 
 
 def test_wifi_back_is_preferred_again(dut):
+    online(dut, "cell")
     ok(dut, "sim link wifi up")
     s = status_until(dut, lambda s: s.get("link") == "wifi", timeout=15, what="wifi again")
     assert s["location"] == {"bssid": "02:52:50:00:00:01"}
