@@ -193,3 +193,68 @@ def test_a_statement_bug_costs_one_message_not_the_worker(db, monkeypatch):
     w.process_batch([Inbound(f"roampos/v1/{TID}/req", term.financial(card(21), 100, cell="460-00-6200-1"), 1, 1, 1)])
     assert [iso.decode(p)["39"] for _, p in w.client.published] == ["96"] and w.client.acked == [1]
     assert db.one("SELECT COUNT(*) FROM txns")[0] == 0
+
+
+def _sqlite_worker(db, monkeypatch, fdatasync):
+    """An in-process worker on the SQLite `db` whose WAL syncs go through `fdatasync`."""
+    from roampos.host import walsync
+    from roampos.host.service import Worker
+    monkeypatch.setattr(walsync.os, "fdatasync", fdatasync)
+    w = Worker("mqtt://127.0.0.1:1", db.url)
+    w.client = _Client()
+    assert w.db.wal is not None and w.db.one("PRAGMA synchronous")[0] == 1   # NORMAL: SQLite's own fsync off
+    term = SimTerminal(TID, MID, SERIAL, TMK)
+    term.apply_signon(w.handler.handle(TID, term.signon()).response)
+    return w, term
+
+
+def test_a_group_is_answered_only_once_its_wal_sync_returned(db, monkeypatch):
+    """SQLite: the worker commits without SQLite's fsync and a thread fdatasyncs the WAL after the
+    write lock is released (FULL's durability, off the lock). Until that sync has returned, the
+    committed group is neither answered nor acknowledged, while the worker can go on."""
+    import os
+    import threading
+    from roampos.host.wire import Inbound
+    if db.kind != "sqlite":
+        return  # PostgreSQL syncs inside its COMMIT: nothing is deferred (checked below)
+    real, release, synced = os.fdatasync, threading.Event(), []
+
+    def held(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        assert release.wait(10)
+        real(fd)
+    w, term = _sqlite_worker(db, monkeypatch, held)
+    msgs = [Inbound(f"roampos/v1/{TID}/req", term.financial(card(30 + i), 100 + i, cell="460-00-6200-1"), 1, i + 1, 1)
+            for i in range(3)]
+    w.process_batch(msgs[:2], wait_sync=False)
+    assert db.one("SELECT COUNT(*) FROM txns")[0] == 2           # committed: another connection sees it
+    w.answer_synced(wait=0.3)
+    assert w.client.published == [] and w.client.acked == []     # not durable yet: nothing answered
+    w.process_batch(msgs[2:], wait_sync=False)                   # the next group meanwhile
+    assert db.one("SELECT COUNT(*) FROM txns")[0] == 3 and w.client.acked == []
+    release.set()
+    w.answer_synced(wait=10, every=True)
+    assert w.client.acked == [1, 2, 3]
+    assert [iso.decode(p)["39"] for _, p in w.client.published] == ["00", "00", "00"]
+    assert synced and set(synced) == {os.path.realpath(db.url[len("sqlite:///"):]) + "-wal"}
+
+
+def test_a_failed_wal_sync_acknowledges_nothing(db, monkeypatch):
+    """After a failed fsync the WAL's content is unknown (Linux may drop the dirty pages): the
+    worker raises instead of answering, so its messages stay with the broker for redelivery."""
+    import errno
+    import pytest
+    from roampos.host.walsync import SyncError
+    from roampos.host.wire import Inbound
+    if db.kind != "sqlite":
+        w = __import__("roampos.host.service", fromlist=["Worker"]).Worker("mqtt://127.0.0.1:1", db.url)
+        assert w.db.wal is None   # PostgreSQL: its COMMIT is durable, answered at once
+        return
+
+    def broken(fd):
+        raise OSError(errno.EIO, "Input/output error")
+    w, term = _sqlite_worker(db, monkeypatch, broken)
+    msg = Inbound(f"roampos/v1/{TID}/req", term.financial(card(40), 100, cell="460-00-6200-1"), 1, 9, 1)
+    with pytest.raises(SyncError, match="Input/output error"):
+        w.process_batch([msg])
+    assert w.client.published == [] and w.client.acked == []

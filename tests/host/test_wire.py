@@ -152,7 +152,7 @@ def test_request_of_a_worker_that_died_before_commit_is_answered_once(mosquitto,
     w = Worker(mosquitto, db.url, index=index)
     died = threading.Event()
 
-    def die(batch):   # received, never committed nor acknowledged; the process is gone
+    def die(batch, **kw):   # received, never committed nor acknowledged; the process is gone
         w.client.sock.close()
         w.client.sock = None
         w.stop()

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from .db import DatabaseError, connect, default_url, is_postgres, redact_url
 from .vault import VaultError
+from .walsync import SyncError
 from .wire import WireClient
 
 __all__ = ["add_arguments", "run", "Worker", "SHARE_GROUP", "REQ_FILTER", "no_delay"]
@@ -34,6 +35,7 @@ class Worker:
     never lapses."""
 
     groups = 0   # transactions committed (processed/groups = mean group size); class default for fakes
+    unsynced: "collections.deque | tuple" = ()   # committed groups waiting for their sync (see __init__)
 
     def __init__(self, broker_url: str, db_url: str, index: int = 0, ready=None):
         from .handler import Handler
@@ -54,6 +56,11 @@ class Worker:
         self.max_batch = 32
         self.ready = ready or threading.Event()
         self.client.on_subscribe = self.ready.set
+        # SQLite: a committed group is answered once its WAL sync returns (db.defer_sync); until
+        # then it waits here as (WalSync, commit number, messages, results) while the next group
+        # is handled. PostgreSQL syncs in its COMMIT: answered at once.
+        self.db.defer_sync()
+        self.unsynced: "collections.deque" = collections.deque()
 
     def start(self) -> None:
         while not self.stopping.is_set():
@@ -90,7 +97,8 @@ class Worker:
     def serve_forever(self) -> None:
         self.start()
         while not self.stopping.is_set():
-            self.pump(0.1)
+            self.answer_synced()
+            self.pump(0 if self.unsynced else 0.1)
             # Group commit: whatever else the socket already holds goes into the same transaction.
             while self.inbox and len(self.inbox) < self.max_batch:
                 before = len(self.inbox)
@@ -99,16 +107,20 @@ class Worker:
                     break
             if self.inbox:
                 batch = [self.inbox.popleft() for _ in range(min(len(self.inbox), self.max_batch))]
-                self.process_batch(batch)
+                self.process_batch(batch, wait_sync=False)
+            elif self.unsynced:
+                self.answer_synced(wait=0.1)  # nothing else to do meanwhile
+        self.answer_synced(wait=10, every=True)   # committed groups: answered, not left for redelivery
         log.info("worker %d stopping: %d messages in %d transactions", self.index, self.processed, self.groups)
         self.client.disconnect()
 
     def process(self, msg) -> None:
         self.process_batch([msg])
 
-    def process_batch(self, batch: list) -> None:
+    def process_batch(self, batch: list, wait_sync: bool = True) -> None:
         """Handle, commit once, then answer and acknowledge; on a database outage retry the whole
-        group and acknowledge nothing until its ledger writes are committed."""
+        group and acknowledge nothing until its ledger writes are committed (and synced: without
+        `wait_sync` the answers wait in self.unsynced while the caller goes on)."""
         delay = 0.2
         # Decoding needs no database: do it once, outside the write lock another worker may want.
         decoded = [self._decode_one(m) for m in batch]
@@ -129,7 +141,11 @@ class Worker:
                         # One query per table for the group's terminals, batches and STAN keys.
                         begin([(d[0], d[2]) for d in decoded if d[1] == "req"])
                     try:
-                        results = [self._handle_one(m, d) for m, d in zip(batch, decoded)]
+                        results = []
+                        for m, d in zip(batch, decoded):
+                            results.append(self._handle_one(m, d))
+                            if self.unsynced:
+                                self.answer_synced()   # the previous group, as soon as it is durable
                     finally:
                         end = getattr(self.handler, "end_group", None)
                         if end is not None:
@@ -153,8 +169,29 @@ class Worker:
         else:
             return  # stopping: leave them unacknowledged for redelivery
         self.groups += 1
-        # Responses and PUBACKs are queued and leave in one write (flush): the broker reads the
-        # group in a few segments instead of one wake-up per packet.
+        if self.db.wal is not None:
+            self.unsynced.append((self.db.wal, self.db.commit_seq, batch, results))
+            self.answer_synced(wait=30 if wait_sync else 0, every=wait_sync)
+        else:
+            self._answer(batch, results)
+            self._flush()
+
+    def answer_synced(self, wait: float = 0, every: bool = False) -> None:
+        """Answer and acknowledge the committed groups whose WAL sync has returned, oldest first;
+        with `wait`, wait up to that long for the oldest (`every`: for each). A failed sync raises
+        SyncError: the worker stops with those messages unacknowledged, for redelivery."""
+        sent = False
+        while self.unsynced:
+            wal, seq, batch, results = self.unsynced[0]
+            if not wal.done(seq) and not (wait and wal.wait(seq, wait)):
+                break
+            self.unsynced.popleft()
+            self._answer(batch, results)
+            sent, wait = True, wait if every else 0
+        if sent:
+            self._flush()
+
+    def _answer(self, batch: list, results: list) -> None:
         client = self.client
         for msg, (tid, response) in zip(batch, results):
             if response is not None:
@@ -162,7 +199,11 @@ class Worker:
             self.processed += 1
             if msg.qos:
                 client.ack(msg)
-        flush = getattr(client, "flush", None)
+
+    def _flush(self) -> None:
+        # Responses and PUBACKs are queued and leave in one write: the broker reads the groups in
+        # a few segments instead of one wake-up per packet.
+        flush = getattr(self.client, "flush", None)
         if flush is not None:
             flush()
 
@@ -188,6 +229,7 @@ class Worker:
             left = end - time.monotonic()
             if left <= 0:
                 return
+            self.answer_synced()
             if hasattr(self.client, "loop"):
                 self.pump(min(left, 0.1))
             else:
@@ -279,7 +321,11 @@ def _worker_main(broker_url: str, db_url: str, index: int, level: int, ready=Non
     logging.basicConfig(level=level, format=f"%(asctime)s worker{index} %(levelname)s %(message)s")
     w = Worker(broker_url, db_url, index, ready)
     _stop_on_signal(w.stop)
-    w.serve_forever()
+    try:
+        w.serve_forever()
+    except SyncError as exc:
+        log.error("worker %d: %s; exiting, its unanswered requests stay with the broker", index, exc)
+        raise SystemExit(1) from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
