@@ -4,8 +4,8 @@
 # command (console._TRANSIENT); commands and `status` import it again. The
 # work is in params_core, the store, schema and region rules, imported when
 # needed and unloaded again (module bytecode sits in the heap on a board
-# unless frozen). Boot reads a sound store with params_boot alone: the names
-# of the others would stay interned for good (see there).
+# unless frozen). Boot reads a sound store with params_boot and the schema
+# alone: the names of the others would stay interned for good (see there).
 import gc
 import sys
 

@@ -3,11 +3,13 @@
 # region): params_store and params_core call these, so boot and the full
 # path share one implementation. Small and with few names on purpose: every
 # name in an imported module is interned for good (qstrs are never freed,
-# even once the module is unloaded), so a store that needs no repair is read
-# and published from here alone; params_store (recover, commits) and
-# params_core (alerts, damaged modes) are imported only when it needs repair
-# or anything fails. Argument names are interned too: `path`, `name`,
-# `file`, `value`, `text` are in MicroPython's own table.
+# even once the module is unloaded), so a store that needs no repair is read,
+# checked and published from here and params_schema alone (the rules an
+# import applies: a sound checksum does not make a sound set; its names are
+# the price of that check); params_store (recover, commits) and params_core
+# (alerts, damaged modes) are imported only when it needs repair or anything
+# fails. Argument names are interned too: `path`, `name`, `file`, `value`,
+# `text` are in MicroPython's own table.
 import gc
 import os
 import sys
@@ -25,9 +27,15 @@ def load():
     m = None
     try:
         m = scan(DIR, TMP)
+        if m:
+            # The rules an import applies; a set that breaks them takes the
+            # full path, which checks again and reports it damaged.
+            from firmware import params_schema
+
+            params_schema.check_records(lambda name: get(DIR, m, name), m["r"])
         if m is not None:
             apply(DIR, m)
-    except Exception:  # a set apply cannot publish: the full path says why
+    except Exception:  # a set apply cannot publish or the schema refuses: the full path says why
         m = None
     if m is None:
         from firmware import params_core

@@ -39,9 +39,14 @@ def _load():
         return
     if how == "fallback":
         alert(why)
-    # Every record passed its checksum, so it is what a validated commit (or
-    # the host's baker, same schema) wrote; the full schema check is
-    # `param check`, kept off the boot path for its heap cost.
+    # A checksum only says a record is what was written: one that fails the
+    # schema (a writer's bug, a firmware with stricter rules) is refused as a
+    # damaged one would be, before anything of it is published.
+    why = check() if how != "empty" else None
+    if why:
+        boot.mode(DAMAGED, why)
+        alert(DAMAGED + ": " + why)
+        return
     try:
         apply()  # also "empty": not provisioned
     except (KeyError, TypeError, ValueError, IndexError) as e:
@@ -50,21 +55,17 @@ def _load():
 
 
 def check():
-    # Schema check of every record in flash; None or the first error.
+    # Schema check of every record in flash (at boot and `param check`); None
+    # or the first error, naming the record: "r440300: invalid profiles.440300...".
     from firmware import params_schema as schema, params_store as store
     from firmware.params_codec import RecordError
 
     try:
-        codes = [n[1:] for n in store.names() if n[0] == "r"]
-        for c in codes:
-            schema.check_profile(store.get("r" + c), "profiles." + c)
-            gc.collect()
-        recs = {}
-        for n in ("merchant", "grants", "loc", "ops", "active"):
-            recs[n] = store.get(n)
-        schema.check_core(recs, codes)
-    except (RecordError, schema.ParamError) as e:
+        schema.check_records(store.get, store.names())
+    except RecordError as e:
         return str(e)
+    except schema.ParamError as e:
+        return "%s: invalid %s" % (e.record, e)
     finally:
         params._unload("params_schema")
     return None

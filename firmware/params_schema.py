@@ -5,6 +5,8 @@
 # Set (docs/console.md "Parameters"):  {"version", "merchant", "authorized",
 #   "profiles": {code: profile}, "locations", "operators"}
 # Records in flash: merchant, grants, loc, ops, active, r<code> (one per profile).
+import gc
+
 ROLES = ("cashier", "supervisor", "admin")
 METHODS = ("card", "pin", "qr", "code")  # contactless card, online PIN, merchant QR, payment code
 FEE_METHODS = ("card", "qr", "code")     # methods that carry a fee
@@ -289,6 +291,31 @@ def check_core(recs, codes):
     check_loc(recs["loc"])
     check_ops(recs["ops"])
     check_active(recs["active"], home, [g["region"] for g in recs["grants"]])
+
+
+def check_records(get, names):
+    # A stored set, record by record (get(name): the record's object; names: the manifest's), under
+    # the rules split() applies to an imported set: at boot and by `param check`. Raises ParamError,
+    # with .record naming the record that holds the field.
+    codes = [n[1:] for n in names if n[0] == "r"]
+    try:
+        for c in codes:
+            f = "profiles." + c
+            code(c, f)
+            check_profile(get("r" + c), f)
+            gc.collect()  # one profile in the heap at a time (boot, a 64 KB heap)
+        recs = {}
+        for n in _PATHS:
+            recs[n] = get(n)
+        check_core(recs, codes)
+    except ParamError as e:
+        # field_of() the other way: profiles.440300.fees -> r440300, authorized[0].to -> grants.
+        p = e.field.replace("[", ".").split(".")
+        e.record = "r" + p[1] if p[0] == "profiles" and len(p) > 1 else "set"  # set: the profile count
+        for n in _PATHS:
+            if _PATHS[n] == p[0]:
+                e.record = n
+        raise
 
 
 def split(s, active=None):

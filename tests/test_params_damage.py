@@ -1,5 +1,6 @@
 """Damaged or missing parameters at boot: a clear mode on the console (and
 screen), an EVT alert, no boot loop, and fallback to the last good set."""
+import json
 import os
 import re
 
@@ -133,3 +134,122 @@ def test_damaged_batch_summary_is_reset_with_an_alert(vterm_factory, tmp_path):
     assert d.next_reply().data["batches"] == {}
     assert d.command("region use 440300").code != "internal"
     assert d.command("batch add 200").data["count"] == 1
+
+
+# -- records with sound checksums that fail the schema ------------------------
+def _files(flash):
+    fs = open_image(flash)
+    out = {}
+    for fn in fs.listdir("/data/p"):
+        with fs.open("/data/p/" + fn, "rb") as f:
+            out[fn] = f.read()
+    return out
+
+
+def _retype(flash, name, change):
+    # Rewrite record `name` of the (stopped) vterm's set as change(obj) with every checksum made
+    # good again, its own and the manifest's: only the schema can tell it from a sound record.
+    import zlib
+
+    def encode(rec, v, obj):
+        payload = json.dumps(obj, separators=(",", ":")).encode()
+        return b"RPR1 %s %d %d %08x\n" % (rec.encode(), v, len(payload), zlib.crc32(payload)) + payload
+
+    def body(data):
+        return data[data.index(b"\n") + 1:]
+
+    fs = open_image(flash)
+    with fs.open("/data/p/set", "rb") as f:
+        man = json.loads(body(f.read()))
+    v = man["r"][name][0]
+    with fs.open("/data/p/%s.%d" % (name, v), "rb") as f:
+        data = encode(name, v, change(json.loads(body(f.read()))))
+    with fs.open("/data/p/%s.%d" % (name, v), "wb") as f:
+        f.write(data)
+    man["r"][name][1] = zlib.crc32(body(data))
+    with fs.open("/data/p/set", "wb") as f:
+        f.write(encode("set", man["v"], man))
+    with open(flash, "wb") as f:
+        f.write(fs.context.buffer)
+
+
+def _boot_retyped(vterm_factory, tmp_path, name, change, before=None):
+    # A provisioned vterm (after `before(d)`), stopped, one record retyped, started again.
+    flash = str(tmp_path / "flash.img")
+    d = vterm_factory(heap=HEAP, params=EXAMPLE, flash=flash)
+    d.wait_ready(15)
+    if before:
+        before(d)
+    d.close()
+    d.vterm.stop()
+    _retype(flash, name, change)
+    files = _files(flash)
+    d = vterm_factory(heap=HEAP, flash=flash, fresh=False)
+    # The alert comes before the ready event; a ready event first means no alert at all.
+    first = json.loads(d.expect(r'EVT (\{[^\n]*"(?:alert|ready)"[^\n]*)\r?\n', 15).group(1))
+    if first.get("ready") is not True:
+        d.wait_ready(15)
+    return d, flash, files, first
+
+
+def _set(path, value):
+    def change(obj):
+        o = obj
+        for k in path[:-1]:
+            o = o[k]
+        o[path[-1]] = value
+        return obj
+    return change
+
+
+@pytest.mark.parametrize("name,change,text", [
+    ("r310000", _set(["limits"], 5), "r310000: invalid profiles.310000.limits: must be an object"),
+    ("r310000", _set(["fees", "card", "bps"], "0.55%"),
+     "r310000: invalid profiles.310000.fees.card.bps: must be an integer, got '0.55%'"),
+    ("grants", lambda g: {g[0]["region"]: g[0]}, "grants: invalid authorized: must be a list"),
+    # Not the active region's profile: the whole set is checked, as an import checks it.
+    ("r440300", _set(["limits", "per_txn"], -1),
+     "r440300: invalid profiles.440300.limits.per_txn: -1 out of range 1..100000000000"),
+    ("r310000", _set(["limits", "per_txn"], 12.5),
+     "r310000: invalid profiles.310000.limits.per_txn: must be an integer, got 12.5"),
+])
+def test_a_record_that_fails_the_schema_is_reported_at_boot(vterm_factory, tmp_path, name, change, text):
+    # Used to boot "ready" and fail later: a sale with a TypeError on the keypad, `region use`
+    # with ERR internal, a limit of -1 refusing every amount.
+    d, _, _, first = _boot_retyped(vterm_factory, tmp_path, name, change)
+    assert first == {"alert": "params", "detail": "parameters damaged: " + text}, first
+    s = d.command("status").data
+    assert (s["mode"], s["mode_detail"], s["region"]) == ("parameters damaged", text, None), s
+    for line in ("region use 440300", "region list", "batch add 100", "login 02 2222"):
+        r = d.command(line)
+        assert r.code == "notready" and "PARAMETERS DAMAGED" in r.message, (line, r.raw)
+    r = d.command("param check")
+    assert (r.code, r.message) == ("damaged", text), r.raw
+    assert d.command("echo still serving").data == {"echo": "still serving"}
+
+
+def test_a_set_that_fails_the_schema_loses_nothing_and_an_import_repairs_it(vterm_factory, tmp_path):
+    def before(d):
+        assert d.command("login 02 2222").ok and d.command("region use 440300").ok   # set.bak too
+        assert d.command("batch add 250").ok
+
+    d, flash, files, first = _boot_retyped(vterm_factory, tmp_path, "merchant", lambda m: [m], before)
+    assert first.get("detail") == "parameters damaged: merchant: invalid merchant: must be an object", first
+    assert d.command("status").data["mode"] == "parameters damaged"
+    assert d.command("batch").data["batches"] == {"440300": [1, 250, 1]}
+    d.close()
+    d.vterm.stop()
+    after = _files(flash)
+    log = after.pop("log")
+    assert log.startswith(files.pop("log")) and b"merchant: invalid merchant" in log
+    assert after == files, "changed in flash: %s" % sorted(n for n in set(after) | set(files)
+                                                          if after.get(n) != files.get(n))
+    # Damaged, so open to provisioning without a login, as after a bad checksum.
+    d = vterm_factory(heap=HEAP, flash=flash, fresh=False)
+    d.wait_ready(15)
+    from roampos import provision
+    assert provision.provision(d, provision.load_set(EXAMPLE))["import"] == "done"
+    s = d.command("status").data
+    assert (s["mode"], s["region"]) == ("ready", "310000"), s
+    assert d.command("param check").ok
+    assert d.command("batch").data["batches"] == {"440300": [1, 250, 1]}

@@ -370,6 +370,27 @@ def test_boot_load_recovers_like_recover():
     assert alerts() == ["parameters damaged: merchant: checksum mismatch"], alerts()
 
 
+def test_boot_load_refuses_a_set_the_schema_refuses():
+    # Sound checksums are not a sound set: a record that fails the rules an import applies (a
+    # writer's bug, stricter rules in newer firmware) is reported as damaged, naming the record and
+    # the field, and nothing in flash changes (no fallback: set.bak stays, and so does the set).
+    ver, recs = schema.split(example())
+    for second, text in (
+            ({"r440300": dict(recs["r440300"], limits=5)},
+             "r440300: invalid profiles.440300.limits: must be an object"),
+            ({"grants": {"440300": recs["grants"][0]}}, "grants: invalid authorized: must be a list"),
+            ({"merchant": [recs["merchant"]]}, "merchant: invalid merchant: must be an object"),
+            ({"active": {"region": "810000"}},
+             "active: invalid active.region: '810000' is not an authorized region")):
+        provisioned(second)
+        before = files()
+        state = boot_load()
+        assert (state.mode, state.mode_detail, state.region) == ("parameters damaged", text, None), \
+            (state.mode, state.mode_detail)
+        assert alerts() == ["parameters damaged: " + text], alerts()
+        assert files() == sorted(before + ["log"]) and "set.bak" in before, files()  # log: the alert
+
+
 def test_boot_load_empty_store():
     dev = CutFlash()
     mount(dev, fresh=True)
