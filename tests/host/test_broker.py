@@ -459,9 +459,9 @@ def test_queues_and_retained_store_are_bounded_in_bytes(broker, monkeypatch):
     sub(keeper, "q/#")
     close(keeper)
     p = client(broker)
-    for i in range(10):
+    for i in range(10):   # retained at QoS 0: a QoS 1 one the store cannot take is refused (below)
+        p.publish("r/%d" % i, b"y" * 100_000, qos=0, retain=True)
         p.publish("q/x", b"y" * 100_000, qos=1).wait_for_publish(5)
-        p.publish("r/%d" % i, b"y" * 100_000, qos=1, retain=True).wait_for_publish(5)
     b = broker.broker
     assert len(b.sessions["keeper3"].queue) == 3 and b.sessions["keeper3"].queued_bytes == 300_000
     assert len(b.retained) == 3 and b.retained_bytes == 300_000
@@ -621,3 +621,188 @@ def test_a_share_group_named_with_a_wildcard_is_refused(broker):
     s.sendall(packet(8, 2, struct.pack("!H", 1) + encode_str("$share/g+/t") + b"\x01"))
     assert recv_packets(s, 1)[0] == (9, 0, b"\x00\x01\x80")    # SUBACK: failure
     s.close()
+
+
+# -- bounds on all clients together (each failed on the broker before them) -----------------------
+from roampos.host.wire import WireClient  # noqa: E402
+
+
+def wire(b, cid, subs=(), on_message=None):
+    """A connected WireClient (clean session off, QoS 1, explicit acks), subscribed to `subs`."""
+    w = WireClient("127.0.0.1", b.broker.port, cid, keepalive=30, subscriptions=list(subs))
+    subscribed = []
+    w.on_subscribe = lambda: subscribed.append(1)
+    if on_message:
+        w.on_message = on_message
+    w.connect()
+    end = time.monotonic() + 5
+    while subs and not subscribed and time.monotonic() < end:
+        w.loop(0.05)
+    assert not subs or subscribed, "no SUBACK"
+    return w
+
+
+def until(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.01)
+    return cond()
+
+
+def settle(w, timeout=5.0):
+    """Pump `w` until the broker acknowledged all its publishes (True) or closed the connection (False)."""
+    end = time.monotonic() + timeout
+    while w.inflight and time.monotonic() < end:
+        if w.loop(0.05):
+            return False
+    assert not w.inflight or not w.connected(), "neither acknowledged nor closed"
+    return True
+
+
+def test_sessions_are_capped_and_a_known_client_always_gets_its_session_back(broker, monkeypatch, caplog):
+    monkeypatch.setattr(broker_mod, "MAX_SESSIONS", 3)
+    b = broker.broker
+    for cid in ("ghost-1", "ghost-2"):            # persistent sessions that subscribe and go away
+        wire(broker, cid, ["fan/#"]).disconnect()
+    live = raw(broker, "live")                    # a connected one: 3 sessions
+    with pytest.raises(ConnectionRefusedError, match="return code 3"):
+        wire(broker, "ghost-3")                   # CONNACK 3, server unavailable
+    assert "ghost-3" not in b.sessions and len(b.sessions) == 3
+    assert caplog.text.count("refusing client ghost-3") == 1
+    back = wire(broker, "ghost-1")                # a known client ID: always its session back
+    assert back.session_present
+    again = wire(broker, "ghost-1")               # and a takeover of a connected one
+    assert again.session_present and len(b.sessions) == 3
+    live.close()                                  # a clean session ends: room for one more
+    end = time.monotonic() + 5
+    while "live" in b.sessions and time.monotonic() < end:
+        time.sleep(0.02)
+    wire(broker, "ghost-3").disconnect()
+    assert len(b.sessions) == 3
+    again.disconnect()
+    back.close()
+
+
+def test_a_full_broker_withholds_the_puback_and_the_resent_message_is_delivered_once(broker, monkeypatch, caplog):
+    # Offline queues fill the broker's total: a QoS 1 PUBLISH it cannot keep is not acknowledged
+    # and its publisher is disconnected; the client keeps it and sends it again after reconnecting.
+    cost = len("q/x") + 1000 + broker_mod.COPY_COST
+    monkeypatch.setattr(broker_mod, "MAX_TOTAL_BYTES", 3 * cost)
+    b = broker.broker
+    wire(broker, "away", ["q/#"]).disconnect()
+    pub = wire(broker, "pub")
+    for i in range(3):
+        pub.publish("q/x", b"%04d" % i + b"m" * 996)
+    assert settle(pub) and until(lambda: len(b.sessions["away"].queue) == 3)
+    pub.publish("q/x", b"0003" + b"m" * 996)
+    assert not settle(pub), "acknowledged although the broker cannot keep it"
+    assert len(pub.inflight) == 1 and len(b.sessions["away"].queue) == 3 and b.total_bytes == 3 * cost
+    assert "PUBLISH 4 on q/x not acknowledged" in caplog.text
+    pub.connect()                                 # resent with DUP while still full: refused again
+    assert not settle(pub) and len(pub.inflight) == 1
+    got = []
+    away = wire(broker, "away", on_message=lambda m: (got.append(m.payload[:4]), away.ack(m)))
+    end = time.monotonic() + 5
+    while len(got) < 3 and time.monotonic() < end:
+        away.loop(0.05)
+    assert got == [b"0000", b"0001", b"0002"]
+    while b.total_bytes and time.monotonic() < end:   # its PUBACKs free the broker
+        away.loop(0.05)
+    assert b.total_bytes == 0
+    pub.connect()
+    assert settle(pub), "the resent message was refused once there was room"
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        away.loop(0.05)
+    assert got == [b"0000", b"0001", b"0002", b"0003"]   # delivered once
+    assert b.total_bytes == 0
+    pub.disconnect()
+    away.disconnect()
+
+
+def test_pubacks_sent_after_a_refused_publish_still_free_the_broker(broker, monkeypatch):
+    # A worker commits, then writes its responses and then its PUBACKs at once. With the broker full
+    # of the requests it holds, the first response is refused: were the connection closed there,
+    # the PUBACKs behind it would never be read and the broker would stay full for good.
+    cost = len("req/1") + 500 + broker_mod.COPY_COST
+    monkeypatch.setattr(broker_mod, "MAX_TOTAL_BYTES", 2 * cost)
+    b = broker.broker
+    reqs = []
+    worker = wire(broker, "worker", ["req/#"], on_message=reqs.append)
+    terminal = client(broker)
+    sub(terminal, "rsp/#")
+    for i in (1, 2):
+        terminal.publish("req/%d" % i, b"r" * 500, qos=1).wait_for_publish(5)
+    end = time.monotonic() + 5
+    while len(reqs) < 2 and time.monotonic() < end:
+        worker.loop(0.05)
+    assert len(reqs) == 2
+    for m in reqs:
+        worker.publish("rsp/" + m.topic[4:], b"a" * 500)
+    for m in reqs:
+        worker.ack(m)
+    assert not settle(worker), "the broker had no room for the responses"
+    assert b.sessions["worker"].inflight == {} and b.total_bytes == 0   # the PUBACKs were read
+    assert len(worker.inflight) == 2
+    worker.connect()                              # both responses again, in order
+    assert settle(worker)
+    assert [terminal.q.get(timeout=5)[0] for _ in range(2)] == ["rsp/1", "rsp/2"]
+    with pytest.raises(queue.Empty):
+        terminal.q.get(timeout=0.5)
+    time.sleep(0.3)
+    assert reqs[2:] == []                         # acknowledged: not redelivered
+    worker.disconnect()
+    close(terminal)
+
+
+def test_a_full_retained_store_refuses_qos1_and_keeps_qos0_unretained(broker, monkeypatch, caplog):
+    monkeypatch.setattr(broker_mod, "MAX_RETAINED_BYTES", 200)
+    b = broker.broker
+    p = client(broker, cid="params", clean=False)   # paho: keeps what was not acknowledged, resends it
+    p.reconnect_delay_set(0.2, 0.5)
+    p.publish("r/1", b"x" * 150, qos=1, retain=True).wait_for_publish(5)
+    info = p.publish("r/2", b"y" * 100, qos=1, retain=True)
+    info.wait_for_publish(1.5)
+    assert not info.is_published(), "acknowledged a retained message the store cannot keep"
+    assert "r/2" not in b.retained and "(retained store full (1 topics, 150 bytes))" in caplog.text
+    other = client(broker)
+    other.publish("r/1", b"", qos=1, retain=True).wait_for_publish(5)   # clearing always fits
+    info.wait_for_publish(10)                       # resent after a reconnect, now kept
+    assert info.is_published() and until(lambda: "r/2" in b.retained)
+    assert b.retained["r/2"].payload == b"y" * 100
+    watcher = client(broker)
+    sub(watcher, "r/#")
+    watcher.q.get(timeout=5)
+    other.publish("r/3", b"w" * 150, qos=0, retain=True)   # QoS 0: nothing to push back on
+    assert watcher.q.get(timeout=5)[:2] == ("r/3", b"w" * 150)
+    assert "r/3" not in b.retained and "r/3 delivered but not retained" in caplog.text
+    assert other.is_connected()
+    close(watcher, other, p)
+
+
+def test_under_a_full_broker_what_no_client_awaits_an_ack_for_is_dropped_and_logged(broker, monkeypatch, caplog):
+    # QoS 0 is never queued here, so a full broker costs it nothing and its publisher is not cut;
+    # a last will (QoS 1) has no publisher to push back on: dropped for the session, logged.
+    cost = len("q/x") + 100 + broker_mod.COPY_COST
+    monkeypatch.setattr(broker_mod, "MAX_TOTAL_BYTES", 2 * cost)
+    b = broker.broker
+    wire(broker, "away", ["q/#"]).disconnect()
+    watch = client(broker)
+    watch.subscribe("q/#", 0)
+    watch.subs.get(timeout=5)
+    p = client(broker, cid="p0")
+    for i in range(2):
+        p.publish("q/x", b"%03d" % i + b"m" * 97, qos=1).wait_for_publish(5)
+    until(lambda: len(b.sessions["away"].queue) == 2)
+    p.publish("q/x", b"qos0", qos=0)
+    got = [watch.q.get(timeout=5)[1] for _ in range(3)]
+    assert got[2] == b"qos0"
+    dying = raw(broker, "dying", will=("q/will", b"gone"))
+    dying.close()
+    assert watch.q.get(timeout=5)[:2] == ("q/will", b"gone")   # delivered where it costs nothing
+    time.sleep(0.2)
+    assert len(b.sessions["away"].queue) == 2 and b.total_bytes == 2 * cost
+    assert "session away: %d bytes kept for sessions; q/will dropped" % (2 * cost) in caplog.text
+    time.sleep(broker_mod.REFUSE_GRACE_S + 0.2)
+    assert b.sessions["p0"].conn is not None   # the QoS 0 publisher was not cut
+    close(watch, p)

@@ -32,6 +32,19 @@ log = logging.getLogger("roampos.broker")
 # dropped (its persistent session keeps what was unacknowledged). Bursts the broker sends by itself
 # (redelivery at reconnect, retained messages for a new subscription) wait for the client to read
 # past PACE bytes instead, so a client that reads is never taken for one that does not.
+#
+# Bounds on all clients together, so that many of them (client IDs with clean session off that
+# subscribe and go away while others publish to them) cannot exhaust the broker either: at most
+# MAX_SESSIONS sessions, connected or not (a CONNECT that would add one more is refused with
+# CONNACK 3, server unavailable; a known client ID always gets its session back), and at most
+# MAX_TOTAL_BYTES kept for them (queued, in flight, held for a $share group), each copy counted as
+# its topic and payload plus COPY_COST, what a kept copy costs beyond them (about 160 bytes measured:
+# a queue of empty messages is not free). Where that total or the retained store is full, a PUBLISH
+# the client awaits a PUBACK (PUBREC) for is refused whole: see _refuse.
+MAX_SESSIONS = 10_000
+MAX_TOTAL_BYTES = 64 << 20
+COPY_COST = 200
+REFUSE_GRACE_S = 0.5   # a connection whose PUBLISH was refused reads on this long, then is closed
 MAX_INFLIGHT = 1000
 MAX_QUEUED = 100_000
 MAX_QUEUED_BYTES = 64 << 20
@@ -63,6 +76,7 @@ class Connection:
         self.session: Optional[Session] = None
         self.will: Optional[Message] = None
         self.keepalive = 0
+        self.refused_until: Optional[float] = None   # loop time this connection closes at (_refuse)
 
     def send(self, data: bytes) -> None:
         if self.writer.is_closing():
@@ -76,7 +90,10 @@ class Connection:
 
     async def read_packet(self) -> Tuple[int, int, bytes]:
         # A silent client is dropped after 1.5 keepalive periods (MQTT 3.1.1 §3.1.2.10).
-        return await read_packet(self.reader, self.keepalive * 1.5 if self.keepalive else None)
+        timeout = self.keepalive * 1.5 if self.keepalive else None
+        if self.refused_until is not None:
+            timeout = max(0.0, self.refused_until - asyncio.get_running_loop().time())
+        return await read_packet(self.reader, timeout)
 
     async def drain(self, above: int = 0) -> None:
         """Wait for the client to read what is queued for it (when more than `above` bytes wait),
@@ -112,6 +129,7 @@ class Broker:
             self.held[(group, f)] = []
         self.held_bytes: Dict[Tuple[str, str], int] = collections.defaultdict(int)
         self.retained_bytes = 0
+        self.total_bytes = 0   # what sessions' queues, in-flight messages and `held` cost (_cost)
         # Round robin per group: one counter for all would hand every request to one worker when
         # requests and heartbeats (two groups' filters) alternate.
         self._rr: Dict[Tuple[str, str], "itertools.count[int]"] = collections.defaultdict(itertools.count)
@@ -209,6 +227,10 @@ class Broker:
             while client_id in self.sessions:
                 client_id = f"anon-{next(self._anon)}"
         old = self.sessions.get(client_id)
+        if old is None and len(self.sessions) >= MAX_SESSIONS:
+            log.warning("refusing client %s: %d sessions, the most the broker keeps", client_id, len(self.sessions))
+            conn.send(packet(CONNACK, 0, b"\x00\x03"))  # server unavailable
+            return False
         if old and old.conn:
             old.conn.close()   # session takeover: the old connection ends without DISCONNECT,
             if old.conn.will is not None:   # so its will is published (§3.1.2-8)
@@ -267,6 +289,7 @@ class Broker:
     def _requeue_shared(self, s: Session) -> None:
         """Unacknowledged messages of a departing shared-subscription member go to another member."""
         pending = list(s.inflight.values()) + list(s.queue)
+        self.total_bytes -= sum(_cost(msg) for msg, _ in pending)
         s.inflight, s.queue, s.queued_bytes = {}, collections.deque(), 0
         s.shares = {}
         for msg, share in pending:
@@ -291,14 +314,19 @@ class Broker:
                 if not mid:
                     raise ProtocolError("PUBLISH with packet id 0")   # §2.3.1
                 pos += 2
+            if qos == 2 and mid in s.qos2:   # accepted already: delivered once per id until its PUBREL
+                conn.send(packet(PUBREC, 0, struct.pack("!H", mid)))
+                return
+            msg = Message(topic, bytes(body[pos:]), min(qos, 1), bool(flags & 1))
+            route = self._route(msg)
+            if qos and (conn.refused_until is not None or self._refuse(conn, msg, mid, route)):
+                return   # not acknowledged: the client sends it again after reconnecting
             if qos == 2:   # accepted (§4.3.3, method B: deliver now, once per id until its PUBREL)
                 conn.send(packet(PUBREC, 0, struct.pack("!H", mid)))
-                if mid in s.qos2:
-                    return
                 s.qos2.add(mid)
             elif qos:  # ack first: umqtt.simple's publish() returns on the first PUBACK it sees
                 conn.send(packet(PUBACK, 0, struct.pack("!H", mid)))
-            self.publish(Message(topic, bytes(body[pos:]), min(qos, 1), bool(flags & 1)))
+            self._send_out(msg, route)
         elif ptype == PUBREL:
             if len(body) != 2:
                 raise ProtocolError("PUBREL length")
@@ -307,7 +335,9 @@ class Broker:
         elif ptype == PUBACK:
             if len(body) != 2:
                 raise ProtocolError("PUBACK length")
-            s.inflight.pop(struct.unpack("!H", body)[0], None)
+            done = s.inflight.pop(struct.unpack("!H", body)[0], None)
+            if done is not None:
+                self.total_bytes -= _cost(done[0])
             if s.queue and len(s.inflight) < MAX_INFLIGHT:
                 self._send_queued(s)
         elif ptype == UNSUBSCRIBE:
@@ -382,24 +412,19 @@ class Broker:
             waiting = self.held.get(key)
             if waiting:
                 self.held[key], self.held_bytes[key] = [], 0
+                self.total_bytes -= sum(_cost(msg) for msg in waiting)
                 for msg in waiting:
                     self._route_share(key, msg)
 
     # ------------------------------------------------------------ routing
     def publish(self, msg: Message) -> None:
-        if msg.retain:
-            old = self.retained.pop(msg.topic, None)
-            if old is not None:
-                self.retained_bytes -= len(old.payload)
-            if not msg.payload:
-                pass
-            elif len(self.retained) < MAX_RETAINED and self.retained_bytes + len(msg.payload) <= MAX_RETAINED_BYTES:
-                self.retained[msg.topic] = Message(msg.topic, msg.payload, msg.qos, True)
-                self.retained_bytes += len(msg.payload)
-            else:
-                log.warning("retained store full (%d topics, %d bytes): %s delivered but not retained",
-                            len(self.retained), self.retained_bytes, msg.topic)
-        out = Message(msg.topic, msg.payload, msg.qos, False)
+        """Store (if retained) and deliver a message no client awaits an ack for (a will)."""
+        self._send_out(msg, self._route(msg))
+
+    def _route(self, msg: Message) -> Tuple[List[Tuple[Session, int]], List[Tuple[str, str]], List[Tuple[str, str]]]:
+        """Where `msg` goes: (session, QoS) of plain subscriptions, the $share groups it goes to
+        one member of, the held groups without members it waits for."""
+        plain: List[Tuple[Session, int]] = []
         groups: Dict[Tuple[str, str], None] = {}
         for cid in list(self._exact.get(msg.topic, set()) | self._scan):
             s = self.sessions.get(cid)
@@ -410,23 +435,80 @@ class Broker:
                 if q > best and topic_matches(f, msg.topic):
                     best = q
             if best >= 0:
-                self._deliver(s, out, min(best, msg.qos), None)
+                plain.append((s, min(best, msg.qos)))
             for key in s.shares:
                 if topic_matches(key[1], msg.topic):
                     groups[key] = None
+        held = [key for key in self.held if key not in groups and topic_matches(key[1], msg.topic)]
+        return plain, list(groups), held
+
+    def _refuse(self, conn: Connection, msg: Message, mid: int, route: tuple) -> bool:
+        """Whether a QoS 1/2 PUBLISH is refused because the broker cannot keep every copy of it (the
+        total for sessions or the retained store is full): then it sends no PUBACK (PUBREC) and
+        closes the connection REFUSE_GRACE_S later; the client still holds the message and sends it
+        again after reconnecting (§4.4; MQTT 3.1.1 has no negative ack). Not dropped, as mosquitto's
+        max_queued_messages/bytes drop past one client's queue (so do the per-session bounds here):
+        that loses what the publisher was told is safe, and a full broker would do it to every
+        client. Refused before the ack, all copies or none (the resend would duplicate a partial
+        delivery), no acknowledged message is lost to this bound; mosquitto's memory_limit too
+        disconnects the publisher of a message it cannot take. Until the close the connection's
+        other packets are handled: the PUBACKs a worker writes after its refused responses free
+        room (closed at once, a worker whose requests fill the broker could never free it); its
+        later PUBLISHes are refused too, so they come again in order."""
+        plain, groups, held = route
+        need = (sum(q for _, q in plain) + len(groups) + len(held)) * _cost(msg)
+        if self.total_bytes + need > MAX_TOTAL_BYTES:
+            why = f"{self.total_bytes} bytes kept for sessions, {need} more would pass {MAX_TOTAL_BYTES}"
+        elif msg.retain and msg.payload and not self._retainable(msg):
+            why = f"retained store full ({len(self.retained)} topics, {self.retained_bytes} bytes)"
+        else:
+            return False
+        log.warning("client %s: PUBLISH %d on %s not acknowledged (%s); closing its connection, it "
+                    "sends the message again after reconnecting", conn.session.client_id if conn.session else "?",
+                    mid, msg.topic, why)
+        conn.refused_until = asyncio.get_running_loop().time() + REFUSE_GRACE_S
+        return True
+
+    def _retainable(self, msg: Message) -> bool:
+        old = self.retained.get(msg.topic)
+        count = len(self.retained) - (old is not None)
+        size = self.retained_bytes - (len(old.payload) if old is not None else 0)
+        return count < MAX_RETAINED and size + len(msg.payload) <= MAX_RETAINED_BYTES
+
+    def _send_out(self, msg: Message, route: tuple) -> None:
+        if msg.retain:
+            fits = self._retainable(msg)
+            old = self.retained.pop(msg.topic, None)
+            if old is not None:
+                self.retained_bytes -= len(old.payload)
+            if not msg.payload:
+                pass
+            elif fits:
+                self.retained[msg.topic] = Message(msg.topic, msg.payload, msg.qos, True)
+                self.retained_bytes += len(msg.payload)
+            else:   # QoS 0 (or a will): QoS 1/2 was refused before its ack (_refuse)
+                log.warning("retained store full (%d topics, %d bytes): %s delivered but not retained",
+                            len(self.retained), self.retained_bytes, msg.topic)
+        out = Message(msg.topic, msg.payload, msg.qos, False)
+        plain, groups, held = route
+        for s, qos in plain:
+            self._deliver(s, out, qos, None)
         for key in groups:
             self._route_share(key, out)
-        for key in self.held:
-            if key not in groups and topic_matches(key[1], msg.topic):
-                self._hold(key, out)
+        for key in held:
+            self._hold(key, out)
 
     def _hold(self, key: Tuple[str, str], msg: Message) -> None:
         waiting = self.held.get(key)
         if waiting is None or not msg.qos:
             return
-        if len(waiting) < MAX_QUEUED and self.held_bytes[key] + len(msg.payload) <= MAX_QUEUED_BYTES:
+        if self.total_bytes + _cost(msg) > MAX_TOTAL_BYTES:
+            log.warning("no member of $share/%s/%s and %d bytes kept for sessions: %s dropped", key[0], key[1],
+                        self.total_bytes, msg.topic)
+        elif len(waiting) < MAX_QUEUED and self.held_bytes[key] + len(msg.payload) <= MAX_QUEUED_BYTES:
             waiting.append(msg)
             self.held_bytes[key] += len(msg.payload)
+            self.total_bytes += _cost(msg)
         else:
             log.warning("no member of $share/%s/%s and %d waiting: %s dropped", key[0], key[1],
                         MAX_QUEUED, msg.topic)
@@ -441,6 +523,11 @@ class Broker:
         self._deliver(s, msg, min(s.shares[key], msg.qos), key)
 
     def _deliver(self, s: Session, msg: Message, qos: int, share: Optional[Tuple[str, str]]) -> None:
+        if qos and (s.conn is not None or not s.clean) and self.total_bytes + _cost(msg) > MAX_TOTAL_BYTES:
+            # Only what no client awaits a PUBACK for gets here (a will, retained messages for a new
+            # subscription): _refuse turned the rest away before acknowledging it.
+            log.warning("session %s: %d bytes kept for sessions; %s dropped", s.client_id, self.total_bytes, msg.topic)
+            return
         if qos and (s.conn is None or s.replaying is not None or len(s.inflight) >= MAX_INFLIGHT or s.queue):
             # Offline, or as many in flight as allowed: wait in order (a clean session offline
             # is gone, nothing to keep).
@@ -452,6 +539,7 @@ class Broker:
                 return
             s.queue.append((Message(msg.topic, msg.payload, qos, msg.retain), share))
             s.queued_bytes += len(msg.payload)
+            self.total_bytes += _cost(msg)
             return
         if s.conn is None:
             return
@@ -461,6 +549,7 @@ class Broker:
             while mid in s.inflight:  # at most MAX_INFLIGHT ids are taken: this ends
                 mid = next(s.mids)
             s.inflight[mid] = (Message(msg.topic, msg.payload, qos, msg.retain), share)
+            self.total_bytes += _cost(msg)
         s.conn.send(publish_packet(Message(msg.topic, msg.payload, qos, msg.retain), mid))
 
     def _send_queued(self, s: Session) -> None:
@@ -476,6 +565,10 @@ class Broker:
             mid = next(s.mids)
         s.inflight[mid] = (msg, share)
         s.conn.send(publish_packet(msg, mid))
+
+
+def _cost(msg: Message) -> int:
+    return len(msg.topic) + len(msg.payload) + COPY_COST
 
 
 def _check_topic(topic: str, what: str) -> None:
