@@ -19,17 +19,33 @@ class GM65:
         self.dropped = 0
 
     def poll(self):
-        # Non-blocking: the next complete code (str), or None.
+        # Non-blocking: the next complete code (str), or None. Reads no further than the chunk
+        # that completes one: a backlog stays in the UART, not in the heap.
         if self._pending:
             return self._pending.pop(0)
         uart = self.uart
-        while uart.any():
+        while not self._pending and uart.any():
             n = uart.readinto(self._chunk)
             if not n:
                 break
             for i in range(n):
                 self._byte(self._chunk[i])
         return self._pending.pop(0) if self._pending else None
+
+    def flush(self):
+        # Drop everything received so far without decoding it (stale codes, however many). A
+        # line still arriving (or cut by a UART overrun) is dropped at its end, not joined to
+        # the next code.
+        self._pending.clear()
+        partial = self._n > 0          # a line begun: its end is still to come
+        uart = self.uart
+        while uart.any():
+            n = uart.readinto(self._chunk)
+            if not n:
+                break
+            c = self._chunk[n - 1]
+            partial = c != _CR and c != _LF
+        self._n, self._bad = 0, partial
 
     def _byte(self, c):
         if c == _CR or c == _LF:

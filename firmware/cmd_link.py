@@ -46,7 +46,8 @@ def _set(text):
     _check(cfg)
     wifi, apn = cfg.get("wifi"), cfg.get("apn")
     link.configure(wifi, apn, cfg.get("order"))
-    return {"configured": True, "networks": len(wifi or []), "apns": len(apn or {})}
+    # What the link now uses: a field left out keeps its networks (they are not 0).
+    return {"configured": True, "networks": len(link._cfg["wifi"]), "apns": len(link._cfg["apn"])}
 
 
 def _check(cfg):

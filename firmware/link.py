@@ -30,12 +30,17 @@ def configure(wifi=None, apn=None, order=None):
     global _own, _reload
     _own = True
     _reload = False  # a profile read still pending must not undo this
+    old = (_cfg["wifi"], _cfg["apn"], _cfg["order"])
     if wifi is not None:
         _cfg["wifi"] = list(wifi)
     if apn is not None:
         _cfg["apn"] = dict(apn)
     if order is not None:
         _cfg["order"] = [k for k in order if k in ("wifi", "cell")]
+    # A link up on the old settings (a network or a kind now left out) would stay up as long as
+    # it holds: bring up the new ones, as after a region switch.
+    if state.link != "offline" and old != (_cfg["wifi"], _cfg["apn"], _cfg["order"]):
+        _set("offline", "reconfigured by link set")
     _start()
 
 
@@ -294,6 +299,12 @@ async def _run():
                 since_prefer = 0
                 if order[0] == "wifi":
                     await _wifi_up()     # switches state.link when it joins
+                elif getattr(getattr(boards.get(), "modem", None), "synced", False):
+                    # Cell first, on a modem that answered before (a silent one would block each
+                    # try for its timeouts): switches state.link when it registers.
+                    detail = info["detail"]
+                    if not _cell_up():
+                        info["detail"] = detail  # the link in use keeps its own detail
         except Exception as e:
             ms = BACKOFF_MS[min(fails, len(BACKOFF_MS) - 1)]
             fails += 1

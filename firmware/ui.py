@@ -96,10 +96,13 @@ def show_idle():
     link = link_label(state.link)
     fb.text(link, 128 - 8 * len(link), 0, 1)
     draw.row(fb, 1, state.region_name or (state.region or ""))
-    if state.mode != "ready":
-        draw.row(fb, 3, state.mode.upper(), inverted=True, center=True)
-    if state.location_warning:
-        draw.row(fb, 4, state.location_warning, inverted=True, center=True)
+    if state.mode != "ready":   # on row 3, or 2 and 3: "PARAMETERS DAMAGED" is 18 characters
+        lines = draw.wrap(state.mode.upper())
+        for i, ln in enumerate(lines):
+            draw.row(fb, 4 - len(lines) + i, ln, inverted=True, center=True)
+    if state.location_warning:  # rows 4 and 5
+        for i, ln in enumerate(draw.wrap(state.location_warning)):
+            draw.row(fb, 4 + i, ln, inverted=True, center=True)
     draw.row(fb, 7, "ENTER AMOUNT", center=True)
     _show()
     _drop_draw()

@@ -29,6 +29,21 @@ def row(fb, r, text, inverted=False, center=False):
     fb.text(text, x, y, 0 if inverted else 1)
 
 
+def wrap(text, n=2):
+    # text in at most n rows of COLS characters, broken at spaces (the last row is cut): a
+    # warning must be read whole ("location 440100 not authorized"), not cut at 16 characters.
+    out = []
+    for w in text.split():
+        if out and len(out[-1]) + 1 + len(w) <= COLS:
+            out[-1] += " " + w
+        elif len(out) < n:
+            out.append(w)
+        else:
+            out[-1] += " " + w
+            break
+    return out
+
+
 def big(fb, r, text, x=None, width=W):
     # Double-size text on rows r, r+1 (8 characters of 16x16 fit), right-aligned
     # as amounts are (or from x), on the 8-pixel grid. Longer text (an amount of

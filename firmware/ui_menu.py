@@ -51,5 +51,10 @@ def _enter():
         dbm = s.get("signal_dbm")   # None while no radio is up
         ui.message("SIGNAL", ("%s dBm" % ("--" if dbm is None else dbm),))
     else:
-        loc = state.location or {}
-        ui.message("LINK", (ui.link_label(state.link),) + tuple("%s %s" % kv for kv in sorted(loc.items()))[:4])
+        lines = [ui.link_label(state.link)]
+        for k, v in sorted((state.location or {}).items()):
+            if k == "bssid" and v:  # "02:52:50:00:00:01" is 17 characters: in two halves
+                lines += (k, v[:9], v[9:])
+            else:
+                lines.append("%s %s" % (k, v))
+        ui.message("LINK", lines)

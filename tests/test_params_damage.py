@@ -55,6 +55,8 @@ def test_damaged_set_is_reported_not_used(vterm_factory, tmp_path, fn, edit, tex
     s = d.command("status").data
     assert s["mode"] == "parameters damaged" and s["mode_detail"].startswith(text), s
     assert s["region"] is None, s
+    s = d.command("screen").data        # the mode whole, on two rows: not "PARAMETERS DAMAG"
+    assert s["text"][2:4] == ["PARAMETERS", "DAMAGED"] and s["inverted"] == [2, 3], s
     r = d.command("region use 440300")
     assert r.code == "notready" and "PARAMETERS DAMAGED" in r.message, r.raw
     # Not "denied ... needs a admin login": no one can log in on a damaged terminal.

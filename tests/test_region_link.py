@@ -91,3 +91,18 @@ def test_link_set_overrides_the_profiles_until_reboot(dut):
     dut.reboot_and_wait()                    # until the next boot
     s = _link(dut, "cell")
     assert s["link_detail"] == "registered 46000 apn cmnet", s
+
+
+def test_the_idle_screen_shows_the_whole_location_warning(dut):
+    # The warning is 30 characters: cut to one 16-character row it read "location 440100", with
+    # nothing to say that the terminal is somewhere it is not authorized.
+    _link(dut, "cell")
+    ok(dut, "sim cell 460 00 10800 4660")   # LAC 10800: Guangzhou (440100), not granted
+    status_until(dut, lambda s: s.get("location_warning") is not None, what="a location warning")
+    s = ok(dut, "screen")
+    assert s["screen"] == "idle" and s["text"][4:6] == ["location 440100", "not authorized"], s
+    assert s["inverted"] == [4, 5], s
+    ok(dut, "sim cell 460 00 6208 1715004")  # back in Shanghai
+    status_until(dut, lambda s: s.get("location_region") == "310000", what="Shanghai's cell")
+    s = ok(dut, "screen")
+    assert s["text"][4:6] == ["", ""] and s["inverted"] == [], s

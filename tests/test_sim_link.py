@@ -343,3 +343,40 @@ def test_wifi_back_is_preferred_again(dut):
     ok(dut, "sim link wifi up")
     s = status_until(dut, lambda s: s.get("link") == "wifi", timeout=15, what="wifi again")
     assert s["location"] == {"bssid": "02:52:50:00:00:01"}
+
+
+def test_the_link_screen_shows_the_whole_bssid(dut):
+    # MENU, LINK STATUS: "bssid 02:52:50:00:00:01" is 23 characters, cut to 16 it showed a
+    # BSSID that is not the access point's ("02:52:50:0").
+    online(dut, "wifi")
+    ok(dut, "sim key D 1 C")
+    s = ok(dut, "screen").data
+    assert s["text"][:6] == ["LINK", "", "WIFI", "bssid", "02:52:50:", "00:00:01"], s
+    ok(dut, "sim key A")
+
+
+def test_link_set_applies_while_a_link_is_up(dut):
+    # A bench engineer moves a terminal that is on WiFi to cellular: the new order takes effect
+    # now, not whenever the WiFi happens to drop.
+    online(dut, "wifi")
+    r = ok(dut, 'link set {"order": ["cell"]}')
+    assert r.data == {"configured": True, "networks": 2, "apns": 2}, r.raw   # kept, not 0
+    s = status_until(dut, lambda s: s.get("link") == "cell", timeout=15, what="link cell")
+    assert "apn cmnet" in s["link_detail"] and s["location"]["mcc"] == "460", s
+    ok(dut, 'link set {"order": ["wifi", "cell"], "wifi": [{"ssid": "roampos-backup", "psk": "backup-psk"}]}')
+    s = status_until(dut, lambda s: s.get("link") == "wifi", timeout=15, what="link wifi")
+    assert s["link_detail"] == "joined roampos-backup" and s["location"] == {"bssid": "02:52:50:00:00:02"}, s
+
+
+def test_cell_first_order_returns_to_cell(dut):
+    # order ["cell", "wifi"]: WiFi is the fallback, and the link goes back to cellular once it
+    # registers again, as it goes back to WiFi in the usual order.
+    fresh(dut)
+    ok(dut, "link set " + json.dumps(dict(CONFIG, order=["cell", "wifi"])))
+    status_until(dut, lambda s: s.get("link") == "cell", timeout=15, what="link cell")
+    ok(dut, "sim link cell down")
+    s = status_until(dut, lambda s: s.get("link") == "wifi", timeout=20, what="link wifi")
+    assert s["link_detail"] == "joined roampos-shop", s
+    ok(dut, "sim link cell up")
+    s = status_until(dut, lambda s: s.get("link") == "cell", timeout=20, what="cell again")
+    assert s["location"]["mcc"] == "460" and s["signal_dbm"] == -73, s
