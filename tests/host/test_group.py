@@ -1,4 +1,6 @@
 """The worker's group reads (Handler.begin_group) give the same decisions as reading per message."""
+import time
+
 from roampos import iso
 from roampos.termsim import SimTerminal
 from hostkit import MID, SERIAL, TID, TMK, handle_group, totals_from_ledger, totals_table
@@ -258,3 +260,117 @@ def test_a_failed_wal_sync_acknowledges_nothing(db, monkeypatch):
     with pytest.raises(SyncError, match="Input/output error"):
         w.process_batch([msg])
     assert w.client.published == [] and w.client.acked == []
+
+
+def test_a_ledger_reached_through_a_symlink_syncs_the_wal_sqlite_writes(tmp_path, monkeypatch):
+    """SQLite resolves a symlinked database path and keeps its WAL beside the real file: the sync
+    must fdatasync that WAL, not open '<link>-wal' (which does not exist: every group then failed
+    its sync and the worker exited, restarted and failed again, answering nothing)."""
+    import os
+    from roampos.host import db as dbm, registry, walsync
+    from roampos.host.service import Worker
+    from roampos.host.wire import Inbound
+    (tmp_path / "data").mkdir()
+    (tmp_path / "etc").mkdir()
+    real, link = tmp_path / "data" / "ledger.db", tmp_path / "etc" / "ledger.db"
+    d = dbm.connect(f"sqlite:///{real}")
+    registry.add_terminal(d, TID, SERIAL, MID, "Roaming Noodles", "48021000", "6222020000000001", "310000", {},
+                          TMK.hex())
+    os.symlink(real, link)
+    monkeypatch.setenv("ROAMPOS_HOST_KEY_FILE", str(real) + ".key")   # the key sits beside the real file
+    real_sync, synced = os.fdatasync, []
+
+    def watched(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_sync(fd)
+    monkeypatch.setattr(walsync.os, "fdatasync", watched)
+    w = Worker("mqtt://127.0.0.1:1", f"sqlite:///{link}")
+    w.client = _Client()
+    try:
+        term = SimTerminal(TID, MID, SERIAL, TMK)
+        term.apply_signon(w.handler.handle(TID, term.signon()).response)
+        w.process_batch([Inbound(f"roampos/v1/{TID}/req", term.financial(card(50), 100, cell="460-00-6200-1"),
+                                 1, 7, 1)])
+        assert w.client.acked == [7] and [iso.decode(p)["39"] for _, p in w.client.published] == ["00"]
+        assert synced and set(synced) == {os.path.realpath(real) + "-wal"}
+    finally:
+        w.db.close()
+        d.close()
+
+
+def test_a_synced_group_is_answered_while_the_worker_queues_for_the_write_lock(db, monkeypatch):
+    """Another writer (a second worker's group, `roampos terminal`) holds the ledger's write lock
+    when the worker starts its next group: the previous group, durable meanwhile, is answered
+    before the worker queues for the lock, not held back until the other writer commits."""
+    import os
+    import threading
+    from roampos.host import db as dbm
+    from roampos.host.wire import Inbound
+    if db.kind != "sqlite":
+        return  # PostgreSQL answers at its COMMIT
+    real, release = os.fdatasync, threading.Event()
+
+    def held(fd):
+        assert release.wait(10)
+        real(fd)
+    w, term = _sqlite_worker(db, monkeypatch, held)
+    msgs = [Inbound(f"roampos/v1/{TID}/req", term.financial(card(60 + i), 100 + i, cell="460-00-6200-1"), 1, i + 1, 1)
+            for i in range(2)]
+    w.process_batch(msgs[:1], wait_sync=False)           # committed; its sync is under way
+    other = dbm.Database(db.url)                           # the other writer takes the write lock
+    other._lock()
+    t = threading.Thread(target=w.process_batch, args=(msgs[1:],), kwargs={"wait_sync": False}, daemon=True)
+    try:
+        t.start()
+        time.sleep(0.2)
+        assert w.client.acked == []                        # still not durable
+        release.set()                                      # now it is: answered while waiting for the lock
+        end = time.monotonic() + 5
+        while not w.client.acked and time.monotonic() < end:
+            time.sleep(0.01)
+        assert w.client.acked == [1] and [iso.decode(p)["39"] for _, p in w.client.published] == ["00"]
+        assert t.is_alive()                                # and the next group still waits its turn
+    finally:
+        other._unlock()
+        t.join(10)
+        other.close()
+    w.answer_synced(wait=10, every=True)
+    assert w.client.acked == [1, 2]
+
+
+def test_a_failed_wal_sync_still_lets_the_durable_groups_before_it_go(db, monkeypatch):
+    """Groups whose sync returned are answered even when a later group's sync then fails and the
+    worker stops: their responses and PUBACKs leave before the SyncError, so the broker does not
+    redeliver durable requests (to a terminal that meanwhile timed out and reversed)."""
+    import errno
+    import os
+    import threading
+    import pytest
+    from roampos.host.walsync import SyncError
+    from roampos.host.wire import Inbound
+    if db.kind != "sqlite":
+        return  # PostgreSQL answers at its COMMIT
+    real, release, calls = os.fdatasync, threading.Event(), []
+
+    def first_then_broken(fd):
+        calls.append(fd)
+        if len(calls) > 2:
+            raise OSError(errno.EIO, "Input/output error")
+        if len(calls) == 2:
+            assert release.wait(10)   # the first group's
+        real(fd)
+    w, term = _sqlite_worker(db, monkeypatch, first_then_broken)
+    assert w.db.wal.wait(w.db.commit_seq, 10)     # the sign-on's sync is over
+    sent = []   # what reached the socket: queued packets leave only with flush()
+    w.client.flush = lambda: sent.extend(w.client.acked[len(sent):]) or True
+    msgs = [Inbound(f"roampos/v1/{TID}/req", term.financial(card(70 + i), 100 + i, cell="460-00-6200-1"), 1, i + 1, 1)
+            for i in range(2)]
+    w.process_batch(msgs[:1], wait_sync=False)    # its sync returns
+    end = time.monotonic() + 10
+    while len(calls) < 2 and time.monotonic() < end:
+        time.sleep(0.001)                          # that sync has begun: it covers this group only
+    w.process_batch(msgs[1:], wait_sync=False)    # committed while that sync runs: the next one fails
+    release.set()
+    with pytest.raises(SyncError):
+        w.answer_synced(wait=10, every=True)
+    assert w.client.acked == [1] and sent == [1]

@@ -10,7 +10,7 @@ import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, List, Optional, Sequence
 from urllib.parse import parse_qs, urlparse, urlunparse
 
 if TYPE_CHECKING:
@@ -145,6 +145,10 @@ class Database:
         self._defer = False
         self.wal: Any = None
         self.commit_seq = 0
+        # SQLite: while another process holds the write lock, called between tries to take it for as
+        # long as it returns True (a worker answers its groups whose sync returns meanwhile: queued
+        # on the lock, they would wait for the other writer's commit too).
+        self.lock_wait: Optional[Callable[[], bool]] = None
         # Lazy savepoints (a worker's group): nested transactions issue no SQL. A block that fails
         # after it wrote, or after a statement failed (PostgreSQL then refuses the rest of the
         # transaction), marks the transaction `dirty`; the worker rolls the group back and handles
@@ -171,8 +175,11 @@ class Database:
                 sync = sync if sync in ("FULL", "EXTRA", "NORMAL") else "FULL"
                 if self._defer and sync == "FULL" and wal and path != ":memory:":
                     # FULL's fdatasync of the WAL, done by self.wal after the lock is released.
+                    # The WAL sits beside the file SQLite opened, which is the path with its symlinks
+                    # resolved: ask SQLite, a '<path>-wal' beside a symlink does not exist.
                     from .walsync import WalSync
-                    sync, self.wal = "NORMAL", WalSync(path + "-wal")
+                    main = next(r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main")
+                    sync, self.wal = "NORMAL", WalSync((main or os.path.realpath(path)) + "-wal")
                 conn.execute(f"PRAGMA synchronous={sync}")
                 # A checkpoint every 10 000 WAL pages (40 MB) instead of 1000: a page the ledger's
                 # indexes dirty again and again is copied back once per checkpoint, and a worker's
@@ -302,6 +309,13 @@ class Database:
         """SQLite writers in several processes: queue on a file lock instead of SQLite's busy
         handler, which sleeps up to 100 ms between retries and wrecks tail latency."""
         if self._lockfile is not None:
+            while self.lock_wait is not None:
+                try:
+                    fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    if not self.lock_wait():
+                        break   # nothing left to do meanwhile: queue for it
             fcntl.flock(self._lockfile, fcntl.LOCK_EX)
 
     def _unlock(self) -> None:

@@ -61,6 +61,7 @@ class Worker:
         # is handled. PostgreSQL syncs in its COMMIT: answered at once.
         self.db.defer_sync()
         self.unsynced: "collections.deque" = collections.deque()
+        self.db.lock_wait = self._lock_wait
 
     def start(self) -> None:
         while not self.stopping.is_set():
@@ -181,15 +182,27 @@ class Worker:
         with `wait`, wait up to that long for the oldest (`every`: for each). A failed sync raises
         SyncError: the worker stops with those messages unacknowledged, for redelivery."""
         sent = False
-        while self.unsynced:
-            wal, seq, batch, results = self.unsynced[0]
-            if not wal.done(seq) and not (wait and wal.wait(seq, wait)):
-                break
-            self.unsynced.popleft()
-            self._answer(batch, results)
-            sent, wait = True, wait if every else 0
-        if sent:
-            self._flush()
+        try:
+            while self.unsynced:
+                wal, seq, batch, results = self.unsynced[0]
+                if not wal.done(seq) and not (wait and wal.wait(seq, wait)):
+                    break
+                self.unsynced.popleft()
+                self._answer(batch, results)
+                sent, wait = True, wait if every else 0
+        finally:
+            if sent:
+                # Also when a later group's sync failed: these are durable, and left unflushed the
+                # worker's exit would drop them, for redelivery to a terminal that may have reversed.
+                self._flush()
+
+    def _lock_wait(self) -> bool:
+        """Another writer holds the write lock the next group needs: answer what turns durable
+        meanwhile (the sync needs no lock), instead of holding it until that writer commits."""
+        if not self.unsynced:
+            return False
+        self.answer_synced(wait=0.005)
+        return True
 
     def _answer(self, batch: list, results: list) -> None:
         client = self.client

@@ -79,10 +79,10 @@ class WalSync:
                 target = self.committed
             try:
                 self._sync()
-            except OSError as exc:
-                # After a failed fsync Linux may have dropped the dirty pages: whatever the WAL
-                # holds is unknown, so nothing from here on is acknowledged (the worker exits and
-                # the broker redelivers to a fresh one).
+            except BaseException as exc:  # noqa: B902 - any failure: a thread that died silently
+                # would leave the worker waiting forever. After a failed fsync Linux may have
+                # dropped the dirty pages: whatever the WAL holds is unknown, so nothing from here
+                # on is acknowledged (the worker exits and the broker redelivers to a fresh one).
                 with self._cond:
                     self.error = exc
                     self._cond.notify_all()
