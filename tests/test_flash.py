@@ -53,6 +53,18 @@ def test_without_resume_mpremote_soft_resets_like_a_board(idle):
     assert "hello from raw repl" in out
 
 
+def test_mpremote_reset_restarts_the_application(dut):
+    # README: the app stays at the REPL after mpremote "until a reset (`mpremote ... reset`, ...)".
+    # mpremote's reset is `import machine; machine.reset()` and does not follow its output: without
+    # machine.reset the AttributeError went unseen and the console stayed at the REPL.
+    mpremote(dut, "exec", "print(1)")
+    dut.flush_input()
+    dut.events.clear()
+    mpremote(dut, "reset", resume=False)
+    assert dut.wait_ready(15)["ready"] is True
+    assert dut.command("echo back")["echo"] == "back"
+
+
 def test_fs_cp_persists_across_reboot_and_power_cut(dut, tmp_path):
     src = tmp_path / "note.txt"
     src.write_bytes(b"receipt header: \xe4\xb8\x8a\xe6\xb5\xb7\n")

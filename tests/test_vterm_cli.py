@@ -242,3 +242,25 @@ def test_run_says_so_when_the_terminal_goes_away(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_vterm_stops_on_sigterm_when_nobody_reads_its_console(tmp_path):
+    # A script that only writes (or a console nobody opened after a burst of events): the replies
+    # fill the pty; the vterm must still serve its signals, not block writing to the console.
+    p = subprocess.Popen(CLI + ["vterm", "--flash", str(tmp_path / "f.img")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        port = p.stdout.readline().split()[1]
+        fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
+        try:
+            for _ in range(300):  # ~300 `help` replies, far more than a pty holds
+                os.write(fd, b"help\r\n")
+            time.sleep(5)
+        finally:
+            os.close(fd)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

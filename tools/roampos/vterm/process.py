@@ -32,6 +32,7 @@ DEFAULT_FLASH = os.path.join(ROOT, "build", "vterm-flash.img")  # its ROMFS is D
 VHW = os.path.join(ROOT, "tools", "vterm")
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_PROMPT = b"\r\n>>> "
+CONSOLE_BACKLOG = 64 * 1024  # console output held for a reader that lags before the child waits
 
 
 def parse_size(text: str) -> int:
@@ -68,6 +69,13 @@ def compiled_vhw(cache: str = os.path.join(ROOT, "build", "vterm-vhw")) -> str:
                     with open(tmp, "wb") as f:
                         f.write(data)
                     os.replace(tmp, dst)  # parallel vterms may compile at once
+    # The vterm's `machine` (tools/vterm/machine.py: the built-in one plus reset), beside vhw.
+    src, dst = os.path.join(VHW, "machine.py"), os.path.join(cache, "machine.mpy")
+    if not os.path.exists(dst) or os.path.getmtime(dst) < os.path.getmtime(src):
+        tmp = dst + ".%d" % os.getpid()
+        with open(tmp, "wb") as f:
+            f.write(compile_py(src, "machine.py"))
+        os.replace(tmp, dst)
     # Drop compiled modules whose source is gone.
     for dirpath, _, filenames in os.walk(out_root):
         for fn in filenames:
@@ -103,6 +111,8 @@ def ensure_romfs(flash: str, fresh: bool = False) -> str:
     rom = romfs_path(flash)
     vhw = compiled_vhw()
     state = _code_state([os.path.join(ROOT, d) for d in CODE_DIRS] + [os.path.join(VHW, "vhw")])
+    st = os.stat(os.path.join(VHW, "machine.py"))
+    state += "%d:%d" % (st.st_size, st.st_mtime_ns)
     stamp = rom + ".src"
     if not fresh and os.path.exists(rom) and os.path.exists(stamp):
         with open(stamp) as fh:
@@ -136,6 +146,10 @@ class VirtualTerminal:
         self.con_master, self.con_slave = os.openpty()
         tty.setraw(self.con_slave)  # no echo, no CR/LF mangling, Ctrl-C is a byte
         self.console = os.ttyname(self.con_slave)
+        # Output nobody reads fills the pty (~4 KB): a blocking write there would stop the loop,
+        # and with it signals (SIGTERM, power cut). It waits in to_console instead.
+        os.set_blocking(self.con_master, False)
+        self.to_console = bytearray()
         self.tmp = tempfile.mkdtemp(prefix="roampos-vterm-")
         self.ctrl_path = os.path.join(self.tmp, "ctrl")
         os.mkfifo(self.ctrl_path)
@@ -241,14 +255,18 @@ class VirtualTerminal:
     # -- relay --------------------------------------------------------------
     def write_console(self, data: bytes) -> None:
         self.write_log(data)
-        view = memoryview(data)
-        while view:
+        self.to_console += data
+        self.flush_to_console()
+
+    def flush_to_console(self) -> None:
+        # As much as the pty takes now; the rest goes when the reader catches up (serve() stops
+        # reading the child meanwhile, so it waits on its output as on a slow UART).
+        while self.to_console:
             try:
-                n = os.write(self.con_master, view)
-            except BlockingIOError:
-                select.select([], [self.con_master], [], 1.0)
-                continue
-            view = view[n:]
+                n = os.write(self.con_master, self.to_console)
+            except (BlockingIOError, OSError):
+                return
+            del self.to_console[:n]
 
     def from_child(self, data: bytes) -> None:
         if self.swallow is not None:
@@ -299,9 +317,11 @@ class VirtualTerminal:
                     self.cleanup()
                     return 0
             fds = [self.con_master, self.ctrl_fd, self.wake_r]
-            if self.mp_master >= 0:
+            if self.mp_master >= 0 and len(self.to_console) < CONSOLE_BACKLOG:
                 fds.append(self.mp_master)
             wfds = [self.mp_master] if self.to_child and self.mp_master >= 0 else []
+            if self.to_console:
+                wfds.append(self.con_master)
             try:
                 r, w, _ = select.select(fds, wfds, [], 0.2)
             except InterruptedError:
@@ -338,6 +358,7 @@ class VirtualTerminal:
             elif self.swallow is not None and time.monotonic() > self.swallow_deadline:
                 self.from_child(b"")
             self.flush_to_child()
+            self.flush_to_console()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
