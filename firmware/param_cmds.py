@@ -261,6 +261,16 @@ def _commit(imp):
             raise CommandError("badimport", "received %d of %d bytes; import aborted" % (got, n))
         if run & 0xFFFFFFFF != c:
             raise CommandError("badimport", "checksum %08x, expected %08x; import aborted" % (run & 0xFFFFFFFF, c))
+        # As `region use`: a set that moves the terminal must not strand the region's open batch.
+        # Asked before the set is parsed (and its helpers freed): the commit's heap peak is there.
+        stranded = None
+        if state.region is not None:
+            from firmware import params_region
+            try:
+                params_region.no_open_batch(state.region)
+            except CommandError as e:
+                stranded = e
+            params.unload()
         try:
             with open(_IMPORT) as f:
                 s = json.load(f)
@@ -279,6 +289,8 @@ def _commit(imp):
             from firmware import params_region   # the new set moves the terminal to another region
 
             params_region.no_sale_waiting(state.region)
+            if stranded:
+                raise stranded
         for name in _store().names():
             if name[0] == "r" and name not in recs:
                 recs[name] = None  # a profile the new set drops

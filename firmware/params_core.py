@@ -116,7 +116,11 @@ def commit(changes, pv=None, after=None):
         if (now["v"] if now else 0) == before:
             raise
         _saved_anyway(after)
-    # In flash now, whatever happens next: the terminal must act on it and say so.
+    # In flash now, whatever happens next: the terminal must act on it and say so. The records
+    # given are not needed any more (callers pass them for this commit only): dropped before
+    # apply() reads them back, or an import holds a whole set twice at its peak.
+    changes.clear()
+    gc.collect()
     try:
         apply()
         if state.location is not None:

@@ -74,19 +74,26 @@ def no_sale_waiting(cur):
         raise CommandError("busy", "a sale of %d is waiting in region %s; cancel it first" % (sale.amount, cur))
 
 
-def use(code):
+def no_open_batch(cur):
+    # A batch without per-region batches must be settled before the terminal leaves its region:
+    # `batch settle` works only in the active region, so a batch left behind (by `region use`, or
+    # a new set that withdraws the region) could never be settled on this terminal.
     from firmware import params_batch
 
+    n = params_batch.unsettled(cur)
+    if n and not params_core.record("r" + cur).get("batch_per_region", False):
+        raise CommandError("unsettled", "region %s has %d unsettled transaction%s; settle before switching" % (
+            cur, n, "" if n == 1 else "s"))
+
+
+def use(code):
     cur = state.region
     if code == cur:
         return {"region": code, "name": state.region_name, "changed": False}
     no_sale_waiting(cur)
     check(code)
     p = params_core.record("r" + code)
-    n = params_batch.unsettled(cur)
-    if n and not params_core.record("r" + cur).get("batch_per_region", False):
-        raise CommandError("unsettled", "region %s has %d unsettled transaction%s; settle before switching" % (
-            cur, n, "" if n == 1 else "s"))
+    no_open_batch(cur)
     def logged():
         _log({"t": int(time.time()), "ev": "region", "from": cur, "to": code, "op": state.operator})
         console.event({"region": code, "name": p["name"], "from": cur})

@@ -205,3 +205,28 @@ def test_no_parameter_set_moves_the_region_under_a_waiting_sale(dut):
     dut.wait_event(lambda e: e.get("sale", {}).get("state") == "cancelled", 5)
     assert provision.provision(dut, provision.load_set(path), operator="01", pin="123456")["import"] == "done"
     assert ok(dut, "status")["region"] == "310000"
+
+
+def test_no_parameter_set_moves_the_region_away_from_its_unsettled_batch(dut):
+    # A new set that withdraws the active region moved the terminal home with the region's batch
+    # open: `batch settle` works only in the active region and the region could not be chosen
+    # again, so the batch was stranded. Refused as `region use` refuses, until it is settled.
+    from roampos import provision
+
+    def withdrawn(s):
+        _more_regions(s)
+        s["version"] = 50
+        s["authorized"] = [g for g in s["authorized"] if g["region"] != "440300"]
+        del s["profiles"]["440300"]
+    path = example_set_with(withdrawn, "roampos-withdrawn-sz-")
+    ok(dut, "login 02 2222")
+    ok(dut, "region use 440300")
+    ok(dut, "batch add 700")
+    with pytest.raises(provision.ProvisionError) as e:
+        provision.provision(dut, provision.load_set(path), operator="01", pin="123456")
+    assert "unsettled" in str(e.value) and "440300" in str(e.value), e.value
+    assert ok(dut, "status")["region"] == "440300"
+    assert ok(dut, "batch settle")["total"] == 700
+    assert provision.provision(dut, provision.load_set(path), operator="01", pin="123456")["import"] == "done"
+    assert ok(dut, "status")["region"] == "310000"
+    assert "440300" not in ok(dut, "batch")["batches"]
