@@ -29,7 +29,9 @@ _active = None
 # hold state (cmd_param's import in progress, link) stay once loaded.
 _TRANSIENT = ("firmware.cmd_system", "firmware.cmd_screen", "firmware.cmd_sim",
               "firmware.screen_text", "firmware.params", "firmware.commands",
-              "firmware.version")
+              "firmware.version", "firmware.scanner")
+# firmware.scanner: the sale's scanner task runs on in its own globals; once it ends the module
+# leaves the heap (kept, it fragmented the heap a parameter import needs after a sale).
 
 
 

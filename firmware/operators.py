@@ -68,6 +68,9 @@ def login(op_id, pin):
     from firmware import params_store as store
 
     _ready()
+    # Whoever types a login now is at the terminal: the session before ends, also when this one
+    # fails (a wrong PIN must not leave a supervisor's session open for the one who typed it).
+    state.operator = state.role = None
     ops = params_core.record("ops")
     o = find(ops, op_id)
     tries = _tries()

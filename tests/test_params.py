@@ -112,6 +112,22 @@ def test_wrong_pins_lock_operator_across_reset(dut):
     assert ok(dut, "login 03 4321") == {"operator": "03", "role": "cashier"}
 
 
+def test_a_failed_login_ends_the_session_before_it(dut):
+    # Whoever types a login is at the terminal: a wrong PIN (or an unknown operator) must not leave
+    # the supervisor's session open for them.
+    ok(dut, "login 02 2222")
+    assert ok(dut, "status")["operator"] == "02"
+    err(dut, "login 03 1", "denied", "unknown operator or wrong PIN")
+    assert ok(dut, "status")["operator"] is None
+    err(dut, "region use 440300", "denied", "needs a supervisor login")
+    ok(dut, "login 02 2222")
+    err(dut, "login 99 1", "denied", "unknown operator or wrong PIN")
+    err(dut, "region use 440300", "denied", "needs a supervisor login")
+    ok(dut, "login 01 123456")
+    assert ok(dut, "operator passwd 03 3333")["pin"] == "changed"   # 03's try counted above
+    ok(dut, "logout")
+
+
 def test_last_admin_waits_instead_of_locking_for_good(vterm_factory):
     """Only reflashing could unlock the last admin: past the limit its tries are spaced out instead
     (1 min, doubling), on uptime since the last wrong PIN or since boot, so a reset does not help."""
