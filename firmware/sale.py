@@ -19,8 +19,11 @@ def refused(minor=0):
     from firmware import params
     from firmware.console import CommandError
 
-    if state.mode != params.READY:
+    if state.mode == params.EMPTY:
         return None  # no parameter set, so no regions: the bench flow up to the card read
+    if state.mode != params.READY:
+        # A set it cannot trust (damaged, or saved but not published): no sale on defaults.
+        return "notready", "terminal is %s" % state.mode.upper()
     try:
         from firmware import params_region  # loaded for the check only: a sale runs at idle's heap
         params_region.check(state.region, need_clock=False)
@@ -39,7 +42,7 @@ def start(minor):
     why = refused(minor)
     if why is not None:
         console.event({"sale": {"amount": minor, "state": "refused", "error": why[0], "detail": why[1]}})
-        ui.message("NOT ALLOWED", (why[0].upper(), "region %s" % state.region))
+        ui.message("NOT ALLOWED", (why[0].upper(), "region %s" % state.region) if state.region else (why[0].upper(),))
         return
     amount = minor
     _stop_timer()

@@ -225,6 +225,11 @@ def test_a_record_that_fails_the_schema_is_reported_at_boot(vterm_factory, tmp_p
     for line in ("region use 440300", "region list", "batch add 100", "login 02 2222"):
         r = d.command(line)
         assert r.code == "notready" and "PARAMETERS DAMAGED" in r.message, (line, r.raw)
+    # No sale on a set it cannot trust (it used to reach TAP CARD with no region, limits or currency).
+    assert d.command("sim key 1 2 5 C").ok
+    sale = d.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert (sale["state"], sale["error"], sale["amount"]) == ("refused", "notready", 125), sale
+    assert "NOT ALLOWED" in d.command("screen").data["text"][0], d.command("screen").raw
     r = d.command("param check")
     assert (r.code, r.message) == ("damaged", text), r.raw
     assert d.command("echo still serving").data == {"echo": "still serving"}
