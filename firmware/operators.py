@@ -99,7 +99,10 @@ def login(op_id, pin):
     except (TypeError, KeyError, ValueError):
         raise CommandError("damaged", "operator %s has no valid PIN hash; load the parameter set again" % op_id)
     if not good:
-        state.pin_fail_ms = time.ticks_ms()
+        if o["role"] == "admin":
+            # The last admin's back-off runs from its own last wrong PIN: a cashier typing wrong
+            # PINs every minute must not keep restarting it (the admin locked out for good).
+            state.pin_fail_ms = time.ticks_ms()
         _log_fail(op_id, "wrong PIN")
         left = limit - n - 1
         if left <= 0 and (last or _last_admin(ops, o, tries)):

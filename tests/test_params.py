@@ -3,6 +3,7 @@ sees them, operators and lockout, chunked import by the provision tool."""
 import base64
 import json
 import os
+import time
 import zlib
 
 import pytest
@@ -137,6 +138,11 @@ def test_last_admin_waits_instead_of_locking_for_good(vterm_factory):
     err(dut, "login 01 111111", "denied", "1 try left")
     err(dut, "login 01 999999", "locked", "wrong PIN; operator 01 is the last admin: next try in 60 s")
     err(dut, "login 01 123456", "locked", "operator 01 is the last admin: next try in")  # even the right PIN
+    # Others' wrong PINs do not restart its wait (a cashier could keep the admin out for good).
+    time.sleep(2.2)
+    err(dut, "login 03 0000", "denied", "2 tries left")
+    r = dut.command("login 01 123456")
+    assert r.code == "locked" and int(r.message.split("next try in ")[1].split()[0]) <= 58, r.raw
     dut.reboot_and_wait()
     r = dut.command("login 01 123456")
     assert r.code == "locked" and "next try in" in r.message, r.raw
