@@ -169,21 +169,10 @@ class Database:
                 conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False,
                                        cached_statements=512)
                 wal = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
-                # FULL: an acknowledged message survives power loss. NORMAL (WAL) survives a crash
-                # of the process but not of the machine; only for benchmarks and tests.
-                sync = os.environ.get("ROAMPOS_SQLITE_SYNC", "FULL").upper()
-                sync = sync if sync in ("FULL", "EXTRA", "NORMAL") else "FULL"
-                if self._defer and sync == "FULL" and wal and path != ":memory:":
-                    # FULL's fdatasync of the WAL, done by self.wal after the lock is released.
-                    # The WAL sits beside the file SQLite opened, which is the path with its symlinks
-                    # resolved: ask SQLite, a '<path>-wal' beside a symlink does not exist.
-                    from .walsync import WalSync
-                    main = next(r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main")
-                    sync, self.wal = "NORMAL", WalSync((main or os.path.realpath(path)) + "-wal")
-                conn.execute(f"PRAGMA synchronous={sync}")
+                conn.execute(f"PRAGMA synchronous={self._sync_mode(conn, path, wal)}")
                 # A checkpoint every 10 000 WAL pages (40 MB) instead of 1000: a page the ledger's
                 # indexes dirty again and again is copied back once per checkpoint, and a worker's
-                # COMMIT that runs one stalls less often (-10 to -20 % CPU per message measured).
+                # COMMIT runs one ten times less often (a stall of several ms each).
                 conn.execute("PRAGMA wal_autocheckpoint=10000")
                 conn.execute("PRAGMA busy_timeout=30000")
                 self._conn = conn
@@ -347,15 +336,35 @@ class Database:
             self.execute("SELECT pg_advisory_xact_lock(?, k) FROM unnest(?::int[]) AS k", (_CARD_LOCK_SPACE, keys))
             self._card_locks.update(keys)
 
+    def _sync_mode(self, conn: Any, path: str, wal: bool) -> str:
+        """The `synchronous` mode for a SQLite connection (starting self.wal where it applies).
+
+        FULL: an acknowledged message survives power loss. NORMAL (WAL) survives a crash of the
+        process but not of the machine; only for benchmarks and tests, or with defer_sync()."""
+        sync = os.environ.get("ROAMPOS_SQLITE_SYNC", "FULL").upper()
+        sync = sync if sync in ("FULL", "EXTRA", "NORMAL") else "FULL"
+        if self._defer and sync == "FULL" and wal and path != ":memory:":
+            # FULL's fdatasync of the WAL, done by self.wal after the lock is released. The WAL
+            # sits beside the file SQLite opened, which is the path with its symlinks resolved:
+            # ask SQLite, a '<path>-wal' beside a symlink does not exist.
+            from .walsync import WalSync
+            main = next(r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main")
+            self.wal = WalSync((main or os.path.realpath(path)) + "-wal")
+            return "NORMAL"
+        return sync
+
     def defer_sync(self) -> bool:
         """A worker's connection: SQLite commits without its fsync and a WalSync thread makes each
         commit durable after the write lock is released (see walsync); the caller answers what a
         transaction decided only once self.wal.done(self.commit_seq). False where it does not apply
-        (PostgreSQL, :memory:, a journal other than WAL, ROAMPOS_SQLITE_SYNC other than FULL)."""
+        (PostgreSQL, :memory:, a journal other than WAL, ROAMPOS_SQLITE_SYNC other than FULL).
+        Outside a transaction; set on the open connection (and again by connect() after an outage)."""
         if self.kind != "sqlite" or self.wal is not None:
             return self.wal is not None
         self._defer = True
-        self.reconnect()
+        conn = self._conn
+        wal = conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.execute(f"PRAGMA synchronous={self._sync_mode(conn, sqlite_path(self.url), wal)}")
         return self.wal is not None
 
     def _close_wal(self) -> None:
