@@ -368,6 +368,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     results = [run_once(args.broker, int(w), args.terminals, args.requests, args.rounds,
                         echo_client=args.echo_client, ledger=args.ledger) for w in args.workers.split(",")]
     print(_table(results))
+    from .. import accel
+    print(f"host: {accel.status()}")   # the workers import the same build (same venv and sources)
     for r in results:
         if r["lost"] or r["duplicated"] or r["answered"] != r["requests"] or r["ledger_rows"] != r["requests"]:
             print(f"LEDGER MISMATCH with {r['workers']} worker(s): {r}", file=sys.stderr)

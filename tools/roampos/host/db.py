@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, List, Optional, Sequence
 from urllib.parse import parse_qs, urlparse, urlunparse
 
+from .. import __file__ as _package_file
+
 if TYPE_CHECKING:
     from .vault import Vault
 
 __all__ = ["Database", "DatabaseError", "connect", "default_url", "DATA_DIR", "read_csv"]
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+# From the package, not this file: compiled (roampos.accel), this module lives outside the tree.
+DATA_DIR = Path(_package_file).resolve().parents[1] / "data"
 
 # Unique constraints carry idempotency: a redelivered or replayed message cannot add a row.
 _SCHEMA = """

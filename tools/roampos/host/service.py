@@ -13,6 +13,7 @@ import time
 from typing import List, Optional
 from urllib.parse import urlparse
 
+from .. import accel
 from .db import DatabaseError, connect, default_url, is_postgres, redact_url
 from .vault import VaultError
 from .walsync import SyncError
@@ -302,10 +303,15 @@ def _heartbeat(db, tid: str, payload: bytes) -> Optional[str]:
 def _stop_on_signal(stop) -> None:  # type: ignore[no-untyped-def]
     """SIGTERM/SIGINT call `stop` once. A second signal (killpg of the group plus the supervisor
     forwarding it) must not re-enter Event.set() inside the first: its lock is not reentrant and the
-    worker would hang forever, orphaned."""
+    worker would hang forever, orphaned. The handler stays installed and ignores later signals
+    itself: replacing it from inside would free it while it runs when compiled (roampos.accel; the
+    interpreter's frame keeps a function alive, a compiled call does not), and `stop` with it."""
+    fired: List[int] = []
+
     def handler(signum, frame) -> None:  # type: ignore[no-untyped-def]
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if fired:
+            return
+        fired.append(signum)
         stop()
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -409,7 +415,8 @@ def run(args: argparse.Namespace) -> int:
     while not stop.is_set():
         if not ready and all(ev.is_set() for ev in events):   # every subscription in place
             ready = True
-            log.info("host running: %d worker(s), broker %s, db %s", len(procs), url, redact_url(db_url))
+            log.info("host running: %d worker(s), broker %s, db %s; %s", len(procs), url, redact_url(db_url),
+                     accel.status())
             print(f"roampos host ready broker={url}", flush=True)
         elif not ready and end and time.monotonic() > end:
             log.error("worker(s) %s did not subscribe in time; not ready yet",
