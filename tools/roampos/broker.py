@@ -53,6 +53,28 @@ MAX_RETAINED_BYTES = 64 << 20
 MAX_BUFFER = 8 << 20
 PACE = 256 * 1024
 CLOSE_GRACE_S = 5   # a closing connection's last bytes get this long to leave, then it is cut
+# Send buffers of all connections together: MAX_BUFFER each would let 10 000 clients that never
+# read hold 80 GB. Past MAX_TOTAL_BUFFER the clients backlogged longest are cut until the buffers
+# hold at most SHED_TO (see _shed); their QoS 1 messages stay in flight in their sessions.
+MAX_TOTAL_BUFFER = 64 << 20
+SHED_TO = 48 << 20
+# Subscriptions: at most MAX_SUBSCRIPTIONS filters per session (a terminal needs 2, a host worker
+# 2) and MAX_TOTAL_SUBSCRIPTIONS for all sessions together (~600 bytes each measured, with a
+# 256-byte filter: ~60 MB at most; 10 000 sessions x 1000 would be 6 GB), a filter at most
+# MAX_FILTER_BYTES as sent ($share/<group>/ included) and MAX_FILTER_LEVELS levels (matching
+# splits it for every message). Beyond, SUBACK grants that filter 0x80 (§3.9.3); one the session
+# already has is always renewed.
+MAX_SUBSCRIPTIONS = 1000
+MAX_TOTAL_SUBSCRIPTIONS = 100_000
+MAX_FILTER_BYTES = 256
+MAX_FILTER_LEVELS = 32
+# A persistent session offline this long is ended (mosquitto's persistent_client_expiration): with
+# no authentication, client IDs that subscribe and go away would otherwise hold MAX_SESSIONS and
+# their kept messages for good. Counted from the last disconnect; a reconnect starts it again.
+# Terminals use clean sessions (nothing to expire) and the host restarts a worker within seconds;
+# an expiring session's shared-subscription messages go to another member or wait for the group
+# (see _end), so a host worker's unanswered requests outlive its session. 0: never.
+SESSION_EXPIRY_S = 2 * 86400
 
 
 @dataclass
@@ -68,6 +90,7 @@ class Session:
     queued_bytes: int = 0   # payload bytes in `queue`
     replaying: Optional["Connection"] = None   # resending in-flight messages on this connection
     qos2: set = field(default_factory=set)   # inbound QoS 2 ids PUBRECed, awaiting their PUBREL
+    offline_since: float = 0.0   # loop time of its last disconnect (persistent sessions: expiry)
 
 
 class Connection:
@@ -77,16 +100,23 @@ class Connection:
         self.will: Optional[Message] = None
         self.keepalive = 0
         self.refused_until: Optional[float] = None   # loop time this connection closes at (_refuse)
+        self.buffered = 0   # its send buffer's size when last looked at (Broker.buffered sums them)
 
     def send(self, data: bytes) -> None:
-        if self.writer.is_closing():
+        writer = self.writer
+        if writer.is_closing():
             return
-        if self.writer.transport.get_write_buffer_size() > MAX_BUFFER:
-            log.warning("dropping client %s: it does not read (%d bytes waiting)",
-                        self.session.client_id if self.session else "?", self.writer.transport.get_write_buffer_size())
-            self.writer.transport.abort()  # close() would wait for the buffer to drain: never
-            return
-        self.writer.write(data)
+        writer.write(data)
+        # What the socket did not take waits in the transport's buffer: almost always nothing, and
+        # then this costs one call and a test.
+        size = writer.transport.get_write_buffer_size()
+        if size or self.buffered:
+            self.broker._buffered(self, size)
+
+    def abort(self) -> None:
+        """Cut the connection now, its send buffer freed (close() would wait for it to drain)."""
+        self.writer.transport.abort()
+        self.broker._buffered(self, 0)
 
     async def read_packet(self) -> Tuple[int, int, bytes]:
         # A silent client is dropped after 1.5 keepalive periods (MQTT 3.1.1 §3.1.2.10).
@@ -107,16 +137,27 @@ class Connection:
         transport = self.writer.transport
         self.writer.close()
         if transport.get_write_buffer_size():
-            asyncio.get_running_loop().call_later(CLOSE_GRACE_S, transport.abort)
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self.abort)
+        else:
+            self.broker._buffered(self, 0)
 
 
 class Broker:
     """Single asyncio loop; all state in memory (it is a broker, not a store)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                 hold: Tuple[str, ...] = ()):
+                 hold: Tuple[str, ...] = (), session_expiry: Optional[float] = None):
         self.host, self.port = host, port
         self.sessions: Dict[str, Session] = {}
+        self.session_expiry = SESSION_EXPIRY_S if session_expiry is None else session_expiry
+        # Persistent sessions offline, by client ID, in the order they went offline (oldest first).
+        self._offline: "collections.OrderedDict[str, Session]" = collections.OrderedDict()
+        self._expiring: Optional[asyncio.Task] = None
+        self.subscriptions = 0   # filters of all sessions together (MAX_TOTAL_SUBSCRIPTIONS)
+        self.buffered = 0        # Connection.buffered of all connections (MAX_TOTAL_BUFFER)
+        # Connections whose send buffer was not empty when last looked at, in the order their
+        # backlog began (oldest first: the slowest readers).
+        self._backlog: Dict[Connection, None] = {}
         self.retained: Dict[str, Message] = {}
         # Shared subscriptions ("$share/<group>/<filter>") whose messages wait while the group has
         # no member: a request the broker acknowledged before the host's workers subscribed is
@@ -143,9 +184,14 @@ class Broker:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.session_expiry > 0:
+            self._expiring = asyncio.create_task(self._expire_loop())
         log.info("MQTT broker listening on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
+        if self._expiring:
+            self._expiring.cancel()
+            await asyncio.gather(self._expiring, return_exceptions=True)
         if self._server:
             self._server.close()
             for s in list(self.sessions.values()):
@@ -227,6 +273,7 @@ class Broker:
             while client_id in self.sessions:
                 client_id = f"anon-{next(self._anon)}"
         old = self.sessions.get(client_id)
+        self._offline.pop(client_id, None)   # back: its expiry starts again at its next disconnect
         if old is None and len(self.sessions) >= MAX_SESSIONS:
             log.warning("refusing client %s: %d sessions, the most the broker keeps", client_id, len(self.sessions))
             conn.send(packet(CONNACK, 0, b"\x00\x03"))  # server unavailable
@@ -241,8 +288,7 @@ class Broker:
         present = bool(old) and not clean and not old.clean
         session = old if present else Session(client_id, clean)
         if old and not present:
-            self._requeue_shared(old)
-            self._unindex(old)
+            self._end(old)
         session.clean = clean
         session.conn = conn
         conn.session = session
@@ -274,17 +320,104 @@ class Broker:
         if s.clean:
             if self.sessions.get(s.client_id) is s:
                 del self.sessions[s.client_id]
-                self._unindex(s)
-            self._requeue_shared(s)
+                self._end(s)
+            else:
+                self._requeue_shared(s)
+        elif self.sessions.get(s.client_id) is s:
+            s.offline_since = asyncio.get_running_loop().time()
+            self._offline[s.client_id] = s
 
-    def _unindex(self, s: Session) -> None:
+    def _end(self, s: Session) -> None:
+        """`s` is over (its clean session ended, a clean one replaced it, or it expired): its filters
+        leave the routing index and the count, its shared-subscription messages go to another
+        member of their group (or wait for one), the rest of what it kept is freed."""
         self._scan.discard(s.client_id)
         for f in s.subs:
-            ids = self._exact.get(f)
-            if ids is not None:
-                ids.discard(s.client_id)
-                if not ids:
-                    del self._exact[f]
+            self._unindex_exact(s.client_id, f)
+        self.subscriptions -= len(s.subs) + len(s.shares)
+        s.subs = {}
+        self._requeue_shared(s)
+
+    def _unindex_exact(self, cid: str, f: str) -> None:
+        ids = self._exact.get(f)
+        if ids is not None:
+            ids.discard(cid)
+            if not ids:
+                del self._exact[f]
+
+    async def _expire_loop(self) -> None:
+        # Looked at every minute (more often for a short expiry): a session ends at most a minute late.
+        period = min(60.0, max(0.05, self.session_expiry / 2))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self._expire(asyncio.get_running_loop().time())
+            except Exception:   # the next round tries again; the broker carries on meanwhile
+                log.exception("session expiry failed")
+
+    def _expire(self, now: float) -> None:
+        """End the persistent sessions offline for longer than the session expiry at loop time `now`."""
+        while self._offline:
+            cid, s = next(iter(self._offline.items()))
+            if now - s.offline_since < self.session_expiry:
+                return   # the rest went offline later
+            del self._offline[cid]
+            if s.conn is not None or self.sessions.get(cid) is not s:
+                continue
+            del self.sessions[cid]
+            pending = list(s.inflight.values()) + list(s.queue)
+            shared = sum(1 for _, share in pending if share is not None)
+            log.info("session %s expired after %.0f s offline: %d messages dropped, %d handed to their "
+                     "$share groups", cid, now - s.offline_since, len(pending) - shared, shared)
+            self._end(s)
+
+    def _buffered(self, conn: Connection, size: int) -> None:
+        """`conn`'s send buffer holds `size` bytes now (Connection.send saw it non-empty, or it was)."""
+        if size > MAX_BUFFER:
+            log.warning("dropping client %s: it does not read (%d bytes waiting)",
+                        conn.session.client_id if conn.session else "?", size)
+            conn.abort()
+            return
+        self.buffered += size - conn.buffered
+        if not size:
+            self._backlog.pop(conn, None)
+        elif size < conn.buffered or not conn.buffered:
+            # Smaller than before this packet was added: the client read more than the packet
+            # since, so it goes behind those that did not (a client that never reads only grows).
+            self._backlog.pop(conn, None)
+            self._backlog[conn] = None
+        conn.buffered = size
+        if self.buffered > MAX_TOTAL_BUFFER:
+            self._shed()
+
+    def _shed(self) -> None:
+        """The send buffers of all connections, as last seen, passed MAX_TOTAL_BUFFER: look again
+        (those not written to since may have been read), then cut the connections that have gone
+        longest without reading any of their backlog, the readers too slow, until the buffers hold
+        at most SHED_TO. A QoS 1 message they did not acknowledge stays in flight in their session
+        and is sent again when it reconnects. A client that keeps up has an empty buffer (the
+        kernel's socket buffer takes what is sent) and is not in the backlog. Cutting below the
+        bound means another MAX_TOTAL_BUFFER - SHED_TO must be written before the next look, which
+        goes through every backlogged connection."""
+        total, read = 0, []
+        for c in list(self._backlog):
+            size = c.writer.transport.get_write_buffer_size()
+            if not size:
+                del self._backlog[c]
+            elif size < c.buffered:
+                read.append(c)
+            c.buffered = size
+            total += size
+        for c in read:   # read some since last seen: behind those that did not
+            del self._backlog[c]
+            self._backlog[c] = None
+        self.buffered = total
+        for c in list(self._backlog):
+            if self.buffered <= SHED_TO:
+                break
+            log.warning("dropping client %s: it reads too slowly (%d bytes waiting; %d for all clients, at most %d)",
+                        c.session.client_id if c.session else "?", c.buffered, self.buffered, MAX_TOTAL_BUFFER)
+            c.abort()
 
     def _requeue_shared(self, s: Session) -> None:
         """Unacknowledged messages of a departing shared-subscription member go to another member."""
@@ -292,9 +425,13 @@ class Broker:
         self.total_bytes -= sum(_cost(msg) for msg, _ in pending)
         s.inflight, s.queue, s.queued_bytes = {}, collections.deque(), 0
         s.shares = {}
+        lost = 0
         for msg, share in pending:
-            if share is not None:
-                self._route_share(share, msg, exclude=s)
+            if share is not None and not self._route_share(share, msg, exclude=s):
+                lost += 1
+        if lost:   # the last member of a group the broker does not hold messages for
+            log.warning("session %s ended: %d messages for $share groups left without members dropped",
+                        s.client_id, lost)
 
     # ------------------------------------------------------------ packets
     def _dispatch(self, conn: Connection, ptype: int, flags: int, body: bytes) -> None:
@@ -343,7 +480,7 @@ class Broker:
         elif ptype == UNSUBSCRIBE:
             if len(body) < 5 or body[:2] == b"\x00\x00":
                 raise ProtocolError("UNSUBSCRIBE without a packet id or a filter")   # §3.10.3
-            pos = 2
+            pos, rescan = 2, False
             while pos < len(body):
                 filt, pos = read_utf8(body, pos)
                 try:
@@ -351,9 +488,18 @@ class Broker:
                 except ProtocolError:
                     continue   # a filter no SUBSCRIBE could have granted: nothing to remove
                 if group:
-                    s.shares.pop((group, f), None)
+                    gone = s.shares.pop((group, f), None)
+                    rescan = True
                 else:
-                    s.subs.pop(f, None)
+                    gone = s.subs.pop(f, None)
+                    if "+" in f or "#" in f:
+                        rescan = True
+                    else:   # or the index keeps every filter ever subscribed to: unbounded
+                        self._unindex_exact(s.client_id, f)
+                if gone is not None:
+                    self.subscriptions -= 1
+            if rescan and not s.shares and not any("+" in f or "#" in f for f in s.subs):
+                self._scan.discard(s.client_id)
             conn.send(packet(UNSUBACK, 0, body[:2]))
         elif ptype == PINGREQ:
             conn.send(packet(PINGRESP, 0, b""))
@@ -367,8 +513,9 @@ class Broker:
             raise ProtocolError("malformed SUBSCRIBE")
         # A filter named twice in one packet is one subscription (§3.8.4: the later replaces the
         # earlier), its retained messages sent once.
-        pos, granted, new, shared = 2, bytearray(), {}, {}
+        pos, granted, new, shared, refused = 2, bytearray(), {}, {}, 0
         while pos < len(body):
+            start = pos
             filt, pos = read_utf8(body, pos)
             if pos >= len(body):
                 raise ProtocolError("SUBSCRIBE without QoS byte")
@@ -380,21 +527,31 @@ class Broker:
                 group, f = split_share(filt)
             except ProtocolError:
                 group, f = None, ""
-            if not valid_filter(f):
+            if pos - start - 3 > MAX_FILTER_BYTES or f.count("/") >= MAX_FILTER_LEVELS or not valid_filter(f):
                 granted.append(0x80)
                 continue
             qos = min(qos, 1)
+            subs, key = (s.shares, (group, f)) if group else (s.subs, f)
+            if key not in subs:   # a new filter, not a renewal
+                if len(s.subs) + len(s.shares) >= MAX_SUBSCRIPTIONS or self.subscriptions >= MAX_TOTAL_SUBSCRIPTIONS:
+                    granted.append(0x80)
+                    refused += 1
+                    continue
+                self.subscriptions += 1
+            subs[key] = qos
             if group:
-                s.shares[(group, f)] = qos
                 shared[(group, f)] = None
             else:
-                s.subs[f] = qos
                 new[f] = qos
             if group or "+" in f or "#" in f:
                 self._scan.add(s.client_id)
             else:
                 self._exact[f].add(s.client_id)
             granted.append(qos)
+        if refused:
+            log.warning("client %s: %d filter(s) refused, %d subscriptions (at most %d) and %d for all sessions "
+                        "(at most %d)", s.client_id, refused, len(s.subs) + len(s.shares), MAX_SUBSCRIPTIONS,
+                        self.subscriptions, MAX_TOTAL_SUBSCRIPTIONS)
         conn.send(packet(SUBACK, 0, body[:2] + bytes(granted)))
         for f, qos in new.items():  # retained messages go to new plain subscriptions only
             if "+" in f or "#" in f:
@@ -513,14 +670,17 @@ class Broker:
             log.warning("no member of $share/%s/%s and %d waiting: %s dropped", key[0], key[1],
                         MAX_QUEUED, msg.topic)
 
-    def _route_share(self, key: Tuple[str, str], msg: Message, exclude: Optional[Session] = None) -> None:
+    def _route_share(self, key: Tuple[str, str], msg: Message, exclude: Optional[Session] = None) -> bool:
+        """Deliver `msg` to one member of group `key`, or hold it for the group; False: no member and
+        the group is not held."""
         members = [s for s in self.sessions.values() if key in s.shares and s is not exclude]
         if not members:
             self._hold(key, msg)
-            return
+            return key in self.held
         live = [s for s in members if s.conn is not None] or members
         s = live[next(self._rr[key]) % len(live)]
         self._deliver(s, msg, min(s.shares[key], msg.qos), key)
+        return True
 
     def _deliver(self, s: Session, msg: Message, qos: int, share: Optional[Tuple[str, str]]) -> None:
         if qos and (s.conn is not None or not s.clean) and self.total_bytes + _cost(msg) > MAX_TOTAL_BYTES:
@@ -579,8 +739,9 @@ def _check_topic(topic: str, what: str) -> None:
 class BrokerThread:
     """Run a Broker on its own event loop thread (for `roampos host` and tests)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, hold: Tuple[str, ...] = ()):
-        self.broker = Broker(host, port, hold)
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, hold: Tuple[str, ...] = (),
+                 session_expiry: Optional[float] = None):
+        self.broker = Broker(host, port, hold, session_expiry)
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: Optional[BaseException] = None
@@ -622,13 +783,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m roampos.broker", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--session-expiry", type=float, default=SESSION_EXPIRY_S, metavar="SECONDS",
+                   help="end persistent sessions offline this long (default 2 days; 0: never)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def serve() -> None:
-        b = Broker(args.host, args.port)
+        b = Broker(args.host, args.port, session_expiry=args.session_expiry)
         await b.start()
         print(f"roampos broker on mqtt://{b.host}:{b.port}", flush=True)
         await asyncio.Event().wait()

@@ -122,22 +122,42 @@ class MqttLink:
         self.client.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
         self.client.loop_start()
         self.subscribed: set = set()
+        self.wildcard = False   # subscribed to every terminal's topics (see subscribe)
+
+    # Brokers cap the filters of one client (the embedded one at 1000, docs/host.md): a link that
+    # speaks for more terminals than this takes every terminal's topics and keeps its own.
+    WILDCARD_OVER = 400
 
     def subscribe(self, tids: List[str]) -> None:
-        topics = [(TOPIC.format(tid=t, leaf="resp"), 1) for t in tids if t not in self.subscribed]
-        topics += [(TOPIC.format(tid=t, leaf="params"), 1) for t in tids if t not in self.subscribed]
-        if not topics:
+        new = [t for t in tids if t not in self.subscribed]
+        if not new or self.wildcard:
+            self.subscribed.update(new)
             return
+        if len(self.subscribed) + len(new) > self.WILDCARD_OVER:
+            self.wildcard = True
+            topics = [(TOPIC.format(tid="+", leaf=leaf), 1) for leaf in ("resp", "params")]
+        else:
+            topics = [(TOPIC.format(tid=t, leaf=leaf), 1) for leaf in ("resp", "params") for t in new]
+        codes: list = []
         done = threading.Event()
-        self.client.on_subscribe = lambda *a: done.set()
+
+        def on_subscribe(client, userdata, mid, reason_codes, properties=None) -> None:  # type: ignore[no-untyped-def]
+            codes.extend(reason_codes)
+            done.set()
+        self.client.on_subscribe = on_subscribe
         self.client.subscribe(topics)
-        done.wait(10)
-        self.subscribed.update(tids)
+        if not done.wait(10):
+            raise RuntimeError("the broker did not acknowledge the subscriptions (no SUBACK in 10 s)")
+        refused = sum(1 for c in codes if c.is_failure)
+        if refused:
+            # Waiting for answers that can never come would only look like a slow host.
+            raise RuntimeError(f"the broker refused {refused} of {len(topics)} subscriptions")
+        self.subscribed.update(new)
 
     def _on_message(self, client, userdata, msg) -> None:
         parts = msg.topic.split("/")
-        if len(parts) != 4:
-            return
+        if len(parts) != 4 or parts[2] not in self.subscribed:
+            return  # another terminal's, reaching a link on the wildcards
         if parts[3] == "params":
             with self._cond:
                 self.params[parts[2]] = msg.payload

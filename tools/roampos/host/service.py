@@ -352,6 +352,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", help="sqlite:///path or postgresql://... (default $ROAMPOS_DB or ./roampos-host.db)")
     p.add_argument("--workers", type=int, default=1, help="worker processes sharing one subscription")
     p.add_argument("--port", type=int, default=None, help="embedded broker port (default 18830)")
+    p.add_argument("--session-expiry", type=float, default=None, metavar="SECONDS",
+                   help="embedded broker: end persistent sessions offline this long (default 2 days; 0: never)")
     p.add_argument("--worker-index-base", type=int, default=0,
                    help="first worker index; give each machine its own range so client IDs differ")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -384,7 +386,8 @@ def run(args: argparse.Namespace) -> int:
         from ..broker import DEFAULT_PORT, BrokerThread
         # Requests and heartbeats a terminal sends before the workers have subscribed wait for them.
         try:
-            broker = BrokerThread("127.0.0.1", args.port or DEFAULT_PORT, hold=(REQ_FILTER, STATUS_FILTER)).start()
+            broker = BrokerThread("127.0.0.1", args.port or DEFAULT_PORT, hold=(REQ_FILTER, STATUS_FILTER),
+                                  session_expiry=args.session_expiry).start()
         except OSError as exc:
             log.error("cannot start the embedded broker: %s", exc)
             return 1
