@@ -1,7 +1,9 @@
 # Reads a contactless payment card: ISO 14443 activation, then the EMV
 # application selection and data reading of EMV Contactless Book B / Book 3:
-# SELECT PPSE, SELECT AID (highest priority), GET PROCESSING OPTIONS with the
-# PDOL, READ RECORD over the AFL. Returns the PAN only inside a Card object;
+# SELECT PPSE, SELECT AID (by priority, the next one when an application is
+# blocked), GET PROCESSING OPTIONS with the PDOL, READ RECORD over
+# the AFL. Every command goes through _apdu(), which follows the card's
+# '61XX' and '6CXX' status words. Returns the PAN only inside a Card object;
 # everything printable goes through Card.public() with the PAN masked.
 import os
 import time
@@ -15,7 +17,7 @@ SCHEMES = {"a000000003": "visa", "a000000333": "unionpay", "a000000004": "master
 
 
 class CardError(Exception):
-    # code: "not_payment", "no_app", "expired", "removed", "read", "data"
+    # code: "not_payment", "no_app", "blocked", "expired", "removed", "read", "data"
     def __init__(self, code, message):
         super().__init__(message)
         self.code = code
@@ -77,10 +79,50 @@ def tlv_find(data, tag, depth=0):
     return None
 
 
-def _sw_ok(r, what):
-    if len(r) < 2 or r[-2] != 0x90 or r[-1] != 0x00:
-        raise CardError("no_app" if what.startswith("SELECT") else "read",
-                        "%s answered %s" % (what, bytes(r[-2:]).hex()))
+_MAX_TURNS = const(16)    # GET RESPONSEs and Le re-sends for one command
+_MAX_DATA = const(256)    # a short response APDU's data field (ISO/IEC 7816-4:2005 §5.1)
+
+
+def _apdu(t4, cmd, what):
+    # One command APDU (each of ours ends with its Le) -> the whole response APDU, SW1 SW2 last.
+    # ISO 14443-4 carries APDUs as they are, but a card may still answer with the status words
+    # of ISO/IEC 7816-4:2005 §5.1.3 (table 5) that EMV 4.3 Book 1 §9.3.1 has a terminal's
+    # transport layer follow for T=0, and some cards do so over T=CL too:
+    #   '61XX'  XX more bytes wait (XX = 00: 256): GET RESPONSE, 00 C0 00 00 Le=XX (7816-4
+    #           §7.6.1); the data of every answer concatenated, for as long as the card says 61;
+    #   '6CXX'  wrong Le, XX is the exact length: the same command again with Le = XX.
+    # Bounded: a card that never ends its answer is a read error, not a hung terminal.
+    r = t4.transceive(cmd)
+    got = None                          # the answer so far, once a '61XX' cut it in parts
+    turns = 0
+    while True:
+        sw1 = r[-2]
+        if sw1 == 0x61 or got is not None and sw1 != 0x6C:
+            if got is None:
+                got = bytearray()
+            got += memoryview(r)[:-2]   # data before a '61XX' is the start of the answer
+            if len(got) > _MAX_DATA:
+                raise CardError("read", "%s: answer longer than %d bytes" % (what, _MAX_DATA))
+        if sw1 != 0x61 and sw1 != 0x6C:
+            if got is None:
+                return r
+            got += r[-2:]
+            return got
+        turns += 1
+        if turns > _MAX_TURNS:
+            raise CardError("read", "%s: card still answered %s after %d GET RESPONSE/Le turns"
+                            % (what, bytes(r[-2:]).hex(), _MAX_TURNS))
+        if sw1 == 0x61:
+            cmd = b"\x00\xc0\x00\x00" + bytes((r[-1],))
+        else:
+            cmd = bytes(cmd[:-1]) + bytes((r[-1],))
+        r = t4.transceive(cmd)
+
+
+def _ok(r, what):
+    # The data of a response that must end in '9000'.
+    if r[-2] != 0x90 or r[-1] != 0x00:
+        raise CardError("read", "%s answered %s" % (what, bytes(r[-2:]).hex()))
     return memoryview(r)[:-2]
 
 
@@ -160,27 +202,55 @@ def read(reader, act, amount=0, currency=156, today=None):
 
 
 def _read_app(t4, uid, amount, currency, today):
-    r = _sw_ok(t4.transceive(b"\x00\xa4\x04\x00\x0e2PAY.SYS.DDF01\x00"), "SELECT PPSE")
-    # Pick the directory entry (61) with the best priority (87, low = high).
-    best, prio = None, 99
-    entries = tlv_find(r, 0xBF0C)
-    if entries is None:
-        raise CardError("no_app", "PPSE has no directory")
-    for t, e, _ in tlv_iter(entries):
-        if t != 0x61:
-            continue
-        aid = tlv_find(e, 0x4F)
-        p = tlv_find(e, 0x87)
-        pv = p[0] & 0x0F if p is not None and len(p) else 15
-        if aid is not None and pv < prio:
-            best, prio = bytes(aid), pv
-    if best is None:
-        raise CardError("no_app", "no application in the PPSE")
+    r = _apdu(t4, b"\x00\xa4\x04\x00\x0e2PAY.SYS.DDF01\x00", "SELECT PPSE")
+    ppse = r[-2] << 8 | r[-1]
+    if ppse == 0x9000:
+        # The directory entries (61) by priority (87, low = high; none = lowest).
+        cands = []
+        entries = tlv_find(memoryview(r)[:-2], 0xBF0C)
+        if entries is None:
+            raise CardError("no_app", "PPSE has no directory")
+        for t, e, _ in tlv_iter(entries):
+            if t != 0x61:
+                continue
+            aid = tlv_find(e, 0x4F)
+            p = tlv_find(e, 0x87)
+            if aid is not None:
+                cands.append((p[0] & 0x0F if p is not None and len(p) else 15, bytes(aid)))
+        if not cands:
+            raise CardError("no_app", "no application in the PPSE")
+        cands.sort()
+    elif ppse == 0x6A81:
+        # EMV 4.3 Book 1 §12.3.2: '6A81' to the first SELECT, the card is blocked (or does not
+        # know SELECT): the selection ends there.
+        raise CardError("blocked", "SELECT PPSE answered 6a81: card blocked")
+    else:
+        # No PPSE to read ('6A82' file or application not found, '6283' selected file
+        # deactivated, ISO/IEC 7816-4:2005 §5.1.3 table 6). The list of AIDs method (EMV 4.3 Book 1
+        # §12.3.3) is the contact interface's: a contactless reader selects through the PPSE only
+        # (EMV Contactless Book B, Entry Point), so the customer is told to use another card.
+        raise CardError("no_app", "SELECT PPSE answered %04x: no contactless directory" % ppse)
+    # Final selection: an application that answers SELECT with anything but '9000' leaves the
+    # list and the next one is tried; '6283' means it is blocked (EMV 4.3 Book 1 §12.3.3, §12.4).
+    blocked = False
+    for _, best in cands:
+        r = _apdu(t4, b"\x00\xa4\x04\x00" + bytes((len(best),)) + best + b"\x00", "SELECT AID")
+        sw = r[-2] << 8 | r[-1]
+        if sw == 0x9000:
+            break
+        if sw == 0x6283:
+            blocked = True
+    else:
+        # Nothing selected: what the card answered, for the cashier and the logs. (Few strings:
+        # each one costs heap while this module is loaded.)
+        raise CardError("blocked" if blocked else "no_app", "last SELECT AID %04x (of %d)%s"
+                        % (sw, len(cands), ": application blocked" if blocked else ""))
+    cands = None                             # the read goes on without the list: heap is scarce
+    fci = memoryview(r)[:-2]
     card = Card()
     card.aid = best.hex()
     card.scheme = SCHEMES.get(card.aid[:10], "other")
     card.uid = uid.hex()
-    fci = _sw_ok(t4.transceive(b"\x00\xa4\x04\x00" + bytes((len(best),)) + best + b"\x00"), "SELECT AID")
     lab = tlv_find(fci, 0x50)
     # Tag 50 is "ans" (EMV Book 1): keep printable ASCII only, whatever the card sends.
     card.label = "".join(chr(b) if 32 <= b < 127 else "?" for b in bytes(lab)[:16]) if lab is not None else ""
@@ -192,7 +262,7 @@ def _read_app(t4, uid, amount, currency, today):
     gpo.append(len(data))
     gpo += data
     gpo.append(0)
-    r = _sw_ok(t4.transceive(gpo), "GPO")
+    r = _ok(_apdu(t4, gpo, "GPO"), "GPO")
     if r and r[0] == 0x80:                   # format 1: AIP(2) AFL
         afl = r[4:] if len(r) > 4 else b""
     else:
@@ -210,7 +280,7 @@ def _read_app(t4, uid, amount, currency, today):
             left -= 1
             if left < 0:
                 raise CardError("data", "AFL lists more than %d records" % _MAX_RECORDS)
-            r = _sw_ok(t4.transceive(bytes((0x00, 0xB2, rec, (sfi << 3) | 4, 0))), "READ RECORD")
+            r = _ok(_apdu(t4, bytes((0x00, 0xB2, rec, (sfi << 3) | 4, 0)), "READ RECORD"), "READ RECORD")
             v = tlv_find(r, 0x5A)
             if v is not None:
                 pan = bytes(v).hex().rstrip("f")

@@ -7,8 +7,12 @@ import pytest
 
 pytestmark = pytest.mark.simulation
 
-PANS = {"visa": "476173******0010", "unionpay": "621234*********4569", "flaky": "621234******0012"}
-ERRORS = {"expired": "expired", "mifare": "not_payment", "pulled": "removed"}
+PANS = {"visa": "476173******0010", "unionpay": "621234*********4569", "flaky": "621234******0012",
+        # cards that answer with ISO 7816-4 status words a terminal must follow: '61XX' (GET
+        # RESPONSE), '6CXX' (Le again)
+        "getresp": "476173******0010", "wrongle": "621234*********4569"}
+ERRORS = {"expired": "expired", "mifare": "not_payment", "pulled": "removed", "blocked": "blocked",
+          "endless": "read", "noppse": "no_app"}
 FULL_PANS = ("4761739001010010", "6212345678901234569", "4761739001010127", "6212345600000012")
 
 
@@ -98,6 +102,71 @@ def test_card_pulled_in_a_sale_then_a_good_tap(dut):
     ok(dut, "sim tap unionpay")           # the sale still waits: the next tap completes it
     ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
     assert ev["state"] == "card read" and ev["card"]["pan"] == PANS["unionpay"], ev
+
+
+@pytest.mark.parametrize("name", ["getresp", "wrongle"])
+def test_a_sale_completes_with_a_card_that_answers_in_status_words(dut, name):
+    start_sale(dut, "2 5")
+    ok(dut, "sim tap " + name)
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev["state"] == "card read" and ev["amount"] == 25, "sim tap %s gave %r" % (name, ev)
+    assert ev["card"]["pan"] == PANS[name], ev
+    assert "CARD READ" in screen(dut)["text"]
+    ok(dut, "sim remove")
+
+
+def test_a_card_that_answers_61xx_for_ever_is_an_error_and_the_terminal_goes_on(dut):
+    # Each of its answers is '6110' (16 more bytes wait), GET RESPONSE included: the terminal gives
+    # up after 16 turns, tells the customer, and the sale waits for another card.
+    start_sale(dut, "8 8")
+    ok(dut, "sim tap endless")
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev == {"amount": 88, "state": "card error", "error": "read"}, ev
+    s = screen(dut)
+    assert s["screen"] == "tap" and "TAP AGAIN" in s["text"] and "READ" in s["text"] and "0.88" in s["big"], s
+    assert ok(dut, "echo alive")["echo"] == "alive"
+    ok(dut, "sim remove")
+    ok(dut, "sim tap visa")
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev["state"] == "card read" and ev["amount"] == 88 and ev["card"]["pan"] == PANS["visa"], ev
+    ok(dut, "sim remove")
+    # At idle the event says what the card did, and the read ended in well under a second.
+    back_to_idle(dut)
+    dut.events.clear()
+    ok(dut, "sim tap endless")
+    ev = dut.wait_event(lambda e: "card" in e, 5)["card"]
+    assert ev["error"] == "read" and "6110" in ev["message"] and "GET RESPONSE" in ev["message"], ev
+    assert ev["ms"] < 1000, ev
+    ok(dut, "sim remove")
+    assert ok(dut, "status")["version"]
+
+
+def test_a_blocked_card_is_declined_with_the_reason(dut):
+    # SELECT of its application answers '6283' (selected file deactivated: application blocked).
+    start_sale(dut, "6")
+    ok(dut, "sim tap blocked")
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev == {"amount": 6, "state": "card error", "error": "blocked"}, ev
+    s = screen(dut)
+    assert s["screen"] == "tap" and "BLOCKED" in s["text"], s
+    ok(dut, "sim remove")
+    ok(dut, "sim key A")
+    assert dut.wait_event(lambda e: "sale" in e, 5)["sale"]["state"] == "cancelled"
+
+
+def test_a_card_without_a_contactless_directory_is_refused_and_the_sale_waits(dut):
+    # '6A82' to SELECT PPSE: a contactless reader selects through the PPSE only (EMV Book B), so no
+    # AID is guessed; the customer is asked for another card and the next one completes the sale.
+    start_sale(dut, "7")
+    ok(dut, "sim tap noppse")
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev == {"amount": 7, "state": "card error", "error": "no_app"}, ev
+    assert screen(dut)["screen"] == "tap"
+    ok(dut, "sim remove")
+    ok(dut, "sim tap visa")
+    ev = dut.wait_event(lambda e: "sale" in e, 5)["sale"]
+    assert ev["state"] == "card read" and ev["card"]["pan"] == PANS["visa"], ev
+    ok(dut, "sim remove")
 
 
 def test_a_tap_while_typing_the_amount_keeps_the_amount(dut):

@@ -114,6 +114,29 @@ def test_after_a_card_read_at_the_heap_edge_everything_works_again(vterm_factory
     st = _until_ok(dut, "status")
     assert st["heap_free"] > 4096, st.raw
 
+@pytest.mark.parametrize("card,state", [("getresp", "card read"), ("endless", "card error")])
+def test_a_card_answering_61xx_is_read_or_refused_in_64k(vterm_factory, card, state):
+    # A '61XX' answer is joined in one more buffer (at most 258 bytes) over GET RESPONSEs; a card
+    # that answers '61XX' for ever ends in a read error after 16 of them. Either way the read fits
+    # the 64K a card read in a sale fits unprovisioned, and the terminal has its heap back after.
+    dut = vterm_factory(heap="64K")
+    dut.wait_ready(15)
+    dut.events.clear()
+    assert dut.command("sim key 1 2 5 C").ok
+    dut.wait_event(lambda e: e.get("sale", {}).get("state") == "waiting card", 5)
+    assert dut.command("sim tap " + card).ok
+    ev = dut.wait_event(lambda e: e.get("sale", {}).get("state", "waiting card") != "waiting card"
+                        or "reader" in e, 10)
+    assert ev.get("sale", {}).get("state") == state, ev
+    if state == "card error":
+        assert ev["sale"]["error"] == "read", ev
+    _until_ok(dut, "sim remove")
+    _until_ok(dut, "sim key A")
+    _until_ok(dut, "echo still here")
+    st = _until_ok(dut, "status")
+    assert st["heap_free"] > 4096, st.raw
+
+
 _REPLY = re.compile(r"(OK \{.*\}|ERR [a-z]+ (?!ERR )[^\r\n]*)")
 
 

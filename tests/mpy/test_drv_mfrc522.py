@@ -451,3 +451,152 @@ def test_a_slow_card_is_given_the_times_its_ats_asks_for():
     # switched, not left coarse).
     rd.request(True)
     assert model.timers[-1] < 20000, model.timers[-4:]
+
+
+def _logged(name):
+    # A card of profile `name` in the field, with every command APDU it receives recorded.
+    rd, model, _ = rig(name)
+    card = model.card
+    sent = []
+    real = card.respond
+
+    def respond(c):
+        sent.append(bytes(c))
+        return real(c)
+    card.respond = respond
+    return rd, card, sent
+
+
+def _read_error(rd, code):
+    try:
+        emv.read(rd, iso14443a.activate(rd), 125, 156, today="261127")
+    except emv.CardError as e:
+        assert e.code == code, (e.code, e.message)
+        assert "4761739001010010" not in e.message and "6212345678901234569" not in e.message, e.message
+        return e.message
+    raise AssertionError("read without error")
+
+
+def test_61xx_answers_are_fetched_with_get_response_and_joined():
+    # ISO/IEC 7816-4:2005 §5.1.3 '61XX' then §7.6.1 GET RESPONSE 00 C0 00 00 Le=XX, as often as the
+    # card says: the "getresp" card gives at most 48 bytes at a time, so its records take several.
+    rd, card, sent = _logged("getresp")
+    c = emv.read(rd, iso14443a.activate(rd), 125, 156, today="261127")
+    assert c.pan == "4761739001010010" and c.exp == "281231" and c.label == "VISA CREDIT", c.public()
+    gets = [s for s in sent if s[:4] == b"\x00\xc0\x00\x00"]
+    assert all(len(s) == 5 and 1 <= s[4] <= 48 for s in gets), [s.hex() for s in gets]
+    # Every GET RESPONSE asked exactly what the card's '61XX' announced.
+    assert gets[0] == b"\x00\xc0\x00\x00\x30", gets[0].hex()
+    rr = [i for i, s in enumerate(sent) if s[:2] == b"\x00\xb2"]
+    assert len(rr) == 2, [s.hex() for s in sent]
+    # Record 2 (80 bytes of template) came in two GET RESPONSEs after its READ RECORD.
+    assert sent[rr[1] + 1][:4] == b"\x00\xc0\x00\x00" and sent[rr[1] + 2][:4] == b"\x00\xc0\x00\x00", \
+        [s.hex() for s in sent[rr[1]:]]
+    assert len(sent) > 2 * 5, len(sent)
+
+
+def test_6cxx_answers_send_the_command_again_with_the_exact_le():
+    rd, card, sent = _logged("wrongle")
+    c = emv.read(rd, iso14443a.activate(rd), 125, 156, today="261127")
+    assert c.pan == "6212345678901234569" and c.scheme == "unionpay", c.public()
+    # Each command went twice: Le 00 first, then the same bytes with the Le the card gave.
+    assert len(sent) == 10, [s.hex() for s in sent]
+    for first, again in zip(sent[::2], sent[1::2]):
+        assert first[-1] == 0 and again[:-1] == first[:-1] and again[-1] != 0, (first.hex(), again.hex())
+    ans = card.apdu(sent[-1])
+    assert len(ans) - 2 == sent[-1][-1], (len(ans), sent[-1].hex())
+
+
+def test_a_card_answering_61xx_for_ever_is_a_read_error_quickly():
+    rd, card, sent = _logged("endless")
+    t0 = time.ticks_ms()
+    msg = _read_error(rd, "read")
+    assert "SELECT PPSE" in msg and "6110" in msg, msg
+    # The first SELECT and 16 GET RESPONSEs, then the terminal gave up.
+    assert len(sent) == 17 and sent[1:] == [b"\x00\xc0\x00\x00\x10"] * 16, [s.hex() for s in sent]
+    assert time.ticks_diff(time.ticks_ms(), t0) < 2000
+    # The reader and the card protocol are intact: the next card reads.
+    model_card = Card("visa")
+    rd2, model, _ = rig()
+    model.card = model_card
+    assert emv.read(rd2, iso14443a.activate(rd2), 1, 156, today="261127").scheme == "visa"
+
+
+def test_a_card_giving_data_with_61xx_for_ever_stops_at_256_bytes():
+    rd, card, sent = _logged("visa")
+    real = card.respond
+
+    def respond(c):
+        if c[:2] == b"\x00\xc0":
+            sent.append(bytes(c))
+            return bytes(range(32)) + b"\x61\x20"
+        return real(c) if c[:2] != b"\x80\xa8" else b"\x61\x20"
+    card.respond = respond
+    msg = _read_error(rd, "read")
+    assert "GPO" in msg and "256" in msg, msg
+    # 8 answers of 32 bytes fill the 256 a response may hold; the 9th is one too many.
+    assert len([s for s in sent if s[:2] == b"\x00\xc0"]) == 9, [s.hex() for s in sent]
+
+
+def test_a_card_whose_le_never_fits_is_a_read_error():
+    rd, card, sent = _logged("visa")
+    real = card.respond
+
+    def respond(c):
+        if c[:2] == b"\x00\xb2":
+            sent.append(bytes(c))
+            return bytes((0x6C, (c[-1] + 1) & 0xFF))    # always one more than asked
+        return real(c)
+    card.respond = respond
+    msg = _read_error(rd, "read")
+    assert "READ RECORD" in msg, msg
+    assert len([s for s in sent if s[:2] == b"\x00\xb2"]) == 17, len(sent)
+
+
+def test_a_blocked_application_is_declined_as_blocked():
+    # EMV 4.3 Book 1 §12.4: '6283' (ISO/IEC 7816-4 selected file deactivated) to SELECT AID.
+    rd, card, sent = _logged("blocked")
+    msg = _read_error(rd, "blocked")
+    assert msg == "last SELECT AID 6283 (of 1): application blocked", msg
+    assert not [s for s in sent if s[:2] == b"\x80\xa8"], "GPO sent to a blocked application"
+
+
+def test_the_next_candidate_is_tried_when_the_first_is_blocked():
+    # The PPSE lists Mastercard first (priority 1), which answers '6283'; Visa (priority 2) is read.
+    rd, model, _ = rig("visa")
+    card = model.card
+    mc = bytes.fromhex("a0000000041010")
+    ppse, fci, gpo, recs = card.app
+    card.app = (tlv("6f", tlv("84", b"2PAY.SYS.DDF01") + tlv("a5", tlv("bf0c", tlv(
+        "61", tlv("4f", _AID) + tlv("87", b"\x02")) + tlv("61", tlv("4f", mc) + tlv("87", b"\x01"))))),
+        fci, gpo, recs)
+    real = card.apdu
+    sel = []
+
+    def apdu(c):
+        if c[1] == 0xA4:
+            sel.append(bytes(c[5:5 + c[4]]))
+        return b"\x62\x83" if c[1] == 0xA4 and c[5:5 + c[4]] == mc else real(c)
+    card.apdu = apdu
+    c = emv.read(rd, iso14443a.activate(rd), 125, 156, today="261127")
+    assert c.scheme == "visa" and c.aid == "a0000000031010", c.public()
+    assert sel == [b"2PAY.SYS.DDF01", mc, _AID], sel
+
+
+def test_no_ppse_is_no_app_and_no_aid_is_tried():
+    # '6A82' to SELECT PPSE: a contactless reader selects through the PPSE only (EMV Contactless
+    # Book B); the list of AIDs (EMV 4.3 Book 1 §12.3.3) is the contact interface's.
+    rd, card, sent = _logged("noppse")
+    msg = _read_error(rd, "no_app")
+    assert msg == "SELECT PPSE answered 6a82: no contactless directory", msg
+    assert [s[5:5 + s[4]] for s in sent if s[1] == 0xA4] == [b"2PAY.SYS.DDF01"], [s.hex() for s in sent]
+
+
+def test_a_blocked_card_ends_the_selection():
+    # EMV 4.3 Book 1 §12.3.2: '6A81' to SELECT PPSE, the card is blocked: no AID is tried.
+    rd, card, sent = _logged("visa")
+    real = card.apdu
+    card.apdu = lambda c: b"\x6a\x81" if c[1] == 0xA4 else real(c)
+    msg = _read_error(rd, "blocked")
+    assert "6a81" in msg, msg
+    assert len(sent) == 1, [s.hex() for s in sent]

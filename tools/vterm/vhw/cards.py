@@ -13,6 +13,14 @@ from vhw.ticks import ticks_diff, ticks_ms
 # that is broken, or hostile), s = slow: its ATS answers in 5.2 ms (EMV lets
 # a card take 5.286), asks a guard time (SFGI 6, 19.3 ms) before the first
 # block, and a frame wait of FWI 13 (2474 ms), of which GPO takes 2000.
+# Status words of ISO/IEC 7816-4:2005 §5.1.3, as cards whose code also serves
+# T=0 send them over T=CL: g = every answer with data comes as '61XX' and is
+# fetched with GET RESPONSE (§7.6.1), at most 48 bytes at a time (a record
+# takes several), l = a command whose Le is not the answer's length gets
+# '6CXX' (XX the length) and must be sent again, e = '6110' for ever, to every
+# command and every GET RESPONSE (a card that never ends its answer), b = the
+# application is blocked: its SELECT answers the FCI with '6283', n = no PPSE:
+# SELECT PPSE answers '6A82' (the terminal has to select the AID itself).
 PROFILES = {
     "visa": "04a1b2c3 a0000000031010 4761739001010010 281231 -",
     "unionpay": "0488776655443f a0000003330101 6212345678901234569 301130 w",
@@ -22,7 +30,13 @@ PROFILES = {
     "mifare": "d3a41c5e - - - -",
     "badpdol": "04bad0d1 a0000000031010 4761739001010010 281231 t",
     "slow": "04510517 a0000000031010 4761739001010010 281231 s",
+    "getresp": "04610c01 a0000000031010 4761739001010010 281231 g",
+    "wrongle": "046c0c02 a0000003330101 6212345678901234569 301130 l",
+    "endless": "04611010 a0000000031010 4761739001010010 281231 e",
+    "blocked": "04628303 a0000000031010 4761739001010010 281231 b",
+    "noppse": "046a8204 a0000003330101 6212345678901234569 301130 n",
 }
+_CHUNK = 48        # the 'g' card's GET RESPONSE gives at most this much at a time
 _FSD = (16, 24, 32, 40, 48, 64, 96, 128, 256)
 _LABEL = {"a0000000031010": b"VISA CREDIT", "a0000003330101": b"UnionPay Debit"}
 
@@ -76,6 +90,37 @@ class Card:
         self.frames = 0
         self.wtx = 2 if self.how == "w" else 0
         self.selected = False
+        self.rest = None         # 'g': what GET RESPONSE still has to give, its final SW last
+
+    def respond(self, c):
+        # The answer to command APDU c as this card's behaviour gives it: apdu()'s, or its
+        # procedure status words (ISO/IEC 7816-4:2005 §5.1.3) for the g, l, e profiles.
+        how = self.how
+        if how == "e":
+            return b"\x61\x10"
+        rest, self.rest = self.rest, None    # GET RESPONSE only right after the answer it ends
+        if how == "g" and c[:2] == b"\x00\xc0":
+            if rest is None or len(c) != 5:
+                return b"\x69\x85"          # conditions of use not satisfied: nothing to give
+            return self._give(rest, c[4] or 256)
+        r = self.apdu(c)
+        if how == "g" and len(r) > 2:
+            self.rest = r
+            return bytes((0x61, min(len(r) - 2, _CHUNK)))
+        if how == "l" and len(r) > 2 and len(c) >= 5:
+            le = c[-1] or 256                # each terminal command ends with Le
+            if le != len(r) - 2:
+                return bytes((0x6C, (len(r) - 2) & 0xFF))
+        return r
+
+    def _give(self, rest, le):
+        # GET RESPONSE: up to le bytes of what is left, '61XX' while more remains.
+        n = min(le, len(rest) - 2, _CHUNK)
+        part, rest = rest[:n], rest[n:]
+        if len(rest) > 2:
+            self.rest = rest
+            return part + bytes((0x61, min(len(rest) - 2, _CHUNK)))
+        return part + rest
 
     def apdu(self, c):
         # EMV commands: SELECT by name, GPO, READ RECORD (EMV Book 3 §6.5).
@@ -85,8 +130,10 @@ class Card:
         if c[1] == 0xA4 and c[2] == 0x04:
             name = c[5:5 + c[4]] if len(c) > 4 else b""
             if name == b"2PAY.SYS.DDF01":
-                return ppse + b"\x90\x00"
+                return ppse + b"\x90\x00" if self.how != "n" else b"\x6a\x82"
             if name == fci[4:4 + fci[3]]:
+                if self.how == "b":
+                    return fci + b"\x62\x83"   # selected file deactivated: application blocked
                 self.selected = True
                 return fci + b"\x90\x00"
             return b"\x6a\x82"
@@ -182,7 +229,7 @@ class Card:
                 self.inbuf += d[1:]
                 return self._send(bytes((0xA2 | self.bn,)))
             apdu, self.inbuf = self.inbuf + d[1:], b""
-            self.out = self.apdu(apdu)
+            self.out = self.respond(apdu)
             if self.how == "s" and apdu[:2] == b"\x80\xa8":
                 self.took_us = 2000000
             if self.wtx and apdu[:2] == b"\x80\xa8":
