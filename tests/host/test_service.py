@@ -244,6 +244,65 @@ def test_request_waits_for_a_restarted_worker(mosquitto, db):
         link.close()
 
 
+_EIO_SHIM = """
+import errno, os
+_real = os.fdatasync
+def _fdatasync(fd):
+    if os.path.exists(os.environ["ROAMPOS_TEST_EIO_FLAG"]):
+        raise OSError(errno.EIO, "Input/output error")
+    return _real(fd)
+os.fdatasync = _fdatasync
+"""
+
+
+@pytest.mark.slow
+def test_a_failed_ledger_sync_stops_the_host_and_nothing_unsynced_is_answered(mosquitto, tmp_path):
+    # The disk fails the WAL's fdatasync (EIO): the sale in that group is neither answered nor
+    # acknowledged, and the host stops instead of restarting the worker (a later fsync would report
+    # success for pages the disk lost). Started again, the host answers the sale once.
+    # The failure is injected from outside the product: a sitecustomize on the workers' path wraps
+    # os.fdatasync while a flag file exists.
+    from roampos.host import db as dbm
+    url = "sqlite:///%s" % (tmp_path / "l.db")
+    d = dbm.connect(url)
+    registry.add_terminal(d, TID, SERIAL, MID, "Roaming Noodles", "48021000", "6222020000000001", "310000", {},
+                          TMK.hex())
+    d.close()
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(_EIO_SHIM)
+    flag = tmp_path / "disk-failed"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")])),
+               ROAMPOS_TEST_EIO_FLAG=str(flag))
+    proc = subprocess.Popen([roampos_bin(), "host", "--broker", mosquitto, "--db", url], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    link = MqttLink(mosquitto)
+    try:
+        for line in proc.stdout:
+            if "roampos host ready" in line:
+                break
+        term = signed_on(link)
+        flag.touch()
+        raw = term.financial(card(210), 710)
+        stan = iso.decode(raw)["11"]
+        assert link.request(TID, raw, 5) is None          # committed, never made durable: no answer
+        assert proc.wait(30) == 3
+        log = proc.stdout.read()
+        assert "WAL sync failed" in log and "could not make the ledger durable" in log, log
+        assert "restarting" not in log, log
+        flag.unlink()
+        proc = _start_host(["--broker", mosquitto, "--db", url])
+        resp = link.wait(TID, stan, 15)                   # the broker kept it for the next worker
+        assert resp is not None and term.check(resp)["39"] == "00"
+        d = dbm.connect(url)
+        assert d.one("SELECT COUNT(*) FROM txns WHERE stan=? AND kind='financial'", (stan,))[0] == 1
+        d.close()
+    finally:
+        link.close()
+        if proc.poll() is None:
+            _stop(proc)
+
+
 class _FakeClient:
     def __init__(self):
         self.events = []

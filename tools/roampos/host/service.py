@@ -318,6 +318,11 @@ def _stop_on_signal(stop) -> None:  # type: ignore[no-untyped-def]
 
 
 STOP_GRACE_S = 10   # a worker gets this long to finish its group; then it is killed
+# A worker whose ledger could not be made durable (an fsync that failed) exits with this code and
+# the host stops instead of restarting it: after a failed fsync Linux reports the next ones as
+# successful although the lost pages were never written, so a new worker would acknowledge
+# requests on a ledger it cannot trust. What was not acknowledged waits in the broker.
+EXIT_STORAGE = 3
 
 
 def _stop_workers(procs: List, base: int) -> None:
@@ -343,8 +348,8 @@ def _worker_main(broker_url: str, db_url: str, index: int, level: int, ready=Non
     try:
         w.serve_forever()
     except SyncError as exc:
-        log.error("worker %d: %s; exiting, its unanswered requests stay with the broker", index, exc)
-        raise SystemExit(1) from None
+        log.critical("worker %d: %s; exiting, its unanswered requests stay with the broker", index, exc)
+        raise SystemExit(EXIT_STORAGE) from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -415,6 +420,7 @@ def run(args: argparse.Namespace) -> int:
     # How long the workers get to subscribe before it is logged as an error (tests shorten it).
     end = time.monotonic() + float(os.environ.get("ROAMPOS_HOST_READY_S", "60"))
     ready = False
+    failed = 0
     while not stop.is_set():
         if not ready and all(ev.is_set() for ev in events):   # every subscription in place
             ready = True
@@ -427,12 +433,18 @@ def run(args: argparse.Namespace) -> int:
             end = 0
         stop.wait(0.2 if not ready else 0.5)
         for i, p in enumerate(procs):
-            if not p.is_alive() and not stop.is_set():
+            if not p.is_alive() and not stop.is_set() and p.exitcode == EXIT_STORAGE:
+                log.critical("worker %d could not make the ledger durable (see above): stopping the host;"
+                             " check the disk and reboot the machine before starting it again (the page"
+                             " cache may hold ledger pages the disk lost)", base + i)
+                failed = EXIT_STORAGE
+                stop.set()
+            elif not p.is_alive() and not stop.is_set():
                 log.error("worker %d exited (%s); restarting", base + i, p.exitcode)
                 procs[i] = ctx.Process(target=_worker_main, args=(url, db_url, base + i, level, events[i]))
                 procs[i].start()
     _stop_workers(procs, base)
     if broker:
         broker.stop()
-    return 0
+    return failed
 
