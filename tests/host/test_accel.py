@@ -79,9 +79,11 @@ def test_the_finder_checks_the_digest_before_it_serves_an_extension(tmp_path):
     spec = finder.find_spec(HANDLER, roampos.host.__path__)
     assert spec.origin == source and finder.stale == [HANDLER] and not finder.loaded
     finder = accel._Finder(str(tmp_path), {HANDLER: {"sha256": accel.digest(source), "file": "handler.so"}})
+    assert finder.find_spec(HANDLER, roampos.host.__path__).origin == source   # its extension is gone
+    open(so, "wb").close()
     spec = finder.find_spec(HANDLER, roampos.host.__path__)
     assert isinstance(spec.loader, importlib.machinery.ExtensionFileLoader) and spec.origin == so
-    assert finder.loaded == [HANDLER]
+    assert finder.loaded == [HANDLER] and finder.stale == [HANDLER]
     assert finder.find_spec("roampos.host.settle", roampos.host.__path__) is None  # not listed: untouched
 
 

@@ -74,10 +74,10 @@ class _Finder(importlib.abc.MetaPathFinder):
             fresh = digest(spec.origin) == entry["sha256"]
         except OSError:
             fresh = False
-        if not fresh:
+        so = os.path.join(self.root, entry["file"])
+        if not fresh or not os.path.exists(so):
             self.stale.append(name)
             return spec
-        so = os.path.join(self.root, entry["file"])
         self.loaded.append(name)
         return importlib.util.spec_from_file_location(
             name, so, loader=importlib.machinery.ExtensionFileLoader(name, so))
