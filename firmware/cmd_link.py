@@ -22,10 +22,10 @@ def cmd_link(args):
             params.unload()
         return _set(rest)
     if op == "echo":
-        host, port, text = words(rest, 3)
+        host, port, text = words(rest, 3, "link echo <host> <port> <text>", rest=True)
         return _echo(host, _port(port), text)
     if op == "mqtt":
-        host, port = words(rest, 2)
+        host, port = words(rest, 2, "link mqtt <host> <port>")
         return _mqtt(host, _port(port))
     raise CommandError("usage", "link [set <json> | echo <host> <port> <text> | mqtt <host> <port>]")
 

@@ -1,11 +1,11 @@
 # `sim ...`: simulated inputs on the vterm (keys, card taps, scanner codes,
-# links, cell identity, signal). Other boards answer ERR unsupported.
+# links, cell identity, signal, time passing). Other boards answer ERR unsupported.
 from firmware import boards
 from firmware.console import CommandError, words
 
 _USAGE = "sim key <legends> | tap [profile] | remove | scan <code> | " \
          "link <wifi|cell> <up|down|denied> | cell <mcc> <mnc> <lac> <ci> | signal <dBm> | " \
-         "squeeze <bytes free> <ms>"
+         "squeeze <bytes free> <ms> | clock <ms>"
 
 
 def _sim():
@@ -40,11 +40,13 @@ def cmd_sim(args):
     if op == "tap":
         if not rest:
             return {"cards": sim.cards()}
+        rest = words(rest, 1, "sim tap [profile]")[0]
         if rest not in sim.cards():
             raise CommandError("nocard", "no card profile %r; try: sim tap" % rest[:24])
         sim.tap(rest)
         return {"tapped": rest}
     if op == "remove":
+        words(rest, 0, "sim remove takes no arguments")
         return {"removed": sim.remove()}
     if op == "scan":
         if not rest or len(rest) > 500:
@@ -52,7 +54,7 @@ def cmd_sim(args):
         sim.ask(args)  # the vterm takes the checked text as it is (vhw/sim.py)
         return {"scanned": len(rest)}
     if op == "link":
-        kind, what = words(rest, 2)
+        kind, what = words(rest, 2, "sim link <wifi|cell> <up|down|denied>")
         if kind not in ("wifi", "cell") or what not in ("up", "down", "denied"):
             raise CommandError("badarg", "sim link <wifi|cell> <up|down|denied>")
         if kind == "wifi" and what == "denied":
@@ -84,6 +86,20 @@ def cmd_sim(args):
         left = _int(w[0], "bytes", 0, 1 << 20)
         ms = _int(w[1], "ms", 1, 60000)
         return {"free": sim.squeeze(left, ms), "ms": ms}
+    if op == "clock":
+        # Time passes with nobody at the terminal: the vterm's monotonic clock, which the firmware's
+        # own deadlines read (boards.ticks_ms: operator session idle time, the last admin's
+        # back-off), moves forward (asyncio's sleeps keep real time). Forward only, and on the vterm
+        # only: a board's clock is time.ticks_ms, which nothing moves.
+        ms = _int(words(rest, 1, "sim clock <ms>")[0], "ms", 1, 86400000)
+        boards.ticks_ms = sim.ticks_ms
+        sim.advance(ms)
+        from firmware import console, state
+        console.idle(False)  # what is over by now ends now, and says so before this reply
+        if state.session is not None:
+            from firmware import session
+            session.watch()
+        return {"advanced_ms": ms}
     raise CommandError("usage", _USAGE)
 
 

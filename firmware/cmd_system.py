@@ -5,6 +5,7 @@ import os
 import time
 
 from firmware import boards, commands, state
+from firmware.console import words
 from firmware.version import VERSION
 
 # Other subsystems add callables returning dicts to merge into `status`. The
@@ -14,10 +15,12 @@ STATUS = state.status_hooks
 
 
 def cmd_help(args):
+    words(args, 0, "help takes no arguments")
     return {"commands": {name: text for name, text in commands.entries()}}
 
 
 def cmd_status(args):
+    words(args, 0, "status takes no arguments")
     gc.collect()
     st = os.statvfs("/")
     s = {
@@ -50,5 +53,6 @@ async def _reset_soon():
 
 
 def cmd_reboot(args):
+    words(args, 0, "reboot takes no arguments")  # `reboot now` must not reboot as if it were asked
     asyncio.create_task(_reset_soon())
     return {"rebooting": True}

@@ -16,7 +16,7 @@ login cmd_param cmd_login login <operator> <pin>
 logout cmd_param cmd_logout log the operator out
 operator cmd_param cmd_operator operator list|add|remove|passwd
 screen cmd_screen cmd_screen screen [raw]: text on the display, or its 1-bit image
-sim cmd_sim cmd_sim sim key|tap|remove|scan|link|cell|signal|squeeze (vterm only)
+sim cmd_sim cmd_sim sim key|tap|remove|scan|link|cell|signal|squeeze|clock (vterm only)
 link cmd_link cmd_link link [set <json>|echo <host> <port> <text>|mqtt <host> <port>]
 bench cmd_screen cmd_bench bench refresh|card <profile>: driver timings and heap
 """

@@ -7,10 +7,16 @@
 # Ctrl-C (0x03) stops the application and leaves the REPL (mpremote needs it).
 import json
 import select
+import time
 from asyncio import core
 from micropython import const
 
+from firmware import boards, state
+
 MAX_LINE = const(1024)
+# An operator session ends after this long without an operator's command or a key press, whatever
+# the role (firmware.session; PCI DSS v4.0 8.2.8: 15 minutes).
+_IDLE_MS = const(900000)
 _DRAIN = const(256)  # bytes taken per wake-up before yielding to other tasks
 _CR = const(13)
 _LF = const(10)
@@ -29,7 +35,7 @@ _active = None
 # hold state (cmd_param's import in progress, link) stay once loaded.
 _TRANSIENT = ("firmware.cmd_system", "firmware.cmd_screen", "firmware.cmd_sim",
               "firmware.screen_text", "firmware.params", "firmware.commands",
-              "firmware.version", "firmware.scanner")
+              "firmware.version", "firmware.scanner", "firmware.session")
 # firmware.scanner: the sale's scanner task runs on in its own globals; once it ends the module
 # leaves the heap (kept, it fragmented the heap a parameter import needs after a sale).
 
@@ -72,15 +78,47 @@ def failed(source, e):
             _active.out.write(_EVT_LOST)
 
 
-def words(args, n=None):
-    # Split a command's argument string; n = number of words expected (the
-    # last takes the rest of the line), raising a usage error otherwise.
+def words(args, n=None, usage=None, rest=False):
+    # Split a command's argument string; n = number of words expected, else ERR usage saying
+    # `usage` (the command's form). Only with rest does the last word take the rest of the line
+    # (a JSON value, a text): elsewhere a word too many is an error, never part of the last one.
     if n is None:
         return args.split()
-    parts = args.split(None, n - 1) if args else []
+    parts = args.split(None, n - 1) if rest and n else args.split()
     if len(parts) != n:
-        raise CommandError("usage", "expected %d argument%s" % (n, "" if n == 1 else "s"))
+        raise CommandError("usage", usage or "expected %d argument%s" % (n, "" if n == 1 else "s"))
     return parts
+
+
+def idle(active):
+    # The operator session's idle time, on the board's monotonic clock (boards.ticks_ms, wrap-safe):
+    # a session idle for _IDLE_MS ends here (firmware.session), before what comes now is judged;
+    # then `active` (an operator's command, a key press) starts the idle time again. A difference
+    # out of range (ticks wrapped past half their period: days on a board) is over too. Returns the
+    # ms the session has left (0: none open).
+    now = boards.ticks_ms()
+    left = 0
+    if state.role is not None:
+        left = _IDLE_MS - time.ticks_diff(now, state.seen_ms)
+        if not 0 < left <= _IDLE_MS:
+            from firmware import session
+            session.end("idle")
+            left = 0
+    if active:
+        state.seen_ms = now
+    return left
+
+
+async def _watch():
+    # firmware.session's watch task while an operator is logged in: ends the session on time with
+    # nobody there. Here, not in firmware.session: a task there would keep that module (~1 KB)
+    # in the heap for as long as someone is logged in, a parameter import's commit included.
+    left = idle(False)
+    while left:
+        await core.sleep_ms(left)
+        left = idle(False)  # ends the session once it is over
+    if state.session is core.cur_task:
+        state.session = None
 
 
 class Console:
@@ -212,6 +250,9 @@ class Console:
         args = parts[1] if len(parts) > 1 else ""
         ran = False
         try:
+            # A command is the operator's activity; the vterm's simulated world (`sim`: a key press
+            # counts in ui.key, `sim clock` is time passing with nobody there) is not.
+            idle(name != "sim")
             fn = self._lookup(name)
             result = fn(args.strip())
             if hasattr(result, "send"):  # an async command

@@ -15,7 +15,8 @@ def cmd_login(args):
     from firmware import operators
 
     try:
-        op_id, pin = words(args, 2)
+        # Before anything counts: a line with a word too many is no try of a PIN.
+        op_id, pin = words(args, 2, "login <operator> <pin>")
         return operators.login(op_id, pin)
     finally:
         params.unload()
@@ -25,6 +26,7 @@ def cmd_logout(args):
     from firmware import operators
 
     try:
+        words(args, 0, "logout takes no arguments")
         return operators.logout()
     finally:
         params.unload()
@@ -37,17 +39,18 @@ def cmd_operator(args):
         sub, _, rest = args.partition(" ")
         rest = rest.strip()
         if sub == "list":
+            words(rest, 0, "operator list takes no arguments")
             if state.mode != params.READY:
                 raise CommandError("notready", "terminal is %s" % state.mode.upper())
             operators.require("supervisor")
             return {"operators": [{"id": o["id"], "role": o["role"]} for o in _core().record("ops")]}
         if sub == "add":
-            op_id, role, pin = words(rest, 3)
+            op_id, role, pin = words(rest, 3, "operator add <id> <role> <pin>")
             return operators.add(op_id, role, pin)
         if sub == "remove":
-            return operators.remove(words(rest, 1)[0])
+            return operators.remove(words(rest, 1, "operator remove <id>")[0])
         if sub == "passwd":
-            op_id, pin = words(rest, 2)
+            op_id, pin = words(rest, 2, "operator passwd <id> <pin>")
             return operators.passwd(op_id, pin)
         raise CommandError("usage", "operator list|add <id> <role> <pin>|remove <id>|passwd <id> <pin>")
     finally:

@@ -7,7 +7,7 @@ import os
 import time
 from binascii import hexlify, unhexlify
 
-from firmware import params, params_core, state
+from firmware import boards, params, params_core, state
 from firmware.console import CommandError
 
 RANK = {"cashier": 1, "supervisor": 2, "admin": 3}
@@ -65,12 +65,12 @@ def _ready():
 
 
 def login(op_id, pin):
-    from firmware import params_store as store
+    from firmware import params_store as store, session
 
     _ready()
     # Whoever types a login now is at the terminal: the session before ends, also when this one
     # fails (a wrong PIN must not leave a supervisor's session open for the one who typed it).
-    state.operator = state.role = None
+    session.end()
     ops = params_core.record("ops")
     o = find(ops, op_id)
     tries = _tries()
@@ -102,7 +102,7 @@ def login(op_id, pin):
         if o["role"] == "admin":
             # The last admin's back-off runs from its own last wrong PIN: a cashier typing wrong
             # PINs every minute must not keep restarting it (the admin locked out for good).
-            state.pin_fail_ms = time.ticks_ms()
+            state.pin_fail_ms = boards.ticks_ms()
         _log_fail(op_id, "wrong PIN")
         left = limit - n - 1
         if left <= 0 and (last or _last_admin(ops, o, tries)):
@@ -113,15 +113,14 @@ def login(op_id, pin):
         raise CommandError("denied", "unknown operator or wrong PIN (%d tr%s left)" % (left, "y" if left == 1 else "ies"))
     tries.pop(op_id)
     store.put_single("tries", tries)
-    state.operator = op_id
-    state.role = o["role"]
+    session.begin(op_id, o["role"])  # until logout, or 15 min with no command or key press
     return {"operator": op_id, "role": o["role"]}
 
 
 # The last admin who can still log in is never locked for good (only reflashing would bring the
 # terminal back): past the limit each try waits 1 min, doubling per wrong PIN up to 1 h. The wait
 # runs on uptime since the last wrong PIN (state.pin_fail_ms), or since boot, so a reset does not
-# shorten it.
+# shorten it; on the board's monotonic clock (boards.ticks_ms), as the session's idle time.
 
 
 def _backoff_s(n, limit):
@@ -132,10 +131,8 @@ def _wait_s(n, limit):
     # Seconds before the last admin's next try; <= 0: it may try now.
     since = state.pin_fail_ms
     if since is None:
-        from firmware import boards
-
         since = boards.BOOT_MS
-    return _backoff_s(n, limit) - time.ticks_diff(time.ticks_ms(), since) // 1000
+    return _backoff_s(n, limit) - time.ticks_diff(boards.ticks_ms(), since) // 1000
 
 
 def _last_admin(ops, o, tries):
@@ -163,8 +160,10 @@ def _log_fail(op_id, why):
 
 
 def logout():
+    from firmware import session
+
     was = state.operator
-    state.operator = state.role = None
+    session.end()
     return {"operator": was}
 
 

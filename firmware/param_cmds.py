@@ -89,7 +89,7 @@ def _store():
 
 def p_get(args):
     _ready()
-    path = words(args, 1)[0]
+    path = words(args, 1, "param get <path>")[0]
     if path == "version":
         return {"path": path, "value": state.params_version}
     if path == "profiles":
@@ -102,7 +102,7 @@ def p_set(args):
     from firmware import operators
     from firmware import params_schema as schema
 
-    path, text = words(args, 2)
+    path, text = words(args, 2, "param set <path> <json>", rest=True)
     _ready()   # first: a damaged terminal is not ready, whoever asks (no one can log in there)
     operators.require("admin")
     if path == "version" or path.split(".")[0] in ("operators", "active"):
@@ -153,6 +153,7 @@ def p_set(args):
 
 
 def p_export(args):
+    words(args, 0, "param export takes no arguments")
     _ready()
     out = {"version": state.params_version, "profiles": {}}
     for top, rec in _TOP.items():
@@ -164,6 +165,7 @@ def p_export(args):
 
 
 def p_check(args):
+    words(args, 0, "param check takes no arguments")
     if state.mode == params.EMPTY:  # nothing to check is not a damaged set
         raise CommandError("notready", "terminal is %s: %s" % (state.mode.upper(), state.mode_detail))
     err = _core().check()
@@ -178,24 +180,34 @@ def p_check(args):
 
 
 def p_log(args):
-    n = int(args) if args.isdigit() else 10
-    entries, bad = _store().read_log(min(n, 50))
+    w = words(args)
+    if len(w) > 1 or w and not w[0].isdigit():
+        raise CommandError("usage", "param log [n]")
+    n = int(w[0]) if w else 10
+    if not 1 <= n <= 50:
+        raise CommandError("badarg", "param log shows 1..50 entries")
+    entries, bad = _store().read_log(n)
     return {"log": entries, "damaged_lines": bad}
 
 
 def p_import(args):
-    from firmware import cmd_param, operators
+    from firmware import cmd_param
 
     sub, _, rest = args.partition(" ")
     if state.mode not in params.OPEN:
         # Only a blank or damaged store is open to provisioning: a sound set that an out-of-memory
         # left unpublished ("reboot needed") keeps its operators and its version.
+        from firmware import operators
+
         operators.require("admin")
+        # Not held here: the commit unloads it (params.unload) before it reads the set, its peak.
+        del operators
     if sub == "abort":  # after the check: nobody else may cancel an admin's import
+        words(rest, 0, "param import abort takes no arguments")
         _abort()
         return {"import": "aborted"}
     if sub == "begin":
-        w = words(rest, 2)
+        w = words(rest, 2, "param import begin <bytes> <crc32 hex>")
         if not w[0].isdigit() or not 2 <= int(w[0]) <= _MAX_SET:
             raise CommandError("usage", "param import begin <bytes 2..%d> <crc32 hex>" % _MAX_SET)
         try:
@@ -210,7 +222,8 @@ def p_import(args):
     if imp is None:
         raise CommandError("noimport", "no import in progress; start with param import begin")
     if sub == "data":
-        off, b64 = words(rest, 2)
+        # A word too many is a malformed line, not a bad chunk: the import goes on.
+        off, b64 = words(rest, 2, "param import data <offset> <base64>")
         try:
             chunk = binascii.a2b_base64(b64)
             # MicroPython's decoder skips what is not base64: only a chunk that encodes back to
@@ -234,6 +247,7 @@ def p_import(args):
         imp[3] = binascii.crc32(chunk, imp[3])
         return {"received": imp[2]}
     if sub == "commit":
+        words(rest, 0, "param import commit takes no arguments")  # before _commit: it ends the import
         return _commit(imp)
     raise CommandError("usage", "param import begin|data|commit|abort")
 
@@ -297,6 +311,9 @@ def _commit(imp):
         # Logged out first: the operator table may change, and once the set is in flash nothing
         # that runs out of memory may leave the old session open under it.
         state.operator = state.role = None
+        if state.session is not None:  # and its idle watch (firmware.session), not imported here
+            state.session.cancel()
+            state.session = None
         _core().commit(recs, ver, after=_reset_tries)  # the link follows the new set's networks
         return {"import": "done", "version": ver, "region": state.region}
     finally:

@@ -23,12 +23,13 @@ def cmd_region(args):
         sub, _, rest = args.partition(" ")
         rest = rest.strip()
         if sub in ("", "list"):
+            words(rest, 0, "region list takes no arguments")
             _ready()
             return {"active": state.region, "regions": params_region.listing()}
         if sub == "use":
             from firmware import operators
 
-            code = words(rest, 1)[0]
+            code = words(rest, 1, "region use <six-digit GB/T 2260 code>")[0]
             _ready()
             operators.require("supervisor")
             if len(code) != 6 or not code.isdigit():
@@ -73,6 +74,7 @@ def cmd_batch(args):
             c, t, u = params_batch.add(state.region, int(amount))
             return {"region": state.region, "count": c, "total": t, "unsettled": u}
         if sub == "settle":
+            words(rest, 0, "batch settle takes no arguments")
             _vterm_only("batch settle")
             c, t, u = params_batch.settle(state.region)
             return {"region": state.region, "settled": c, "total": t}

@@ -56,7 +56,7 @@ def start(minor):
         _stop_timer()
         amount = None   # no sale half-started: the keypad starts over at idle
         console.event({"sale": {"amount": minor, "state": "failed", "error": "nomem"}})
-        ui.message("NOT ENOUGH MEMORY", ("TRY AGAIN",))
+        ui.message("OUT OF MEMORY", ("TRY AGAIN",))  # 16 characters a row: titles fit one
         return
     console.event({"sale": {"amount": minor, "state": "waiting card"}})
     ui.show_tap(minor)

@@ -8,7 +8,7 @@
 import asyncio
 import sys
 
-from firmware import state
+from firmware import console, state
 
 _MAX_DIGITS = 9            # 9,999,999.99 at most
 
@@ -166,6 +166,7 @@ def _cancel_back():
 def key(k, repeat=False):
     # Keypad callback (from the scanning task and from tests).
     global digits
+    console.idle(True)  # someone at the keypad: an operator session's idle time starts again
     if screen == "idle" or screen == "message":
         if repeat:
             return

@@ -64,11 +64,49 @@ def test_dispatch_replies():
     assert lines[3].startswith(b"ERR toolong "), lines
 
 
-def test_words_usage():
-    assert words("a b c", 2) == ["a", "b c"]
+def _usage(*a, **kw):
     try:
-        words("", 1)
+        words(*a, **kw)
     except CommandError as e:
         assert e.code == "usage"
-    else:
-        raise AssertionError("no usage error")
+        return e.message
+    raise AssertionError("no usage error for %r" % (a,))
+
+
+def test_words_usage():
+    assert words("a b c", 2, rest=True) == ["a", "b c"]   # the last takes the rest only if asked
+    assert words("a  b", 2) == ["a", "b"]
+    assert _usage("a b c", 2, "x <a> <b>") == "x <a> <b>"   # a word too many
+    assert _usage("", 1) == "expected 1 argument"
+    assert words("", 0) == [] and _usage("junk", 0, "status takes no arguments") == "status takes no arguments"
+    assert _usage("a", 2, rest=True) == "expected 2 arguments"
+
+
+def test_session_idle_time_is_wrap_safe():
+    # console.idle() measures on boards.ticks_ms with ticks_diff: a session stamped just before
+    # the ticks wrap is not over just after it; one idle for 15 min is; and a stamp that reads as
+    # later than now (ticks wrapped past half their period: days on a board) is over too.
+    import time
+    from firmware import boards, state
+    clock = [0]
+    real = boards.ticks_ms
+    boards.ticks_ms = lambda: clock[0]
+    try:
+        state.operator, state.role = "01", "admin"
+        state.seen_ms = time.ticks_add(0, -100)            # 100 ms before the ticks wrap
+        clock[0] = 500                                      # 600 ms later, past it
+        assert console.idle(False) == 900000 - 600 and state.role == "admin"
+        clock[0] = time.ticks_add(state.seen_ms, 900000 - 1)
+        assert console.idle(False) == 1 and state.role == "admin"
+        clock[0] = time.ticks_add(state.seen_ms, 900000)
+        assert console.idle(False) == 0 and state.role is None and state.operator is None
+        state.operator, state.role = "02", "supervisor"
+        state.seen_ms = time.ticks_add(clock[0], 5)         # "later than now": wrapped, so over
+        assert console.idle(False) == 0 and state.role is None
+        state.operator, state.role, state.seen_ms = "03", "cashier", clock[0]   # (as a login does)
+        clock[0] = time.ticks_add(clock[0], 600000)
+        console.idle(True)                                  # a command: the idle time starts again
+        assert state.seen_ms == clock[0] and console.idle(False) == 900000 and state.role == "cashier"
+    finally:
+        boards.ticks_ms = real
+        state.operator = state.role = None

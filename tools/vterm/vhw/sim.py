@@ -4,10 +4,12 @@
 # process (roampos.vterm.hw) as requests (vhw.wire.ask). `sim scan`, `link`,
 # `cell` and `signal` need no code here: once firmware/cmd_sim.py has
 # checked them, it hands their text as it is to ask(), which the vterm
-# understands. An error of the vterm's raises ValueError. Names are few:
+# understands. An error of the vterm's raises ValueError. `sim clock` moves
+# the vterm's monotonic clock (ticks_ms below) forward. Names are few:
 # each one is interned for good.
 import asyncio
 import gc
+import time
 from micropython import const
 
 from vhw.wire import ask
@@ -71,3 +73,17 @@ async def _release(ms):
     await asyncio.sleep_ms(ms)
     _ballast = None
     gc.collect()
+
+
+_skew = 0  # how far `sim clock` moved the clock forward, ms
+
+
+def ticks_ms():
+    # The vterm's monotonic clock as the firmware reads it (firmware.boards.ticks_ms, once moved).
+    return time.ticks_add(time.ticks_ms(), _skew)
+
+
+def advance(ms):
+    global _skew
+    # Kept within half a ticks period (what ticks_add takes), as ticks are: modulo the period.
+    _skew = time.ticks_diff(time.ticks_add(_skew, ms), 0)
