@@ -244,6 +244,17 @@ def test_request_waits_for_a_restarted_worker(mosquitto, db):
         link.close()
 
 
+def _ledger_with_terminal(tmp_path) -> str:
+    """A SQLite ledger at tmp_path/l.db with the test terminal registered: its URL."""
+    from roampos.host import db as dbm
+    url = "sqlite:///%s" % (tmp_path / "l.db")
+    d = dbm.connect(url)
+    registry.add_terminal(d, TID, SERIAL, MID, "Roaming Noodles", "48021000", "6222020000000001", "310000", {},
+                          TMK.hex())
+    d.close()
+    return url
+
+
 _EIO_SHIM = """
 import errno, os
 _real = os.fdatasync
@@ -262,12 +273,7 @@ def test_a_failed_ledger_sync_stops_the_host_and_nothing_unsynced_is_answered(mo
     # success for pages the disk lost). Started again, the host answers the sale once.
     # The failure is injected from outside the product: a sitecustomize on the workers' path wraps
     # os.fdatasync while a flag file exists.
-    from roampos.host import db as dbm
-    url = "sqlite:///%s" % (tmp_path / "l.db")
-    d = dbm.connect(url)
-    registry.add_terminal(d, TID, SERIAL, MID, "Roaming Noodles", "48021000", "6222020000000001", "310000", {},
-                          TMK.hex())
-    d.close()
+    url = _ledger_with_terminal(tmp_path)
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(_EIO_SHIM)
@@ -294,6 +300,7 @@ def test_a_failed_ledger_sync_stops_the_host_and_nothing_unsynced_is_answered(mo
         proc = _start_host(["--broker", mosquitto, "--db", url])
         resp = link.wait(TID, stan, 15)                   # the broker kept it for the next worker
         assert resp is not None and term.check(resp)["39"] == "00"
+        from roampos.host import db as dbm
         d = dbm.connect(url)
         assert d.one("SELECT COUNT(*) FROM txns WHERE stan=? AND kind='financial'", (stan,))[0] == 1
         d.close()
@@ -402,12 +409,7 @@ def test_a_worker_stuck_in_a_database_wait_does_not_hold_the_stop(mosquitto, tmp
     # stopped: the stop ends within the grace, the worker killed (its request not acknowledged:
     # the broker keeps it for the next start).
     import fcntl
-    from roampos.host import db as dbm
-    url = "sqlite:///%s" % (tmp_path / "l.db")
-    d = dbm.connect(url)
-    registry.add_terminal(d, TID, SERIAL, MID, "Roaming Noodles", "48021000", "6222020000000001", "310000", {},
-                          TMK.hex())
-    d.close()
+    url = _ledger_with_terminal(tmp_path)
     proc = _start_host(["--broker", mosquitto, "--db", url])
     link = MqttLink(mosquitto)
     lock = open(str(tmp_path / "l.db") + ".lock", "a")
