@@ -270,6 +270,7 @@ def _commit(imp):
     from firmware import params_schema as schema
 
     n, c, got, run = imp
+    kept, ver, mode = False, None, state.mode
     try:
         if got != n:
             raise CommandError("badimport", "received %d of %d bytes; import aborted" % (got, n))
@@ -316,8 +317,17 @@ def _commit(imp):
             state.session = None
         _core().commit(recs, ver, after=_reset_tries)  # the link follows the new set's networks
         return {"import": "done", "version": ver, "region": state.region}
+    except MemoryError:
+        # Nothing changed (a change that reached flash answers CommandError "saved to flash"):
+        # the terminal goes on with the old set, and the import stays for a retry or an abort.
+        if state.params_version == ver or state.mode != mode:
+            raise   # published after all (its answer found no memory): the import is over
+        kept = True
+        raise CommandError("nomem", "out of memory committing the import; nothing changed, "
+                           "import kept: param import commit again, or abort")
     finally:
-        _abort()
+        if not kept:
+            _abort()
 
 
 _SUBS = {"get": p_get, "set": p_set, "export": p_export, "import": p_import,

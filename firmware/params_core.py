@@ -108,14 +108,12 @@ def commit(changes, pv=None, after=None):
     except MemoryError:
         # Before or between its renames? What flash holds decides (recover() finishes a commit
         # whose set.new is complete): unchanged, the command did not run; else it did.
-        gc.collect()
-        store.man = None
-        if store.manifest() is None:
-            store.recover()
-        now = store.manifest()
-        if (now["v"] if now else 0) == before:
-            raise
-        _saved_anyway(after)
+        changes.clear()  # the new records are in flash or not needed: room to find out which
+        if _in_flash(store, before):
+            _saved_anyway(after)
+        # Unchanged: RAM keeps the set it published, which is what flash holds (apply() runs only
+        # after a commit, so nothing of the new set reached state).
+        raise
     # In flash now, whatever happens next: the terminal must act on it and say so. The records
     # given are not needed any more (callers pass them for this commit only): dropped before
     # apply() reads them back, or an import holds a whole set twice at its peak.
@@ -131,6 +129,27 @@ def commit(changes, pv=None, after=None):
         _follow(after)
     except MemoryError:
         _saved_anyway(after)
+
+
+def _in_flash(store, before):
+    # After a commit that ran out of memory: True if flash holds the new set, False if still the
+    # old one. Not knowing (out of memory again, a commit cut between its renames that reading
+    # flash cannot settle) is neither: the terminal stops acting on the set it published, which
+    # may no longer be the one in flash, and a reboot publishes what flash holds.
+    for _ in range(2):
+        try:
+            gc.collect()
+            store.man = None
+            if store.manifest() is None:
+                store.recover()
+            now = store.manifest()
+            return (now["v"] if now else 0) != before
+        except MemoryError:
+            pass
+    from firmware.console import CommandError
+
+    boot.mode(params.REBOOT, "out of memory committing parameters: reboot")
+    raise CommandError("nomem", "out of memory committing parameters; reboot to use what flash holds")
 
 
 def _follow(after):
