@@ -328,6 +328,18 @@ def drop_transient(handlers=None):
     import sys
     mods = sys.modules
     pkg = mods.get("firmware")
+    # firmware.sale holds state only while a sale waits (its amount, timer and scanner tasks): once
+    # none waits it leaves the heap too, with the scanner (below) that refers to it. Kept, it
+    # stayed where the first sale imported it (in the keypad task, the heap below still full of a
+    # command's garbage): 1.2 KB of objects strewn over 2.3 KB high in a 128K heap (16 KB below its
+    # end), splitting the free space a parameter import's peak needs; after a sale the import ran
+    # out of memory about 1 run in 7. Found through the package, not by its dotted name: no name
+    # to intern at boot.
+    s = pkg.__dict__.get("sale") if pkg is not None else None
+    if s is not None and s.amount is None:
+        mods.pop(s.__name__, None)
+        delattr(pkg, "sale")
+    s = None
     for name in _TRANSIENT:
         # pop, not `in` then del: an import that ran out of memory half-way was seen to leave a
         # name that `in` finds and del does not.

@@ -110,3 +110,21 @@ def test_session_idle_time_is_wrap_safe():
     finally:
         boards.ticks_ms = real
         state.operator = state.role = None
+
+
+def test_sale_module_leaves_with_the_transients_once_no_sale_waits():
+    # A sale's module kept at idle stayed where the first sale imported it, high in the heap, in
+    # the free space a parameter import needs (ERR nomem after a cancelled sale).
+    import sys
+    import firmware
+    from firmware import sale
+
+    sale.amount = 700                     # a sale waits: it stays, with its state
+    console.drop_transient()
+    assert sys.modules.get("firmware.sale") is sale and firmware.sale is sale
+    sale.amount = None                    # it ended: gone until the next sale imports it again
+    console.drop_transient()
+    assert "firmware.sale" not in sys.modules and "sale" not in firmware.__dict__
+    from firmware import sale as again
+    assert again is not sale and again.amount is None
+    console.drop_transient()
