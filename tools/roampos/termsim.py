@@ -138,6 +138,8 @@ class MqttLink:
             topics = [(TOPIC.format(tid="+", leaf=leaf), 1) for leaf in ("resp", "params")]
         else:
             topics = [(TOPIC.format(tid=t, leaf=leaf), 1) for leaf in ("resp", "params") for t in new]
+        # Known before the SUBACK: a retained message (a params package) may come right behind it.
+        self.subscribed.update(new)
         codes: list = []
         done = threading.Event()
 
@@ -146,13 +148,14 @@ class MqttLink:
             done.set()
         self.client.on_subscribe = on_subscribe
         self.client.subscribe(topics)
-        if not done.wait(10):
-            raise RuntimeError("the broker did not acknowledge the subscriptions (no SUBACK in 10 s)")
-        refused = sum(1 for c in codes if c.is_failure)
+        refused = sum(1 for c in codes if c.is_failure) if done.wait(10) else -1
         if refused:
+            self.subscribed.difference_update(new)
+            self.wildcard = False   # (it can only have been set by this call)
+            if refused < 0:
+                raise RuntimeError("the broker did not acknowledge the subscriptions (no SUBACK in 10 s)")
             # Waiting for answers that can never come would only look like a slow host.
             raise RuntimeError(f"the broker refused {refused} of {len(topics)} subscriptions")
-        self.subscribed.update(new)
 
     def _on_message(self, client, userdata, msg) -> None:
         parts = msg.topic.split("/")
