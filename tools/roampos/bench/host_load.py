@@ -348,11 +348,12 @@ def _table(results: List[dict]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:
     p = argparse.ArgumentParser(prog="python -m roampos.bench.host_load", description=__doc__)
-    # 50 in flight: enough that both the echo and the host run saturated. The echo (the broker's
-    # own Python) saturates with ~10; the host groups what arrives while it commits (one fsync
-    # per group), and 20 terminals left it groups of ~5 and idle time between them (ratio
-    # 0.43-0.58), 50 give groups of ~12 (0.55-0.76), 100 change little more (0.62-0.64).
-    p.add_argument("--terminals", type=int, default=50, help="simulated terminals, one request in flight each")
+    # 200 in flight: the ratio compares two saturated rates, and on mosquitto one worker needs
+    # about that many to stay busy (with 50 it idled ~12 % of each host round, waiting for the
+    # next requests: ratio 0.43-0.45, 100: 0.49-0.50, 200: 0.53-0.55, 400: 0.64), while the echo
+    # is saturated at 50 already (20 200-21 200/s at 50, 19 500-20 500/s at 400: the load
+    # generator and the broker fill both cores). docs/host.md, seventh session.
+    p.add_argument("--terminals", type=int, default=200, help="simulated terminals, one request in flight each")
     p.add_argument("--requests", type=int, default=40, help="authorizations per terminal and round")
     p.add_argument("--broker", choices=("embedded", "mosquitto"), default="embedded")
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts")

@@ -1,0 +1,25 @@
+"""The load test itself (`python -m roampos.bench.host_load`, `make bench`), small: every simulated
+authorization is answered and lands in the ledger exactly once, with 1 and 2 workers."""
+import os
+
+import pytest
+
+from roampos.bench import host_load
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+def test_load_test_loses_and_duplicates_nothing(broker):
+    if broker == "mosquitto" and not os.path.exists(MOSQUITTO):
+        pytest.skip(f"{MOSQUITTO} not installed (make setup installs it)")
+    for workers in (1, 2):
+        r = host_load.run_once(broker, workers, terminals=12, requests=5, rounds=2, timeout=60)
+        assert r["answered"] == r["requests"] == 12 * 5 * 2, r
+        assert r["codes"] == {"00": r["requests"]}, r["codes"]          # distinct cards: all approved
+        assert r["ledger_rows"] == r["requests"] and r["lost"] == 0 and r["duplicated"] == 0, r
+        assert r["auth_per_s"] > 0 and r["echo_per_s"] > 0 and 0 < r["ratio"] < 10, r
+        # The host's approvals are the size the echo mimics, so the two phases move the same bytes.
+        assert r["host_resp_bytes"] == [r["resp_bytes"]], r
+
