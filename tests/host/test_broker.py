@@ -1021,3 +1021,49 @@ def test_a_simulator_link_for_many_terminals_stays_within_the_subscription_cap(b
         assert not link.subscribed
     finally:
         link.close()
+
+
+def _standalone(*args):
+    """`python -m roampos.broker` on a free port: (process, port, its first line)."""
+    import sys
+    from roampos.netutil import free_port, wait_port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "roampos.broker", "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_port(port)
+    return proc, port, proc.stdout.readline()
+
+
+@pytest.mark.parametrize("args, kept", [((), True), (("--no-hold",), False),
+                                        (("--hold", "$share/roampos-host/roampos/v1/+/req"), True),
+                                        (("--hold", "$share/other/roampos/v1/+/req"), False)])
+def test_the_standalone_broker_keeps_requests_for_host_workers_not_yet_subscribed(args, kept):
+    """In front of `roampos host --broker`, a request a terminal sent (and had acknowledged) before any
+    worker subscribed waits for the workers, as on the host's embedded broker; unless told otherwise."""
+    proc, port, first = _standalone(*args)
+    shim = type("B", (), {"broker": type("P", (), {"port": port})})
+    term = worker = None
+    try:
+        assert first.startswith(f"roampos broker on mqtt://127.0.0.1:{port}")
+        assert ("holding $share/roampos-host/roampos/v1/+/req" in first) == kept, first
+        term = client(shim, "T1")
+        term.publish("roampos/v1/T1/req", b"sale", qos=1).wait_for_publish(5)   # PUBACKed: the terminal moves on
+        worker = client(shim, "roampos-host-0", clean=False)
+        sub(worker, "$share/roampos-host/roampos/v1/+/req")
+        if kept:
+            assert worker.q.get(timeout=5)[:2] == ("roampos/v1/T1/req", b"sale")
+        else:
+            with pytest.raises(queue.Empty):
+                worker.q.get(timeout=1)
+    finally:
+        close(*[c for c in (term, worker) if c])
+        proc.terminate()
+        proc.wait(5)
+
+
+@pytest.mark.parametrize("bad", ["roampos/v1/+/req", "$share//x", "$share/g+/x"])
+def test_the_standalone_broker_refuses_a_hold_that_is_no_shared_subscription(bad):
+    import sys
+    r = subprocess.run([sys.executable, "-m", "roampos.broker", "--port", "0", "--hold", bad],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr, r.stderr

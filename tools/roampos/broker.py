@@ -785,15 +785,35 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--session-expiry", type=float, default=SESSION_EXPIRY_S, metavar="SECONDS",
                    help="end persistent sessions offline this long (default 2 days; 0: never)")
+    p.add_argument("--hold", action="append", metavar="$share/GROUP/FILTER",
+                   help="keep what a shared subscription's group gets while it has no member (repeat it;"
+                        " default: the host workers' requests and heartbeats)")
+    p.add_argument("--no-hold", action="store_true", help="hold no group: drop what no one subscribes to")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # On its own, as in front of `roampos host --broker`, the broker holds the host's groups as the
+    # host's embedded one does: a request a terminal sent while no worker was subscribed yet (the
+    # host starting, or all its workers restarting) was acknowledged to the terminal and must not
+    # be dropped. Only here: the workers' module is not imported by a broker the host runs.
+    if args.no_hold:
+        hold: Tuple[str, ...] = ()
+    elif args.hold:
+        hold = tuple(args.hold)
+    else:
+        from .host.service import REQ_FILTER, STATUS_FILTER
+        hold = (REQ_FILTER, STATUS_FILTER)
+    try:
+        Broker(args.host, args.port, hold)   # a bad filter is a usage error, before the port is taken
+    except (ValueError, ProtocolError) as exc:
+        p.error(str(exc))
 
     async def serve() -> None:
-        b = Broker(args.host, args.port, session_expiry=args.session_expiry)
+        b = Broker(args.host, args.port, hold, session_expiry=args.session_expiry)
         await b.start()
-        print(f"roampos broker on mqtt://{b.host}:{b.port}", flush=True)
+        print(f"roampos broker on mqtt://{b.host}:{b.port}" + (f" holding {', '.join(hold)}" if hold else ""),
+              flush=True)
         await asyncio.Event().wait()
 
     try:
