@@ -1067,3 +1067,83 @@ def test_the_standalone_broker_refuses_a_hold_that_is_no_shared_subscription(bad
     r = subprocess.run([sys.executable, "-m", "roampos.broker", "--port", "0", "--hold", bad],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def _closed_by_broker(s, within=3.0) -> bool:
+    """True when the broker closes `s` within `within` seconds (EOF or reset); False if it keeps it."""
+    s.settimeout(within)
+    try:
+        return s.recv(1) == b""
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_large_packets_arriving_slowly_share_one_bounded_budget(broker, monkeypatch, caplog):
+    """A client may announce a 1 MB packet and trickle it in for hours; bodies above 64 kB being
+    received are counted for all connections together, and one that does not fit is refused at once
+    (its connection closed, logged) while the others and small messages carry on."""
+    import roampos.broker as mod
+    monkeypatch.setattr(mod, "MAX_INCOMING", 3 << 20)
+    size = 1 << 20
+    body = encode_str("big/t") + b"x" * (size - 7)
+    head = bytes([0x30]) + _remaining(size)
+
+    def announce(cid):
+        s = raw(broker, cid)
+        s.sendall(head + body[:100])        # header and a little of the body, the rest later
+        return s
+    slow = [announce(f"slow{i}") for i in range(3)]   # 3 MB announced: the budget is full
+    late = announce("late")
+    assert _closed_by_broker(late)
+    assert "being received (at most 3145728)" in caplog.text
+    a, b = client(broker), client(broker)                # small messages are never counted
+    try:
+        sub(b, "small/t")
+        a.publish("small/t", b"hi", qos=1)
+        assert b.q.get(timeout=5)[:2] == ("small/t", b"hi")
+        slow[0].sendall(body[100:])                      # one body completes: its share is free again
+        slow[1].close()                                  # one client goes away mid-body: so is its share
+        time.sleep(0.3)
+        again = [announce("again1"), announce("again2")]
+        assert not any(_closed_by_broker(s, 1.0) for s in again)
+        assert _closed_by_broker(announce("again3"))     # 3 in flight again: full
+        assert broker.broker.incoming == 3 * size
+        for s in again + [slow[2]]:
+            s.close()
+        deadline = time.monotonic() + 5
+        while broker.broker.incoming and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert broker.broker.incoming == 0
+    finally:
+        close(a, b)
+        slow[0].close()
+
+
+def test_a_large_first_packet_counts_too(broker, monkeypatch):
+    """Before any CONNECT: a client that announces a 1 MB CONNECT takes its share (for at most the
+    10 s the broker waits for a CONNECT), and one that does not fit is closed at once."""
+    import roampos.broker as mod
+    monkeypatch.setattr(mod, "MAX_INCOMING", 1 << 20)
+    first = socket.create_connection(("127.0.0.1", broker.broker.port))
+    first.sendall(b"\x10" + _remaining(1 << 20) + b"\x00\x04MQTT")
+    time.sleep(0.2)
+    second = socket.create_connection(("127.0.0.1", broker.broker.port))
+    second.sendall(b"\x10" + _remaining(1 << 20) + b"\x00\x04MQTT")
+    try:
+        assert _closed_by_broker(second)
+        assert not _closed_by_broker(first, 0.5)
+    finally:
+        first.close()
+        second.close()
+
+
+def _remaining(n):
+    """MQTT remaining-length bytes of n (§2.2.3)."""
+    out = bytearray()
+    while True:
+        n, b = divmod(n, 128)
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)

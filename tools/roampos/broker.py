@@ -58,6 +58,12 @@ CLOSE_GRACE_S = 5   # a closing connection's last bytes get this long to leave, 
 # hold at most SHED_TO (see _shed); their QoS 1 messages stay in flight in their sessions.
 MAX_TOTAL_BUFFER = 64 << 20
 SHED_TO = 48 << 20
+# Packets being received: a client may announce up to MAX_PACKET (1 MB) and then send it slowly
+# (within 1.5 keepalives: hours), and the body waits whole in its connection's reader. Bodies above
+# mqtt_codec.RESERVE_ABOVE (64 kB, far above any terminal or host message) are counted against
+# MAX_INCOMING for all connections together while they arrive; a client whose packet does not fit is
+# disconnected at once (logged), so 10 000 of them cannot make the broker hold 10 GB.
+MAX_INCOMING = 64 << 20
 # Subscriptions: at most MAX_SUBSCRIPTIONS filters per session (a terminal needs 2, a host worker
 # 2) and MAX_TOTAL_SUBSCRIPTIONS for all sessions together (~600 bytes each measured, with a
 # 256-byte filter: ~60 MB at most; 10 000 sessions x 1000 would be 6 GB), a filter at most
@@ -123,7 +129,7 @@ class Connection:
         timeout = self.keepalive * 1.5 if self.keepalive else None
         if self.refused_until is not None:
             timeout = max(0.0, self.refused_until - asyncio.get_running_loop().time())
-        return await read_packet(self.reader, timeout)
+        return await read_packet(self.reader, timeout, self.broker._reserve_incoming)
 
     async def drain(self, above: int = 0) -> None:
         """Wait for the client to read what is queued for it (when more than `above` bytes wait),
@@ -155,6 +161,7 @@ class Broker:
         self._expiring: Optional[asyncio.Task] = None
         self.subscriptions = 0   # filters of all sessions together (MAX_TOTAL_SUBSCRIPTIONS)
         self.buffered = 0        # Connection.buffered of all connections (MAX_TOTAL_BUFFER)
+        self.incoming = 0        # large packet bodies being received (MAX_INCOMING)
         # Connections whose send buffer was not empty when last looked at, in the order their
         # backlog began (oldest first: the slowest readers).
         self._backlog: Dict[Connection, None] = {}
@@ -389,6 +396,21 @@ class Broker:
         conn.buffered = size
         if self.buffered > MAX_TOTAL_BUFFER:
             self._shed()
+
+    def _reserve_incoming(self, length: int):  # type: ignore[no-untyped-def]
+        """Room for a packet body of `length` bytes about to be received (see MAX_INCOMING)."""
+        if self.incoming + length > MAX_INCOMING:
+            raise ProtocolError(f"packet of {length} bytes while {self.incoming} bytes of others are"
+                                f" being received (at most {MAX_INCOMING})")
+        self.incoming += length
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self.incoming -= length
+        return release
 
     def _shed(self) -> None:
         """The send buffers of all connections, as last seen, passed MAX_TOTAL_BUFFER: look again

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 __all__ = ["ProtocolError", "Message", "topic_matches", "valid_filter", "split_share", "read_bin",
            "read_utf8", "packet", "encode_str", "publish_packet", "read_packet", "MAX_PACKET",
@@ -105,18 +105,27 @@ def publish_packet(msg: Message, mid: int, dup: bool = False) -> bytes:
     return packet(PUBLISH, flags, body)
 
 
-async def read_packet(reader: asyncio.StreamReader, timeout: Optional[float]) -> Tuple[int, int, bytes]:
+async def read_packet(reader: asyncio.StreamReader, timeout: Optional[float],
+                      reserve: Optional[Callable[[int], Callable[[], None]]] = None) -> Tuple[int, int, bytes]:
     """One packet: (type, flags, body); `timeout` bounds the whole packet (keepalive): a client that
-    stops halfway through one (a dead cellular link) is as gone as a silent one."""
+    stops halfway through one (a dead cellular link) is as gone as a silent one. `reserve(length)`,
+    when given, is asked before a body of more than RESERVE_ABOVE bytes is read (it raises
+    ProtocolError to refuse it) and returns what frees the reservation once the body is in."""
     if timeout is None:
-        return await _read_packet(reader)
+        return await _read_packet(reader, reserve)
     if hasattr(asyncio, "timeout"):  # 3.11+: no extra task per packet
         async with asyncio.timeout(timeout):
-            return await _read_packet(reader)
-    return await asyncio.wait_for(_read_packet(reader), timeout)
+            return await _read_packet(reader, reserve)
+    return await asyncio.wait_for(_read_packet(reader, reserve), timeout)
 
 
-async def _read_packet(reader: asyncio.StreamReader) -> Tuple[int, int, bytes]:
+# Bodies up to this size are read without a reservation: every terminal and host message is far
+# below it, and asyncio's stream reader buffers about twice that per connection anyway.
+RESERVE_ABOVE = 64 * 1024
+
+
+async def _read_packet(reader: asyncio.StreamReader,
+                       reserve: Optional[Callable[[int], Callable[[], None]]] = None) -> Tuple[int, int, bytes]:
     first = await reader.readexactly(1)
     mult, length = 1, 0
     for _ in range(4):
@@ -129,5 +138,12 @@ async def _read_packet(reader: asyncio.StreamReader) -> Tuple[int, int, bytes]:
         raise ProtocolError("remaining length longer than 4 bytes")
     if length > MAX_PACKET:
         raise ProtocolError(f"packet of {length} bytes")
-    body = await reader.readexactly(length) if length else b""
+    if reserve is None or length <= RESERVE_ABOVE:
+        body = await reader.readexactly(length) if length else b""
+    else:
+        release = reserve(length)
+        try:
+            body = await reader.readexactly(length)
+        finally:
+            release()
     return first[0] >> 4, first[0] & 0x0F, body
