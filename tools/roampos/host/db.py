@@ -167,10 +167,11 @@ class Database:
         try:
             if self.kind == "sqlite":
                 path = sqlite_path(self.url)
-                # 512 prepared statements: a worker's group reads are one statement text per group
-                # size (1-32) for each of five queries, more than the default 128 would keep.
+                # 1024 prepared statements: a worker's group reads are one statement text per key
+                # count for each of five queries (1-64 terminals, STANs, batches and cards; 1-128 daily
+                # totals in a group of 64), ~400 texts with the rest, more than the default 128 keeps.
                 conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False,
-                                       cached_statements=512)
+                                       cached_statements=1024)
                 wal = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
                 conn.execute(f"PRAGMA synchronous={self._sync_mode(conn, path, wal)}")
                 # A checkpoint every 10 000 WAL pages (40 MB) instead of 1000: a page the ledger's
