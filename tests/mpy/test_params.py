@@ -463,3 +463,67 @@ def test_the_active_regions_currency_is_what_cards_are_told():
     assert (state.mode, state.region, state.currency) == ("ready", "440300", 344), state.currency
     provisioned()
     assert boot_load().currency == 156
+
+
+class _RenameFails:
+    # In the fresh params_store's place of os: the renames whose source ends with `suffix` run out
+    # of memory `times` times (the commit's own try and retry, then recover()'s).
+    def __init__(self, suffix, times):
+        self.suffix, self.times = suffix, times
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def rename(self, a, b):
+        if a.endswith(self.suffix) and self.times:
+            self.times -= 1
+            raise MemoryError("memory allocation failed")
+        os.rename(a, b)
+
+
+def _core_commit(fails):
+    # params_core.commit of a region switch on a ready terminal whose store's renames fail as
+    # `fails` says: (what it raised, whether `after` ran, the state).
+    provisioned()
+    state = boot_load()
+    assert (state.mode, state.region) == ("ready", "310000"), state.mode
+    from firmware import params_core as core, params_store as st
+
+    st.DIR, st.IMPORT_TMP, st.man = "/t/p", "/t/import.tmp", None
+    ran = []
+    st.os = fails
+    try:
+        core.commit({"active": {"region": "440300"}}, after=lambda: ran.append(1))
+        raised = None
+    except Exception as e:  # MemoryError or the console's CommandError
+        raised = e
+    finally:
+        st.os = os
+    return raised, bool(ran), state
+
+
+def test_a_commit_out_of_memory_before_its_renames_changed_nothing():
+    raised, ran, state = _core_commit(_RenameFails("/set", 1))     # set -> set.bak fails
+    assert isinstance(raised, MemoryError), raised                   # the command says: nothing changed
+    assert not ran and (state.mode, state.region) == ("ready", "310000"), state.region
+    assert boot_load().region == "310000"                            # and flash agrees
+
+
+def test_a_commit_out_of_memory_between_its_renames_is_saved_and_says_so():
+    # Both tries of set.new -> set fail; flash holds set.bak and a complete set.new: the new set.
+    raised, ran, state = _core_commit(_RenameFails("/set.new", 2))
+    assert type(raised).__name__ == "CommandError" and raised.code == "nomem", raised
+    assert "saved to flash" in raised.message, raised.message
+    assert ran and (state.mode, state.region) == ("ready", "440300"), (state.mode, state.region)
+    assert "set.new" not in files() and boot_load().region == "440300"
+
+
+def test_a_commit_that_cannot_tell_what_flash_holds_asks_for_a_reboot():
+    # The renames fail in the commit and again in both of the checks that would finish them: the
+    # terminal cannot tell which set flash holds, so it stops acting on the one it published.
+    raised, ran, state = _core_commit(_RenameFails("/set.new", 4))
+    assert type(raised).__name__ == "CommandError" and raised.code == "nomem", raised
+    assert "reboot" in raised.message, raised.message
+    assert not ran and state.mode == "reboot needed" and state.region is None, state.mode
+    state = boot_load()                                              # the reboot: flash decides
+    assert (state.mode, state.region) == ("ready", "440300"), (state.mode, state.region)
