@@ -403,13 +403,9 @@ class Broker:
             raise ProtocolError(f"packet of {length} bytes while {self.incoming} bytes of others are"
                                 f" being received (at most {MAX_INCOMING})")
         self.incoming += length
-        done = False
 
         def release() -> None:
-            nonlocal done
-            if not done:
-                done = True
-                self.incoming -= length
+            self.incoming -= length
         return release
 
     def _shed(self) -> None:
