@@ -206,10 +206,43 @@ def test_host_command_two_workers_on_mosquitto(mosquitto, db):
     # SQLite's single writer makes a second worker a slowdown: the host says so, for SQLite only.
     assert ("take turns on its single writer" in proc.startup_log) == (db.kind == "sqlite"), proc.startup_log
     try:
+        # SQLite's workers share one CPU (the last the host may use); PostgreSQL's are the OS's to place.
+        cpus = [os.sched_getaffinity(pid) for pid in _worker_pids(proc)]
+        allowed = os.sched_getaffinity(0)
+        assert len(cpus) == 2
+        if db.kind == "sqlite" and len(allowed) > 1:
+            assert cpus == [{max(allowed)}] * 2, cpus
+            assert f"share CPU {max(allowed)}" in proc.startup_log
+        else:
+            assert cpus == [allowed] * 2, cpus
         assert _run_terminal(mosquitto, 12) == ["00"] * 12
     finally:
         _stop(proc)
     assert db.one("SELECT COUNT(*) FROM txns")[0] == 12
+
+
+def _worker_pids(proc) -> list:
+    """The worker processes of a `roampos host` (its spawned children but the resource tracker)."""
+    out = []
+    for task in os.listdir(f"/proc/{proc.pid}/task"):
+        with open(f"/proc/{proc.pid}/task/{task}/children") as fh:
+            for pid in map(int, fh.read().split()):
+                with open(f"/proc/{pid}/cmdline", "rb") as c:
+                    cmd = c.read()
+                if b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+                    out.append(pid)
+    return sorted(out)
+
+
+@pytest.mark.slow
+def test_sqlite_workers_spread_when_told(mosquitto, tmp_path):
+    proc = _start_host(["--broker", mosquitto, "--db", f"sqlite:///{tmp_path / 'l.db'}", "--workers", "2",
+                        "--spread-workers"])
+    try:
+        assert [os.sched_getaffinity(pid) for pid in _worker_pids(proc)] == [os.sched_getaffinity(0)] * 2
+        assert "share CPU" not in proc.startup_log
+    finally:
+        _stop(proc)
 
 
 @pytest.mark.slow

@@ -345,8 +345,14 @@ def _stop_workers(procs: List, base: int) -> None:
             p.join(5)
 
 
-def _worker_main(broker_url: str, db_url: str, index: int, level: int, ready=None) -> None:
+def _worker_main(broker_url: str, db_url: str, index: int, level: int, ready=None,
+                 cpu: Optional[int] = None) -> None:
     logging.basicConfig(level=level, format=f"%(asctime)s worker{index} %(levelname)s %(message)s")
+    if cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError as exc:  # a CPU taken away since the host chose it: the OS places this one
+            log.warning("worker %d: could not keep to CPU %d (%s)", index, cpu, exc)
     w = Worker(broker_url, db_url, index, ready)
     _stop_on_signal(w.stop)
     try:
@@ -356,6 +362,26 @@ def _worker_main(broker_url: str, db_url: str, index: int, level: int, ready=Non
         raise SystemExit(EXIT_STORAGE) from None
 
 
+def _shared_cpu(args: argparse.Namespace, db_url: str) -> Optional[int]:
+    """The one CPU all workers on a SQLite ledger run on, or None (the OS places them).
+
+    They take turns on one writer, and almost all of a group's work is done holding it: on one
+    CPU the hand-off is a switch on a warm cache; on two, the next worker is woken on the other
+    CPU, where the pages the previous one changed are not in the cache. Measured on two cores
+    with the load generator and mosquitto beside them (docs/host.md, seventh session), 2 workers'
+    ratio to the broker's echo: 0.45-0.47 placed by the OS, 0.50-0.52 on one CPU, 0.37-0.38 one
+    on each. The last allowed CPU: the first tends to take the machine's interrupts. PostgreSQL
+    workers write in parallel: the OS places them."""
+    if args.workers < 2 or args.spread_workers or is_postgres(db_url) or not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None
+    log.info("the %d workers share CPU %d (one SQLite writer at a time; --spread-workers to let the OS"
+             " place them)", args.workers, allowed[-1])
+    return allowed[-1]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", help="mqtt://host:port of an external broker (default: start the embedded one)")
     p.add_argument("--db", help="sqlite:///path or postgresql://... (default $ROAMPOS_DB or ./roampos-host.db)")
@@ -363,6 +389,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=None, help="embedded broker port (default 18830)")
     p.add_argument("--session-expiry", type=float, default=None, metavar="SECONDS",
                    help="embedded broker: end persistent sessions offline this long (default 2 days; 0: never)")
+    p.add_argument("--spread-workers", action="store_true",
+                   help="SQLite: let the OS place the workers on any CPU (default: all on one)")
     p.add_argument("--worker-index-base", type=int, default=0,
                    help="first worker index; give each machine its own range so client IDs differ")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -407,6 +435,7 @@ def run(args: argparse.Namespace) -> int:
         # on its lock and fsync; two give about a third fewer authorizations per second than one.
         log.warning("%d workers on a SQLite ledger take turns on its single writer: expect less throughput"
                     " than 1 worker; use PostgreSQL to scale out", args.workers)
+    cpu = _shared_cpu(args, db_url)
     ctx = multiprocessing.get_context("spawn")
     # Before the first worker exists: a stop that comes while they start (a broker that is not up
     # yet keeps them waiting) must stop them too, never leave them running without a supervisor.
@@ -417,7 +446,7 @@ def run(args: argparse.Namespace) -> int:
     events = []
     for i in range(max(1, args.workers)):
         ev = ctx.Event()
-        p = ctx.Process(target=_worker_main, args=(url, db_url, base + i, level, ev))
+        p = ctx.Process(target=_worker_main, args=(url, db_url, base + i, level, ev, cpu))
         p.start()
         procs.append(p)
         events.append(ev)
@@ -445,7 +474,7 @@ def run(args: argparse.Namespace) -> int:
                 stop.set()
             elif not p.is_alive() and not stop.is_set():
                 log.error("worker %d exited (%s); restarting", base + i, p.exitcode)
-                procs[i] = ctx.Process(target=_worker_main, args=(url, db_url, base + i, level, events[i]))
+                procs[i] = ctx.Process(target=_worker_main, args=(url, db_url, base + i, level, events[i], cpu))
                 procs[i].start()
     _stop_workers(procs, base)
     if broker:
