@@ -432,7 +432,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("embedded broker at %s", url)
     if args.workers > 1 and not is_postgres(db_url):
         # Measured (docs/host.md): SQLite has one writer, so workers on one ledger only take turns
-        # on its lock and fsync; two give about a third fewer authorizations per second than one.
+        # on its lock and fsync; two gave 10-20 % fewer authorizations per second than one (on one
+        # CPU, see _shared_cpu; about a third fewer before).
         log.warning("%d workers on a SQLite ledger take turns on its single writer: expect less throughput"
                     " than 1 worker; use PostgreSQL to scale out", args.workers)
     cpu = _shared_cpu(args, db_url)
