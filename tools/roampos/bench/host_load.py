@@ -335,12 +335,17 @@ def _drop_schema(schema: str) -> None:
         print(f"bench: could not drop schema {schema}: {exc}", file=sys.stderr)
 
 
+def _ratio(x: float) -> str:
+    """Three decimals, cut rather than rounded: 0.4985 against a target of 0.5 must not print 0.50."""
+    return "nan" if x != x else f"{int(x * 1000 + 1e-9) / 1000:.3f}"   # 0.57 * 1000 is 569.999...
+
+
 def _table(results: List[dict]) -> str:
     head = ("ledger", "broker", "workers", "terminals", "requests", "auth/s", "p50 ms", "p99 ms", "echo/s", "ratio",
             "ledger rows", "lost", "dup")
     lines = [head] + [(r["ledger"], r["broker"], str(r["workers"]), str(r["terminals"]), str(r["requests"]),
                        f"{r['auth_per_s']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
-                       f"{r['echo_per_s']:.0f}", f"{r['ratio']:.2f}", str(r["ledger_rows"]), str(r["lost"]),
+                       f"{r['echo_per_s']:.0f}", _ratio(r["ratio"]), str(r["ledger_rows"]), str(r["lost"]),
                        str(r["duplicated"])) for r in results]
     w = [max(len(x[i]) for x in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.rjust(w[i]) for i, c in enumerate(x)) for x in lines)
@@ -395,7 +400,7 @@ def rows(argv: Optional[List[str]] = None) -> List[Tuple[str, str, str]]:
             tag += f", {r['ledger']}"
         out.append((f"auth/s {tag}", f"{r['auth_per_s']:.0f}", ""))
         out.append((f"p50/p99 ms {tag}", f"{r['p50_ms']:.1f}/{r['p99_ms']:.1f}", ""))
-        out.append((f"ratio to broker echo ({r['echo_per_s']:.0f}/s) {tag}", f"{r['ratio']:.2f}",
+        out.append((f"ratio to broker echo ({r['echo_per_s']:.0f}/s) {tag}", _ratio(r["ratio"]),
                     ">= 0.5" if r["ledger"] == "sqlite" else ""))
         out.append((f"ledger rows lost/dup {tag}", f"{r['lost']}/{r['duplicated']}", "0/0"))
     return out
