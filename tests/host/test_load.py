@@ -6,14 +6,12 @@ import pytest
 
 from roampos.bench import host_load
 
-MOSQUITTO = "/usr/sbin/mosquitto"
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
 def test_load_test_loses_and_duplicates_nothing(broker):
-    if broker == "mosquitto" and not os.path.exists(MOSQUITTO):
-        pytest.skip(f"{MOSQUITTO} not installed (make setup installs it)")
+    if broker == "mosquitto" and not os.path.exists(host_load.MOSQUITTO):
+        pytest.skip(f"{host_load.MOSQUITTO} not installed (make setup installs it)")
     for workers in (1, 2):
         r = host_load.run_once(broker, workers, terminals=12, requests=5, rounds=2, timeout=60)
         assert r["answered"] == r["requests"] == 12 * 5 * 2, r
@@ -22,7 +20,6 @@ def test_load_test_loses_and_duplicates_nothing(broker):
         assert r["auth_per_s"] > 0 and r["echo_per_s"] > 0 and 0 < r["ratio"] < 10, r
         # The host's approvals are the size the echo mimics, so the two phases move the same bytes.
         assert r["host_resp_bytes"] == [r["resp_bytes"]], r
-
 
 
 def test_the_ratio_is_never_rounded_up_to_the_target():

@@ -823,12 +823,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .host.service import REQ_FILTER, STATUS_FILTER
         hold = (REQ_FILTER, STATUS_FILTER)
     try:
-        Broker(args.host, args.port, hold)   # a bad filter is a usage error, before the port is taken
-    except (ValueError, ProtocolError) as exc:
+        b = Broker(args.host, args.port, hold, session_expiry=args.session_expiry)
+    except (ValueError, ProtocolError) as exc:   # a bad filter is a usage error, before the port is taken
         p.error(str(exc))
 
     async def serve() -> None:
-        b = Broker(args.host, args.port, hold, session_expiry=args.session_expiry)
         await b.start()
         print(f"roampos broker on mqtt://{b.host}:{b.port}" + (f" holding {', '.join(hold)}" if hold else ""),
               flush=True)
