@@ -10,7 +10,7 @@ COMMANDS = {
     "vterm": ("roampos.vterm.process", "run a virtual terminal on a pty"),
     "image": ("roampos.image", "build a littlefs flash image for a board"),
     "run": ("roampos.runall", "run a virtual terminal with its host (embedded broker, SQLite)"),
-    "host": ("roampos.host.service", "run the acquirer host"),
+    "host": ("roampos.host.supervisor", "run the acquirer host"),
     "terminal": ("roampos.host.terminals", "manage terminals, region grants and blocks"),
     "report": ("roampos.host.report", "settlement and clearing reports"),
     "provision": ("roampos.provision", "load a parameter set into a terminal through its console"),
