@@ -123,6 +123,29 @@ def test_refunds_bounded_by_original_sale(env):
     assert sale(env, card(51), 100, proc="200000", orig_rrn=rrn)["39"] == "12"
 
 
+def test_a_refund_naming_no_rrn_of_the_host_finds_no_sale(env):
+    # An RRN is its ledger row's id in 12 digits: anything else names no sale, even digits that
+    # would read as the same number.
+    pan = card(52)
+    rrn = sale(env, pan, 1000)["37"]
+    for other in (rrn[1:], "0" + rrn, "x" + rrn[1:], rrn[:-1] + " "):
+        assert sale(env, pan, 100, proc="200000", orig_rrn=other)["39"] == "25"
+    assert sale(env, pan, 100, proc="200000", orig_rrn=rrn)["39"] == "00"
+
+
+def test_an_older_ledger_drops_the_indexes_no_query_uses(db):
+    # Every index is written by every authorization: an RRN lookup is a primary-key lookup, and only
+    # refunds and voids carry an orig_rrn worth indexing.
+    db.execute("CREATE INDEX IF NOT EXISTS txns_rrn ON txns (rrn)")
+    db.execute("CREATE INDEX IF NOT EXISTS txns_orig ON txns (orig_rrn)")
+    db.create_schema()
+    sql = ("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='txns'" if db.kind == "sqlite" else
+           "SELECT indexname FROM pg_indexes WHERE schemaname=current_schema() AND tablename='txns'")
+    names = {r[0] for r in db.all(sql)}
+    assert "txns_refs" in names and "txns_card" in names
+    assert not names & {"txns_rrn", "txns_orig"}
+
+
 def test_voids_are_idempotent(env):
     pan = card(60)
     s = sale(env, pan, 2000)

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from .. import iso
 from . import registry, risk, totals
-from .db import Database, read_csv
+from .db import Database, read_csv, rrn_id
 
 __all__ = ["Ctx", "Decision", "authorize", "reverse", "issuer_for", "TEST_PIN"]
 
@@ -242,8 +242,8 @@ def _original(ctx: Ctx, d: Decision) -> Optional[tuple]:
     if not d.orig_rrn:
         raise iso.MessageError("tag OR (original RRN) required", "48")
     return ctx.db.one("SELECT id, amount, card_hash, status, batch_no, terminal_id, currency FROM txns"
-                      " WHERE rrn=? AND merchant_id=? AND kind='financial' AND proc LIKE '00%'",
-                      (d.orig_rrn, ctx.terminal["merchant_id"]))
+                      " WHERE id=? AND rrn=? AND merchant_id=? AND kind='financial' AND proc LIKE '00%'",
+                      (rrn_id(d.orig_rrn), d.orig_rrn, ctx.terminal["merchant_id"]))
 
 
 def _refund(ctx: Ctx, d: Decision) -> Optional[str]:
@@ -261,8 +261,8 @@ def _refund(ctx: Ctx, d: Decision) -> Optional[str]:
 
 def _refunded(ctx: Ctx, rrn: str) -> int:
     """What standing refunds have already given back of the sale with this RRN."""
-    (done,) = ctx.db.one("SELECT COALESCE(SUM(amount),0) FROM txns WHERE orig_rrn=? AND status='approved'"
-                         " AND kind='financial' AND proc LIKE '20%'", (rrn,))
+    (done,) = ctx.db.one("SELECT COALESCE(SUM(amount),0) FROM txns WHERE orig_rrn=? AND orig_rrn<>''"
+                         " AND status='approved' AND kind='financial' AND proc LIKE '20%'", (rrn,))
     return int(done)
 
 
@@ -393,9 +393,9 @@ def reverse(ctx: Ctx) -> Decision:
 
 def _unvoid(ctx: Ctx, d: Decision, sale_rrn: str) -> None:
     """A reversed void never happened: its sale stands again (unless the sale was reversed too)."""
-    sale = ctx.db.one("SELECT id, terminal_id, batch_no, stan FROM txns WHERE rrn=? AND kind='financial'"
+    sale = ctx.db.one("SELECT id, terminal_id, batch_no, stan FROM txns WHERE id=? AND rrn=? AND kind='financial'"
                       " AND proc LIKE '00%' AND status='voided' AND merchant_id=?",
-                      (sale_rrn, ctx.terminal["merchant_id"]))
+                      (rrn_id(sale_rrn), sale_rrn, ctx.terminal["merchant_id"]))
     if sale is None:
         return
     gone = ctx.db.one("SELECT id FROM txns WHERE terminal_id=? AND batch_no=? AND stan=? AND kind='reversal'",

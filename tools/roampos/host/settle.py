@@ -5,6 +5,7 @@ from typing import Tuple
 
 from .. import iso
 from . import registry, totals
+from .db import rrn_id
 from .auth import _TOTALS_COLUMNS, Ctx, Decision, _refunded, authorize
 
 __all__ = ["ledger_totals", "settle", "upload"]
@@ -77,8 +78,8 @@ def settle(ctx: Ctx) -> Decision:
         for row in ctx.db.all("UPDATE txns SET status='excluded', flags=flags || ',not_in_upload'"
                               " WHERE terminal_id=? AND batch_no=? AND kind='financial' AND status='approved'"
                               " AND uploaded=0 AND NOT (proc LIKE '00%' AND EXISTS (SELECT 1 FROM txns r"
-                              " WHERE r.orig_rrn=txns.rrn AND r.kind='financial' AND r.status='approved'"
-                              " AND r.proc LIKE '20%'))"
+                              " WHERE r.orig_rrn=txns.rrn AND r.orig_rrn<>'' AND r.kind='financial'"
+                              " AND r.status='approved' AND r.proc LIKE '20%'))"
                               # a sale with standing refunds stays counted: the refunds are money
                               # given back against it (as a reversal of it is refused)
                               " RETURNING card_hash, terminal_id, region, local_date, amount, proc",
@@ -133,8 +134,9 @@ def upload(ctx: Ctx) -> Decision:
             if str(row[5]).startswith("20"):
                 # While it was excluded its sale could be refunded again, voided or reversed.
                 ctx.db.lock_cards((row[6],))
-                sale = ctx.db.one("SELECT amount, status FROM txns WHERE rrn=? AND merchant_id=? AND"
-                                  " kind='financial' AND proc LIKE '00%'", (row[7], ctx.terminal["merchant_id"]))
+                sale = ctx.db.one("SELECT amount, status FROM txns WHERE id=? AND rrn=? AND merchant_id=? AND"
+                                  " kind='financial' AND proc LIKE '00%'",
+                                  (rrn_id(row[7]), row[7], ctx.terminal["merchant_id"]))
                 if sale is None or sale[1] != "approved" or _refunded(ctx, row[7]) + int(row[3]) > int(sale[0]):
                     return Decision(rc="64", flags=["refund_exceeds_sale"],
                                     reason=f"terminal {tid} STAN {stan}: excluded refund not restored")
