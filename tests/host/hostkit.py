@@ -35,7 +35,8 @@ def handle_group(handler, tid: str, msgs: list) -> list:
 
 
 def totals_table(db) -> list:
-    """The running daily totals, as sorted tuples (zero rows left out)."""
+    """The running daily totals (terminals; a card's are summed from the ledger), as sorted tuples
+    (zero rows left out)."""
     return sorted(tuple(r) for r in db.all(
         "SELECT scope, subject, region, local_date, amount FROM daily_totals WHERE amount <> 0"))
 

@@ -142,17 +142,22 @@ def test_one_card_several_times_in_one_group_sees_its_own_earlier_approvals(db, 
 
 def test_group_card_reads_match_reading_per_message(db, handler):
     """The same messages, one group or one at a time: the same decisions."""
-    ts = _terminals(db, handler, 4)
-    pans = [card(600 + i) for i in range(4)]
+    ts = _terminals(db, handler, 5)
+    pans = [card(600 + i) for i in range(5)]
     for t, pan in zip(ts, pans):   # history: each card approved once already, in Shanghai
         assert iso.decode(handler.handle(t.tid, t.financial(pan, 2_000_000, method="Q")).response)["39"] == "00"
+    # and the fifth twice more: 6,000,000 of its 10,000,000 a day used, counted from its ledger rows
+    for _ in range(2):
+        assert iso.decode(handler.handle(ts[4].tid, ts[4].financial(pans[4], 2_000_000, method="Q")).response)[
+            "39"] == "00"
     ts[2].batch = "000002"   # a Shenzhen batch of its own
     batch = [(ts[0], ts[0].financial(pans[0], 4_000_000, method="Q")),                  # fits
              (ts[1], ts[1].financial(pans[1], 9_000_000, method="Q")),                  # per-txn limit
              (ts[2], ts[2].financial(pans[2], 100, method="Q", region="440300")),       # travel
-             (ts[3], ts[3].financial(pans[3], 4_500_000, method="Q"))]                  # fits
+             (ts[3], ts[3].financial(pans[3], 4_500_000, method="Q")),                  # fits
+             (ts[4], ts[4].financial(pans[4], 4_500_000, method="Q"))]                  # daily card limit
     grouped = [o.rc for o in _mixed_group(handler, batch)]
-    assert grouped == ["00", "61", "59", "00"], grouped
+    assert grouped == ["00", "61", "59", "00", "61"], grouped
 
 
 def test_a_sale_after_a_sign_on_in_the_same_group_counts_for_its_card(db, handler, monkeypatch):

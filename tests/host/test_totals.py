@@ -1,4 +1,7 @@
-"""Running daily totals (per card and per terminal) always equal SUM over the ledger they replace."""
+"""Daily totals: a terminal's running rows always equal SUM over the ledger they replace; a card's
+are summed from its own rows, on each region's local day."""
+import calendar
+
 from roampos.host import totals
 from roampos.termsim import SimTerminal
 from hostkit import MID, SERIAL, TID, TMK, totals_from_ledger as ledger, totals_table as table
@@ -15,8 +18,8 @@ class Term:
         self.sim = SimTerminal(TID, MID, SERIAL, TMK)
         self.sim.apply_signon(self.h.handle(TID, self.sim.signon()).response)
 
-    def send(self, raw: bytes) -> dict:
-        return self.sim.check(self.h.handle(TID, raw).response)
+    def send(self, raw: bytes, now=None) -> dict:
+        return self.sim.check(self.h.handle(TID, raw, now=now).response)
 
     def sale(self, pan: str, amount: int, region: str = "310000", **kw) -> dict:
         self.sim.batch = BATCH[region]  # one batch = one region
@@ -35,7 +38,7 @@ def test_totals_follow_sales_voids_reversals_refunds_advices_and_exclusions(hand
     s2 = t.sale(a, 2000)
     s3 = t.sale(b, 3000, region="440300")
     assert {s1["39"], s2["39"], s3["39"]} == {"00"}
-    assert table(db) == ledger(db) and len(table(db)) == 4
+    assert table(db) == ledger(db) and len(table(db)) == 2   # one terminal, two regions
     assert totals.daily(db, db.one("SELECT card_hash FROM txns WHERE stan=?", (s1["11"],))[0], TID,
                         "310000", db.one("SELECT local_date FROM txns WHERE stan=?", (s1["11"],))[0]) == (3000, 3000)
     # void of s2, and a second void that changes nothing
@@ -100,3 +103,29 @@ def test_backfill_rebuilds_totals_of_an_older_ledger(handler, db):
     assert table(db) == expected == ledger(db)
     totals.backfill(db)  # runs once per database
     assert table(db) == expected
+    # A ledger from before v2 also kept a row per card: dropped once, the terminals' rows kept.
+    with db.transaction():
+        db.execute("INSERT INTO daily_totals VALUES ('card', 'c0ffee', '310000', '2026-11-27', 500)")
+        db.execute("UPDATE settings SET value='v1' WHERE name='daily_totals'")
+    totals.backfill(db)
+    assert table(db) == expected
+    assert db.one("SELECT value FROM settings WHERE name='daily_totals'")[0] == "v2"
+
+
+def test_a_cards_daily_limit_starts_again_at_local_midnight(handler, db):
+    # Shanghai (UTC+8): 23:58 and 00:01 local are 15:58 and 16:01 UTC of the same UTC date.
+    t = Term(handler)
+    (txn_limit, card_limit) = db.one("SELECT txn_limit, daily_card_limit FROM regions WHERE code='310000'")
+    pan = "6228480000000401"
+    evening = calendar.timegm((2026, 11, 27, 15, 58, 0))
+    for k in range(card_limit // txn_limit):
+        t.sim.clock = lambda: evening + k
+        assert t.send(t.sim.financial(pan, txn_limit, method="Q", cell=CELL["310000"]), now=evening + k)["39"] == "00"
+    t.sim.clock = lambda: evening + 60
+    assert t.send(t.sim.financial(pan, 1, method="Q", cell=CELL["310000"]), now=evening + 60)["39"] == "61"
+    t.sim.clock = lambda: evening + 180
+    assert t.send(t.sim.financial(pan, txn_limit, method="Q", cell=CELL["310000"]), now=evening + 180)["39"] == "00"
+    card_hash = db.one("SELECT card_hash FROM txns WHERE kind='financial' ORDER BY id DESC")[0]
+    assert totals.daily(db, card_hash, TID, "310000", "2026-11-27") == (card_limit, card_limit)
+    assert totals.daily(db, card_hash, TID, "310000", "2026-11-28") == (txn_limit, txn_limit)
+    assert table(db) == ledger(db)

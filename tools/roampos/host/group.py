@@ -13,6 +13,7 @@ from .. import iso
 from . import registry
 from .db import Database
 from .risk import Policy
+from .totals import day_bounds
 
 __all__ = ["Group", "CardState", "GROUP_MTIS", "read"]
 
@@ -23,8 +24,8 @@ class Group:
     Only a terminal's first message in the group uses the terminal's part: any later one (whose
     predecessor may have signed on, settled, opened a batch or stored a row) reads the database.
     """
-    __slots__ = ("terms", "stans", "batches", "tlvs", "seen", "cards", "key_cards", "totals", "days",
-                 "recent", "touched", "stale")
+    __slots__ = ("terms", "stans", "batches", "tlvs", "seen", "cards", "key_cards", "totals", "card_totals",
+                 "days", "recent", "touched", "stale")
 
     def __init__(self) -> None:
         self.terms: Dict[str, Optional[dict]] = {}           # terminal ID -> row (None: unknown)
@@ -36,7 +37,8 @@ class Group:
         # (and no settlement or upload came before, which can move many cards' rows):
         self.cards: Dict[int, Tuple[str, str]] = {}         # id(doc) -> (PAN, card hash)
         self.key_cards: Dict[tuple, str] = {}               # (tid, batch, STAN) -> card of its ledger row
-        self.totals: Dict[tuple, int] = {}                  # (scope, subject, region, day) -> amount
+        self.totals: Dict[tuple, int] = {}                  # (terminal, region, day) -> amount
+        self.card_totals: Dict[tuple, int] = {}             # (card, region, day) -> amount
         self.days: Dict[str, str] = {}                      # region -> the local day totals were read for
         self.recent: Dict[str, list] = {}                   # card -> [(created, proc, region)] approved
         self.touched: set = set()                           # cards an earlier message may have moved
@@ -74,8 +76,8 @@ class CardState:
         """(card total, terminal total) of standing sales, as totals.daily() reads them."""
         if self._g.days.get(region) != day:
             return None  # read for another day (the group straddles midnight there)
-        t = self._g.totals
-        return t.get(("card", self.card_hash, region, day), 0), t.get(("terminal", terminal_id, region, day), 0)
+        return (self._g.card_totals.get((self.card_hash, region, day), 0),
+                self._g.totals.get((terminal_id, region, day), 0))
 
     def recent(self) -> list:
         """This card's approved financial rows of the risk windows: (created, proc, region)."""
@@ -123,8 +125,8 @@ def read(db: Database, policy: Policy, items: "list[Tuple[str, Any]]",
                 reg = registry.region(db, tlv.get("RG", ""))
                 if reg is not None:
                     day = g.days.setdefault(reg["code"], registry.local_date(reg, now))
-                    g.totals[("card", hit[1], reg["code"], day)] = 0
-                    g.totals[("terminal", tid, reg["code"], day)] = 0
+                    g.card_totals[(hit[1], reg["code"], day)] = 0
+                    g.totals[(tid, reg["code"], day)] = 0
         batch = tlv.get("BN", "")
         if len(batch) == 6 and batch.isdigit():
             stans.add((tid, batch, doc["11"]))
@@ -150,28 +152,33 @@ def read(db: Database, policy: Policy, items: "list[Tuple[str, Any]]",
     # Their state is read under those locks (PostgreSQL) or the write lock (SQLite).
     db.lock_cards(cards)
     if g.totals:
-        for scope, subject, region, day, amount in _joined(
-                db, list(g.totals), "sc, su, r, d", "SELECT t.scope, t.subject, t.region, t.local_date, t.amount"
-                " FROM k JOIN daily_totals t ON t.scope=k.sc AND t.subject=k.su AND t.region=k.r AND t.local_date=k.d"):
-            g.totals[(scope, subject, region, day)] = int(amount)
+        for subject, region, day, amount in _joined(
+                db, list(g.totals), "su, r, d", "SELECT t.subject, t.region, t.local_date, t.amount FROM k JOIN"
+                " daily_totals t ON t.scope='terminal' AND t.subject=k.su AND t.region=k.r AND t.local_date=k.d"):
+            g.totals[(subject, region, day)] = int(amount)
     sale_cards = sorted({hit[1] for hit in g.cards.values()})
     if sale_cards:
-        # Every approval inside either risk window of any message handled from now on.
-        since = int(now) - max(policy.velocity_window_s, policy.travel_window_s)
+        # Every approval inside either risk window of any message handled from now on, and every
+        # one of the local days its daily limits count (a card's total is summed from its rows).
+        since = min([int(now) - max(policy.velocity_window_s, policy.travel_window_s)]
+                    + [day_bounds(day)[0] for day in g.days.values()])
         for card in sale_cards:
             g.recent[card] = []
         if db.kind == "pg":
             # One index probe per card (txns_card: card_hash, created), whatever the statistics
             # of a young ledger make the planner think of an IN list.
             sql = ("WITH k(c) AS (VALUES " + ",".join(["(?)"] * len(sale_cards)) + ") SELECT r.card_hash,"
-                   " r.created, r.proc, r.region FROM k CROSS JOIN LATERAL (SELECT card_hash, created, proc,"
-                   " region FROM txns WHERE card_hash=k.c AND created>=? AND status='approved'"
-                   " AND kind='financial' ORDER BY card_hash, created) r")
+                   " r.created, r.proc, r.region, r.local_date, r.amount FROM k CROSS JOIN LATERAL (SELECT"
+                   " card_hash, created, proc, region, local_date, amount FROM txns WHERE card_hash=k.c"
+                   " AND created>=? AND status='approved' AND kind='financial' ORDER BY card_hash, created) r")
         else:
-            sql = ("SELECT card_hash, created, proc, region FROM txns WHERE card_hash IN ("
+            sql = ("SELECT card_hash, created, proc, region, local_date, amount FROM txns WHERE card_hash IN ("
                    + ",".join("?" * len(sale_cards)) + ") AND created>=? AND status='approved' AND kind='financial'")
-        for card, created, proc, region in db.all(sql, sale_cards + [since]):
+        card_totals = g.card_totals
+        for card, created, proc, region, day, amount in db.all(sql, sale_cards + [since]):
             g.recent[card].append((int(created), proc, region))
+            if proc.startswith("00") and (card, region, day) in card_totals:   # a standing sale
+                card_totals[(card, region, day)] += int(amount)
     return g
 
 

@@ -284,7 +284,7 @@ class Handler:
              d.card_hash, d.rc, d.status, rrn, approval, d.orig_rrn, d.fee, flags, d.location, day,
              int(ctx.now), d.uploaded, out.response))
         if totals.counts(d.kind, doc["3"], d.status):
-            totals.add(self.db, d.card_hash, tid, d.region, day, d.amount)
+            totals.add(self.db, tid, d.region, day, d.amount)
         out.stored = True
         return out
 
