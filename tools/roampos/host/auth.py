@@ -1,7 +1,6 @@
 """Authorization of sales, refunds, voids, advices and reversals against test issuers and region rules."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -13,7 +12,18 @@ __all__ = ["Ctx", "Decision", "authorize", "reverse", "issuer_for", "TEST_PIN"]
 
 TEST_PIN = "1234"      # every test issuer card uses this PIN
 _MAX_PIN_TRIES = 3
-_ISSUERS = sorted(read_csv("test_issuers.csv"), key=lambda r: -len(r["prefix"]))
+
+
+def _by_prefix(rows: List[dict]) -> List[tuple]:
+    """[(prefix length, {prefix: row})], longest first: the longest prefix wins, and of rows with
+    the same prefix the first in the file. A few dict probes per PAN instead of a scan."""
+    out: Dict[int, dict] = {}
+    for row in rows:
+        out.setdefault(len(row["prefix"]), {}).setdefault(row["prefix"], row)
+    return sorted(out.items(), reverse=True)
+
+
+_ISSUERS = _by_prefix(read_csv("test_issuers.csv"))
 # What totals.add_row() needs of a row whose status changes.
 _TOTALS_COLUMNS = "card_hash, terminal_id, region, local_date, amount, proc"
 
@@ -62,11 +72,15 @@ class Decision:
     uploaded: int = 0
     resp48: Dict[str, str] = field(default_factory=dict)
     reason: str = ""
+    # The region's local date at ctx.now, once the rules have looked the region up (else "": the
+    # handler works it out to store the row).
+    local_date: str = ""
 
 
 def issuer_for(pan: str) -> Optional[dict]:
-    for row in _ISSUERS:
-        if pan.startswith(row["prefix"]):
+    for n, rows in _ISSUERS:
+        row = rows.get(pan[:n])
+        if row is not None:
             return row
     return None
 
@@ -85,10 +99,11 @@ def _base(ctx: Ctx, kind: str) -> Decision:
     pan = cs.pan if cs is not None else iso.decrypt_pan(ctx.tdk, tlv["EP"], ctx.pan_ecb)
     if len(pan) > 19 and tlv["PM"] != "P":
         raise iso.MessageError("a card PAN is 12-19 digits (only a payment code is longer)", "48")
-    if "2" in doc and doc["2"] != iso.mask_pan(pan):
+    masked = iso.mask_pan(pan)
+    if "2" in doc and doc["2"] != masked:
         raise iso.MessageError("masked PAN does not match the encrypted PAN", "2")
     d = Decision(rc="00", kind=kind, amount=int(doc["4"]), currency=doc["49"], region=tlv["RG"],
-                 method=tlv["PM"], masked_pan=iso.mask_pan(pan),
+                 method=tlv["PM"], masked_pan=masked,
                  card_hash=cs.card_hash if cs is not None else iso.card_hash(ctx.card_key, pan),
                  orig_rrn=tlv.get("OR", ""))
     d.reason = pan  # carried to the checks only; the handler never stores or logs `reason` when rc=00
@@ -105,14 +120,15 @@ def _location(ctx: Ctx, d: Decision) -> Optional[str]:
         assert cell is not None
         d.location = ctx.tlv["LC"][:40]  # the evidence as the terminal reported it
         seen = registry.region_of_cell(ctx.db, cell[0], cell[1], cell[2])
-        reg = registry.region(ctx.db, d.region)
-        if seen is None and reg is not None and str(reg["mcc"]) != str(cell[0]):
-            # A network of another country: whatever its LAC, the terminal is not in this region.
-            d.flags.append(f"location_mismatch:mcc{cell[0]}")
-            if ctx.terminal["location_policy"] == "decline":
-                return "R3"
-        elif seen is None:
-            d.flags.append("location_unknown")
+        if seen is None:
+            reg = registry.region(ctx.db, d.region)
+            if reg is not None and str(reg["mcc"]) != str(cell[0]):
+                # A network of another country: whatever its LAC, the terminal is not in this region.
+                d.flags.append(f"location_mismatch:mcc{cell[0]}")
+                if ctx.terminal["location_policy"] == "decline":
+                    return "R3"
+            else:
+                d.flags.append("location_unknown")
         elif seen != d.region:
             d.flags.append(f"location_mismatch:{seen}")
             if ctx.terminal["location_policy"] == "decline":
@@ -125,13 +141,13 @@ def _location(ctx: Ctx, d: Decision) -> Optional[str]:
     return None
 
 
-def _region_and_batch(ctx: Ctx, d: Decision) -> Optional[str]:
+def _region_and_batch(ctx: Ctx, d: Decision, reg: Optional[dict]) -> Optional[str]:
+    """`reg` = registry.region(ctx.db, d.region)."""
     db, tid, batch = ctx.db, ctx.terminal["terminal_id"], ctx.tlv["BN"]
-    rc = registry.grant_check(db, ctx.terminal, d.region, ctx.now)
+    rc = registry.granted(db, ctx.terminal, d.region, reg, ctx.now)
     if rc:
         d.flags.append("region_not_granted" if rc == "R1" else "region_grant_not_valid")
         return rc
-    reg = registry.region(db, d.region)
     assert reg is not None
     if d.currency != reg["currency"]:
         d.flags.append("currency_mismatch")
@@ -153,7 +169,7 @@ def _region_and_batch(ctx: Ctx, d: Decision) -> Optional[str]:
 
 
 def _daily(ctx: Ctx, d: Decision, reg: dict) -> Optional[str]:
-    today = registry.local_date(reg, ctx.now)
+    today = d.local_date
     if d.amount > reg["txn_limit"]:
         d.flags.append("txn_limit")
         return "61"
@@ -201,8 +217,9 @@ def _sale_checks(ctx: Ctx, d: Decision, pan: str, reg: dict) -> Optional[str]:
         if exp is None or len(exp) != 4 or not exp.isdigit() or not 1 <= int(exp[2:]) <= 12:
             raise iso.MessageError("expiry date YYMM required for cards", "14")
         # The card expires at the end of its month where it is used (the region's local date,
-        # as the terminal reads it), not in UTC.
-        if exp < time.strftime("%y%m", time.gmtime(ctx.now + 60 * int(reg["utc_offset_min"]))):
+        # as the terminal reads it), not in UTC. YYMM of that "YYYY-MM-DD":
+        today = d.local_date
+        if exp < today[2:4] + today[5:7]:
             return "54"
     elif "52" in ctx.doc:
         # A PIN block belongs to a card: counted against a QR or payment code, wrong tries would
@@ -321,7 +338,9 @@ def authorize(ctx: Ctx, advice: bool = False, upload: bool = False) -> Decision:
     else:
         malformed = False
         reg = registry.region(ctx.db, d.region)
-        rc = _region_and_batch(ctx, d) or _location(ctx, d)
+        if reg is not None:
+            d.local_date = registry.local_date(reg, ctx.now)
+        rc = _region_and_batch(ctx, d, reg) or _location(ctx, d)
     if not rc and reg is not None:
         if proc == "00":
             rc = _sale_checks(ctx, d, pan, reg)

@@ -53,14 +53,16 @@ class Group:
 
     def touch(self, doc: Dict[str, str]) -> None:
         """After a message: what it may have moved is read afresh by the group's later messages."""
-        hit = self.cards.get(id(doc))
+        key = id(doc)
+        hit = self.cards.get(key)
         if hit is not None:
             self.touched.add(hit[1])
-        hit_tlv = self.tlvs.get(id(doc))
-        if hit_tlv is not None and hit_tlv[0] is doc:
-            card = self.key_cards.get((doc.get("41"), hit_tlv[1].get("BN", ""), doc.get("11")))
-            if card:
-                self.touched.add(card)
+        if self.key_cards:  # else no key of the group has a ledger row (a group of new sales)
+            hit_tlv = self.tlvs.get(key)
+            if hit_tlv is not None and hit_tlv[0] is doc:
+                card = self.key_cards.get((doc.get("41"), hit_tlv[1].get("BN", ""), doc.get("11")))
+                if card:
+                    self.touched.add(card)
         if doc.get("t") in ("0320", "0500"):
             self.stale = True  # an upload or a trailer can move rows of any card of the batch
 
@@ -100,33 +102,45 @@ def read(db: Database, policy: Policy, items: "list[Tuple[str, Any]]",
     sql = registry._TERMINAL_SELECT.replace("=?", " IN (" + ",".join("?" * len(tids)) + ")")
     if db.kind == "pg":
         sql += " ORDER BY terminal_id FOR UPDATE"
+    terms, columns = g.terms, registry.TERMINAL_COLUMNS
     for row in db.all(sql, tids):
-        g.terms[row[0]] = dict(zip(registry.TERMINAL_COLUMNS, row))
+        terms[row[0]] = dict(zip(columns, row))
     for tid in tids:
-        g.terms.setdefault(tid, None)
+        terms.setdefault(tid, None)
     stans, batches, cards = set(), set(), set()
+    tlvs, group_cards, day_totals, card_totals = g.tlvs, g.cards, g.totals, g.card_totals
+    # Field 48's region as sent -> (region code, its local day), None if unknown: one lookup per
+    # region a group, not per message.
+    regions: Dict[str, Optional[Tuple[str, str]]] = {}
     now = time.time()
     for _, doc in items:
         if not isinstance(doc, dict) or doc.get("t") not in GROUP_MTIS or "11" not in doc:
             continue
         tid = doc.get("41")
-        if g.terms.get(tid) is None:
+        term = terms.get(tid)
+        if term is None:
             continue
         try:
             tlv = iso.decode_tlv(doc.get("48", ""))
         except Exception:
             continue  # the handler raises it again, as a format error
-        g.tlvs[id(doc)] = (doc, tlv)
+        key = id(doc)
+        tlvs[key] = (doc, tlv)
         if "EP" in tlv and doc["t"] != "0400":
-            hit = card_of(g.terms[tid], tlv["EP"])
+            hit = card_of(term, tlv["EP"])
             if hit is not None:
-                g.cards[id(doc)] = hit
+                group_cards[key] = hit
                 cards.add(hit[1])
-                reg = registry.region(db, tlv.get("RG", ""))
-                if reg is not None:
-                    day = g.days.setdefault(reg["code"], registry.local_date(reg, now))
-                    g.card_totals[(hit[1], reg["code"], day)] = 0
-                    g.totals[(tid, reg["code"], day)] = 0
+                code = tlv.get("RG", "")
+                if code not in regions:
+                    reg = registry.region(db, code)
+                    regions[code] = None if reg is None else (
+                        reg["code"], g.days.setdefault(reg["code"], registry.local_date(reg, now)))
+                known = regions[code]
+                if known is not None:
+                    region, day = known
+                    card_totals[(hit[1], region, day)] = 0
+                    day_totals[(tid, region, day)] = 0
         batch = tlv.get("BN", "")
         if len(batch) == 6 and batch.isdigit():
             stans.add((tid, batch, doc["11"]))
@@ -174,7 +188,6 @@ def read(db: Database, policy: Policy, items: "list[Tuple[str, Any]]",
         else:
             sql = ("SELECT card_hash, created, proc, region, local_date, amount FROM txns WHERE card_hash IN ("
                    + ",".join("?" * len(sale_cards)) + ") AND created>=? AND status='approved' AND kind='financial'")
-        card_totals = g.card_totals
         for card, created, proc, region, day, amount in db.all(sql, sale_cards + [since]):
             g.recent[card].append((int(created), proc, region))
             if proc.startswith("00") and (card, region, day) in card_totals:   # a standing sale

@@ -19,6 +19,7 @@ __all__ = ["Outcome", "Handler", "TerminalKeys"]
 
 log = logging.getLogger("roampos.host")
 _ECHOED = ("3", "4", "7", "11", "41", "42", "49")
+_KIND = {"0400": "reversal", "0500": "settlement"}   # the ledger row's kind by MTI, else financial
 
 
 @dataclass
@@ -211,7 +212,7 @@ class Handler:
         with self.db.transaction():
             if not locked:
                 self.db.lock_terminal(tid)
-            kind = {"0400": "reversal", "0500": "settlement"}.get(mti, "financial")
+            kind = _KIND.get(mti, "financial")
             # One read finds both an earlier copy of this message and a reversal that overtook it.
             if g is not None and g.stans.get(key) is False:
                 same: dict = {}  # the group read found no row with this key
@@ -259,16 +260,16 @@ class Handler:
         doc = ctx.doc
         if d.kind is None:
             return self._reply(doc, d.rc, mac_key, d.reason, resp48=d.resp48)
-        reg = registry.region(self.db, d.region)
-        day = registry.local_date(reg, ctx.now) if reg else time.strftime("%Y-%m-%d", time.gmtime(ctx.now))
+        day = d.local_date  # authorize's; the other kinds' rows look their region up here
+        if not day:
+            reg = registry.region(self.db, d.region)
+            day = registry.local_date(reg, ctx.now) if reg else time.strftime("%Y-%m-%d", time.gmtime(ctx.now))
         flags = ",".join(d.flags)
         tid = ctx.terminal["terminal_id"]
         row_id = self.db.next_txn_id()
         rrn = f"{row_id:012d}"
         approval = f"{(row_id * 7919 + 104729) % 1000000:06d}" if d.rc == "00" else ""
-        extra48 = dict(d.resp48)
-        if flags:
-            extra48["FL"] = flags[:200]
+        extra48 = {**d.resp48, "FL": flags[:200]} if flags else d.resp48   # _reply only reads it
         if d.kind == "settlement":  # kept for idempotency only: a 0510 carries no RRN or approval code
             approval = ""
         out = self._reply(doc, d.rc, mac_key, d.reason, resp48=extra48, approval=approval,
@@ -333,9 +334,8 @@ class Handler:
         # Echoed as decode() accepted them (fixed lengths, numeric fields checked there); a response
         # that still cannot be encoded falls back to MTI + code below.
         for f in _ECHOED:
-            v = doc.get(f)
-            if v is not None:
-                resp[f] = v
+            if f in doc:
+                resp[f] = doc[f]
         if rrn:
             resp["37"] = rrn
         if approval:

@@ -12,7 +12,7 @@ from .. import iso
 from .db import Database
 
 __all__ = ["RegistryError", "add_terminal", "grant_region", "revoke_region", "set_blocked",
-           "get_terminal", "list_terminals", "region", "region_of_cell", "grant_check",
+           "get_terminal", "list_terminals", "region", "region_of_cell", "grant_check", "granted",
            "fee_for", "local_date", "params_package", "record_heartbeat", "TERMINAL_COLUMNS"]
 
 TERMINAL_COLUMNS = ("terminal_id", "serial", "merchant_id", "home_region", "addresses", "tmk",
@@ -224,7 +224,11 @@ def grant_check(db: Database, terminal: dict, code: str, now: float) -> Optional
     The home region is always authorized; other regions need a grant whose validity
     (inclusive dates, in the region's local time) covers now.
     """
-    reg = region(db, code)
+    return granted(db, terminal, code, region(db, code), now)
+
+
+def granted(db: Database, terminal: dict, code: str, reg: Optional[dict], now: float) -> Optional[str]:
+    """grant_check() for a caller that already looked up `reg` = region(db, code)."""
     if reg is None:
         return "R1"
     if code == terminal["home_region"]:

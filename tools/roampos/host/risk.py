@@ -38,8 +38,13 @@ def check(db: Database, policy: Policy, card_hash: str, region: str, amount: int
     since_v = int(now) - policy.velocity_window_s
     since_t = int(now) - policy.travel_window_s
     if recent is not None:
-        n = sum(1 for created, proc, _ in recent if created >= since_v and proc.startswith("00"))
-        other = any(created >= since_t and reg != region for created, _, reg in recent)
+        # One pass, no generators: the list is usually empty or short.
+        n, other = 0, False
+        for created, proc, reg in recent:
+            if created >= since_v and proc.startswith("00"):
+                n += 1
+            if created >= since_t and reg != region:
+                other = True
     else:
         # Both rules in one read of the card's recent approvals (index card_hash, created).
         n, other = db.one("SELECT COALESCE(SUM(CASE WHEN created>=? AND proc LIKE '00%' THEN 1 ELSE 0 END), 0),"
