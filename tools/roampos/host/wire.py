@@ -17,10 +17,13 @@ __all__ = ["WireClient", "Inbound", "CONNECTION_LOST"]
 log = logging.getLogger("roampos.host")
 
 CONNECTION_LOST = 7   # loop() result when the connection is gone (paho's MQTT_ERR_CONN_LOST)
-_PUBACK_HEAD = bytes([PUBACK << 4, 2])
+_PUBACK_PACKET = struct.Struct("!BBH")   # a whole PUBACK: type, remaining length 2, packet id
 _PINGREQ = bytes([PINGREQ << 4, 0])
 _DISCONNECT = bytes([DISCONNECT << 4, 0])
 _U16 = struct.Struct("!H")
+_u16_at = _U16.unpack_from   # bound once: looked up per packet field, it is a new object each time
+_HEAD1 = struct.Struct("!BBH")    # PUBLISH fixed header (1-byte remaining length), topic length
+_HEAD2 = struct.Struct("!BBBH")   # the same with a 2-byte remaining length
 
 
 class Inbound:
@@ -125,17 +128,17 @@ class WireClient:
         t = topic.encode()
         if qos:
             mid = self._next_mid()
-            raw = packet(PUBLISH, 2, _U16.pack(len(t)) + t + _U16.pack(mid) + payload)
+            raw = _publish(2, t, _U16.pack(mid), payload)
             self.inflight[mid] = raw
         else:
-            raw = packet(PUBLISH, 0, _U16.pack(len(t)) + t + payload)
+            raw = _publish(0, t, b"", payload)
         if self.sock is not None:
             self.out += raw
 
     def ack(self, msg: Inbound) -> None:
         """Queue the PUBACK of a received QoS 1 message (after its effects are committed)."""
         if msg.qos == 1 and msg.conn == self.conn and self.sock is not None:
-            self.out += _PUBACK_HEAD + _U16.pack(msg.mid)
+            self.out += _PUBACK_PACKET.pack(PUBACK << 4, 2, msg.mid)
 
     def flush(self) -> bool:
         """Write what is queued; False if the connection is lost. A full socket buffer keeps the
@@ -204,10 +207,11 @@ class WireClient:
 
     def _parse(self) -> None:
         buf, pos, end = self.inbuf, 0, len(self.inbuf)
+        data = bytes(buf)   # one copy of what was received: each packet body is one slice of it
         while end - pos >= 2:
             length, mult, i, complete = 0, 1, pos + 1, False
             while i < end and i < pos + 5:
-                b = buf[i]
+                b = data[i]
                 i += 1
                 length += (b & 0x7F) * mult
                 if not b & 0x80:
@@ -220,31 +224,29 @@ class WireClient:
                 break  # the length itself is incomplete
             if i + length > end:
                 break  # incomplete packet: wait for more bytes
-            self._packet(buf[pos], bytes(buf[i:i + length]))
+            first = data[pos]
+            try:
+                self._handle_packet(first, data[i:i + length])
+            except struct.error:  # a packet shorter than its own fields
+                raise ProtocolError(f"packet type {first >> 4} of {length} bytes is truncated") from None
             pos = i + length
         del buf[:pos]
-
-    def _packet(self, first: int, body: bytes) -> None:
-        try:
-            self._handle_packet(first, body)
-        except struct.error:  # a packet shorter than its own fields
-            raise ProtocolError(f"packet type {first >> 4} of {len(body)} bytes is truncated") from None
 
     def _handle_packet(self, first: int, body: bytes) -> None:
         ptype = first >> 4
         if ptype == PUBLISH:
             qos = (first >> 1) & 3
-            (tlen,) = _U16.unpack_from(body, 0)
+            (tlen,) = _u16_at(body, 0)
             topic = body[2:2 + tlen].decode("utf-8", "replace")
             pos, mid = 2 + tlen, 0
             if qos:
-                (mid,) = _U16.unpack_from(body, pos)
+                (mid,) = _u16_at(body, pos)
                 pos += 2
             if qos == 2:
                 raise ProtocolError("QoS 2 PUBLISH on a QoS 1 subscription")
             self.on_message(Inbound(topic, body[pos:], qos, mid, self.conn))
         elif ptype == PUBACK:
-            self.inflight.pop(_U16.unpack_from(body, 0)[0], None)
+            self.inflight.pop(_u16_at(body, 0)[0], None)
         elif ptype == PINGRESP:
             self._ping_sent = 0.0
         elif ptype == SUBACK:
@@ -257,6 +259,19 @@ class WireClient:
     def _lost(self, why: str) -> None:
         log.warning("%s: broker connection lost (%s)", self.client_id, why)
         self.close()
+
+
+def _publish(flags: int, topic: bytes, mid: bytes, payload: bytes) -> bytes:
+    """packet(PUBLISH, flags, topic length + topic + mid + payload), in one join: the fixed header
+    and the topic length are packed together for the remaining lengths of 1 and 2 bytes."""
+    n = 2 + len(topic) + len(mid) + len(payload)
+    if n < 128:
+        head = _HEAD1.pack(PUBLISH << 4 | flags, n, len(topic))
+    elif n < 16384:
+        head = _HEAD2.pack(PUBLISH << 4 | flags, n & 0x7F | 0x80, n >> 7, len(topic))
+    else:
+        return packet(PUBLISH, flags, _U16.pack(len(topic)) + topic + mid + payload)
+    return b"".join((head, topic, mid, payload))
 
 
 def _read_exact(sock: socket.socket, n: int, timeout: float) -> bytes:
