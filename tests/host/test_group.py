@@ -160,6 +160,26 @@ def test_group_card_reads_match_reading_per_message(db, handler):
     assert grouped == ["00", "61", "59", "00", "61"], grouped
 
 
+def test_a_funds_issuers_balance_holds_inside_a_group(db, handler):
+    """The 'funds' test issuer (6228481, 50.00 available) in a group: each card's standing sales less
+    its refunds, and a later message with the same card sees the earlier one's sale."""
+    ts = _terminals(db, handler, 4)
+    spent, refunded, fresh = "6228481000000701", "6228481000000702", "6228481000000703"
+
+    def one(t, raw):
+        return iso.decode(handler.handle(t.tid, raw).response)
+
+    assert one(ts[0], ts[0].financial(spent, 3000, method="Q"))["39"] == "00"
+    sale = one(ts[1], ts[1].financial(refunded, 3000, method="Q"))
+    assert sale["39"] == "00"
+    assert one(ts[1], ts[1].financial(refunded, 1000, method="Q", proc="200000", orig_rrn=sale["37"]))["39"] == "00"
+    out = _mixed_group(handler, [(ts[0], ts[0].financial(spent, 2500, method="Q")),      # 3000 + 2500 > 5000
+                                 (ts[1], ts[1].financial(refunded, 2500, method="Q")),   # 2000 + 2500
+                                 (ts[2], ts[2].financial(fresh, 4000, method="Q")),
+                                 (ts[3], ts[3].financial(fresh, 1500, method="Q"))])     # after the 4000
+    assert [o.rc for o in out] == ["51", "00", "00", "51"]
+
+
 def test_a_sale_after_a_sign_on_in_the_same_group_counts_for_its_card(db, handler, monkeypatch):
     """A sign-on and the terminal's next sale in one group: the group read decrypted that sale's card
     with the old data key (so it did not know the card); another terminal's sale of the same card
