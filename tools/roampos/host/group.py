@@ -82,7 +82,8 @@ class CardState:
                 self._g.totals.get((terminal_id, region, day), 0))
 
     def recent(self) -> list:
-        """This card's approved financial rows of the risk windows: (created, proc, region)."""
+        """This card's approved financial rows from the risk windows back (or its local days, if further):
+        (created, proc, region)."""
         return self._g.recent.get(self.card_hash, [])
 
 
