@@ -100,10 +100,10 @@ def read(db: Database, policy: Policy, items: "list[Tuple[str, Any]]",
     tids = sorted({doc["41"] for _, doc in items if isinstance(doc, dict) and "41" in doc})
     if not tids:
         return None
-    sql = registry._TERMINAL_SELECT.replace("=?", " IN (" + ",".join("?" * len(tids)) + ")")
+    sql = registry.HANDLER_SELECT.replace("=?", " IN (" + ",".join("?" * len(tids)) + ")")
     if db.kind == "pg":
         sql += " ORDER BY terminal_id FOR UPDATE"
-    terms, columns = g.terms, registry.TERMINAL_COLUMNS
+    terms, columns = g.terms, registry.HANDLER_COLUMNS
     for row in db.all(sql, tids):
         terms[row[0]] = dict(zip(columns, row))
     for tid in tids:

@@ -165,7 +165,7 @@ class Handler:
             if g is not None:
                 g.seen.add(tid)
                 g = None  # not this terminal's first message of the group: read afresh
-            term = registry.get_terminal(self.db, tid, for_update=locked)
+            term = registry.get_terminal(self.db, tid, for_update=locked, handler=True)
         if term is None:
             return self._reply(doc, "03", None, f"unknown terminal {tid}")
         keys = self.keys(term)

@@ -13,7 +13,8 @@ from .db import Database
 
 __all__ = ["RegistryError", "add_terminal", "grant_region", "revoke_region", "set_blocked",
            "get_terminal", "list_terminals", "region", "region_of_cell", "grant_check", "granted",
-           "fee_for", "local_date", "params_package", "record_heartbeat", "TERMINAL_COLUMNS"]
+           "fee_for", "local_date", "params_package", "record_heartbeat", "TERMINAL_COLUMNS",
+           "HANDLER_COLUMNS", "HANDLER_SELECT"]
 
 TERMINAL_COLUMNS = ("terminal_id", "serial", "merchant_id", "home_region", "addresses", "tmk",
                     "tpk", "tak", "tdk", "keys_at", "blocked", "location_policy", "last_seen",
@@ -27,14 +28,23 @@ class RegistryError(ValueError):
     """A registry change that is refused; the message names the terminal or field."""
 
 
+# What handling a message reads of its terminal (the rest, heartbeat and management columns, is
+# the CLI's): a worker group reads it for up to 64 terminals at once.
+HANDLER_COLUMNS = ("terminal_id", "serial", "merchant_id", "home_region", "tmk", "tpk", "tak", "tdk",
+                   "blocked", "location_policy")
 _TERMINAL_SELECT = f"SELECT {','.join(TERMINAL_COLUMNS)} FROM terminals WHERE terminal_id=?"
+HANDLER_SELECT = f"SELECT {','.join(HANDLER_COLUMNS)} FROM terminals WHERE terminal_id=?"
 
 
-def get_terminal(db: Database, terminal_id: str, for_update: bool = False) -> Optional[dict]:
-    """The terminal row; `for_update` also locks it until commit (PostgreSQL, inside a transaction)."""
-    sql = _TERMINAL_SELECT + " FOR UPDATE" if for_update and db.kind == "pg" else _TERMINAL_SELECT
+def get_terminal(db: Database, terminal_id: str, for_update: bool = False,
+                 handler: bool = False) -> Optional[dict]:
+    """The terminal row (`handler`: its HANDLER_COLUMNS only); `for_update` also locks it until
+    commit (PostgreSQL, inside a transaction)."""
+    sql = HANDLER_SELECT if handler else _TERMINAL_SELECT
+    if for_update and db.kind == "pg":
+        sql += " FOR UPDATE"
     row = db.one(sql, (terminal_id,))
-    return dict(zip(TERMINAL_COLUMNS, row)) if row else None
+    return dict(zip(HANDLER_COLUMNS if handler else TERMINAL_COLUMNS, row)) if row else None
 
 
 # Reference data (regions, fees, cells) changes only when the data files are reloaded, so each
