@@ -28,3 +28,15 @@ def test_the_ratio_is_never_rounded_up_to_the_target():
     assert host_load._ratio(0.5) == "0.500" and host_load._ratio(0.5999) == "0.599"
     assert host_load._ratio(0.57) == "0.570"
     assert host_load._ratio(float("nan")) == "nan"
+
+
+def test_the_in_process_cpu_bench_handles_every_authorization_once():
+    # `python -m roampos.bench.host_cpu` (a `make bench` row): the same requests as the load test,
+    # straight into Worker.process_batch; 120 terminals reach the 'funds' test issuer (6228481) too.
+    from roampos.bench import host_cpu
+    r = host_cpu.run(terminals=120, requests=2, rounds=2, group=16)
+    assert r["authorizations"] == r["rows"] == 120 * 2 * 2, r
+    assert r["codes"] == {"00": r["rows"]}, r["codes"]
+    assert len(r["us_per_auth"]) == 2 and all(us > 0 for us in r["us_per_auth"]), r
+    (metric, value, _), = host_cpu.rows(["--terminals", "3", "--requests", "2", "--rounds", "1"])
+    assert metric.startswith("worker CPU per authorization") and value.endswith(" us"), (metric, value)

@@ -16,6 +16,7 @@ SECTIONS = [
     ("foundation", "roampos.bench.foundation", "rows"),
     ("drivers", "roampos.bench.drivers", "rows"),
     ("parameters", "roampos.bench.params", "rows"),
+    ("host", "roampos.bench.host_cpu", "rows"),
     ("host", "roampos.bench.host_load", "rows"),
 ]
 
