@@ -5,8 +5,8 @@ from typing import Tuple
 
 from .. import iso
 from . import registry, totals
-from .db import rrn_id
 from .auth import _TOTALS_COLUMNS, Ctx, Decision, _refunded, authorize
+from .db import rrn_id
 
 __all__ = ["ledger_totals", "settle", "upload"]
 
