@@ -144,7 +144,7 @@ def _location(ctx: Ctx, d: Decision) -> Optional[str]:
 def _region_and_batch(ctx: Ctx, d: Decision, reg: Optional[dict]) -> Optional[str]:
     """`reg` = registry.region(ctx.db, d.region)."""
     db, tid, batch = ctx.db, ctx.terminal["terminal_id"], ctx.tlv["BN"]
-    rc = registry.granted(db, ctx.terminal, d.region, reg, ctx.now)
+    rc = registry.grant_check(db, ctx.terminal, reg, ctx.now)
     if rc:
         d.flags.append("region_not_granted" if rc == "R1" else "region_grant_not_valid")
         return rc

@@ -12,7 +12,7 @@ from .. import iso
 from .db import Database
 
 __all__ = ["RegistryError", "add_terminal", "grant_region", "revoke_region", "set_blocked",
-           "get_terminal", "list_terminals", "region", "region_of_cell", "grant_check", "granted",
+           "get_terminal", "list_terminals", "region", "region_of_cell", "grant_check",
            "fee_for", "local_date", "params_package", "record_heartbeat", "TERMINAL_COLUMNS",
            "HANDLER_COLUMNS", "HANDLER_SELECT"]
 
@@ -228,19 +228,16 @@ def list_terminals(db: Database) -> List[dict]:
     return out
 
 
-def grant_check(db: Database, terminal: dict, code: str, now: float) -> Optional[str]:
-    """None if the terminal may transact in region `code` now, else 'R1' or 'R2'.
+def grant_check(db: Database, terminal: dict, reg: Optional[dict], now: float) -> Optional[str]:
+    """None if the terminal may transact now in region `reg` (region(db, code), None if unknown),
+    else 'R1' or 'R2'.
 
     The home region is always authorized; other regions need a grant whose validity
     (inclusive dates, in the region's local time) covers now.
     """
-    return granted(db, terminal, code, region(db, code), now)
-
-
-def granted(db: Database, terminal: dict, code: str, reg: Optional[dict], now: float) -> Optional[str]:
-    """grant_check() for a caller that already looked up `reg` = region(db, code)."""
     if reg is None:
         return "R1"
+    code = reg["code"]
     if code == terminal["home_region"]:
         return None
     g = db.one("SELECT valid_from, valid_to FROM grants WHERE terminal_id=? AND region=?",
