@@ -41,22 +41,16 @@ class _Outbox:
 def run(terminals: int = 200, requests: int = 40, rounds: int = 3, group: int = 40) -> Dict[str, Any]:
     """CPU us per authorization of each round, the answers' response codes and the ledger's rows."""
     from .. import iso
-    from ..host import db as dbm, registry
+    from ..host import db as dbm
     from ..host.handler import Handler
     from ..host.service import Worker
     from ..host.wire import Inbound
-    from ..termsim import SimTerminal
-    from .host_load import TMK, _plans
+    from .host_load import _plans, bench_terminal
     tmp = tempfile.mkdtemp(prefix="roampos-cpu-")
     try:
         url = f"sqlite:///{tmp}/ledger.db"
         db = dbm.connect(url)
-        sims = []
-        for i in range(terminals):   # as the load test registers them
-            tid = f"BEN{i:05d}"
-            registry.add_terminal(db, tid, f"SN-BENCH-{i:05d}", "310000000000777", "Bench", "48020000", "62220",
-                                  "310000", {}, TMK.hex())
-            sims.append(SimTerminal(tid, "310000000000777", f"SN-BENCH-{i:05d}", TMK))
+        sims = [bench_terminal(db, i) for i in range(terminals)]
         signon = Handler(db)
         for s in sims:
             s.apply_signon(signon.handle(s.tid, s.signon()).response)

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 from ..host.service import no_delay
 from ..netutil import free_port, wait_port
 
-__all__ = ["main", "rows", "run_once", "ClosedLoop"]
+__all__ = ["main", "rows", "run_once", "ClosedLoop", "bench_terminal"]
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 TMK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
@@ -222,6 +222,15 @@ def _plans(sims: list, requests: int, round_no: int) -> Dict[str, List[bytes]]:
                     for j in range(requests)] for k, s in enumerate(sims)}
 
 
+def bench_terminal(db, i: int):  # type: ignore[no-untyped-def]
+    """The bench's terminal number `i`, registered in `db` (not signed on yet)."""
+    from ..host import registry
+    from ..termsim import SimTerminal
+    tid, serial = f"BEN{i:05d}", f"SN-BENCH-{i:05d}"
+    registry.add_terminal(db, tid, serial, "310000000000777", "Bench", "48020000", "62220", "310000", {}, TMK.hex())
+    return SimTerminal(tid, "310000000000777", serial, TMK)
+
+
 def _pct(values: List[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] * 1000 if s else float("nan")
@@ -240,7 +249,7 @@ def run_once(broker_kind: str, workers: int, terminals: int, requests: int, roun
     """One configuration: `rounds` pairs of an echo round and a host round on the same broker and
     the same load generator; rates are the median round of each. `ledger` "postgresql" uses a
     schema of its own on PG_URL, dropped afterwards."""
-    from ..host import db as dbm, registry
+    from ..host import db as dbm
     from ..termsim import MqttLink, SimTerminal
     tmp = tempfile.mkdtemp(prefix="roampos-bench-")
     broker, url = _start_broker(broker_kind, tmp)
@@ -252,12 +261,9 @@ def run_once(broker_kind: str, workers: int, terminals: int, requests: int, roun
         db = dbm.connect(db_url)
         sims, twins = [], []
         for i in range(terminals):
-            tid = f"BEN{i:05d}"
-            registry.add_terminal(db, tid, f"SN-BENCH-{i:05d}", "310000000000777", "Bench", "48020000", "62220",
-                                  "310000", {}, TMK.hex())
-            sims.append(SimTerminal(tid, "310000000000777", f"SN-BENCH-{i:05d}", TMK))
+            sims.append(bench_terminal(db, i))
             # The echo phase sends the same kind of message, built with throw-away session keys.
-            twin = SimTerminal(tid, "310000000000777", f"SN-BENCH-{i:05d}", TMK)
+            twin = SimTerminal(sims[-1].tid, sims[-1].mid, sims[-1].serial, TMK)
             twin.tpk = twin.tak = twin.tdk = os.urandom(16)
             twins.append(twin)
         req_size = len(_plans(twins[:1], 1, 0)[twins[0].tid][0])
